@@ -1,0 +1,195 @@
+"""The gateway daemon: serves installed models, installs bundles pushed over MQTT, and
+keeps working with no link to the cloud.
+
+Start-up order: load every installed model from disk (verified again), open the local API,
+then connect to the broker in the background. The agent serves from the first second even
+when the broker is unreachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import platform
+import signal
+import time
+from typing import Any
+
+import orjson
+
+from farmiq import __version__, topics
+from farmiq.bundle.trust import TrustRoot
+from edge_agent.config import AgentConfig
+from edge_agent.inference import InferenceService
+from edge_agent.installer import Installer, InstallResult
+from edge_agent.local_api import LocalApi
+from edge_agent.model_store import ModelStore
+from edge_agent.mqtt_link import MqttLink
+from edge_agent.serving import ModelSet
+
+log = logging.getLogger(__name__)
+
+
+class Agent:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.device_id = config.device_id
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.trust = TrustRoot.load(config.trust_root)
+        self.models = ModelSet()
+        self.store = ModelStore(config.state_dir)
+        self.installer = Installer(
+            self.store,
+            self.models,
+            self.trust,
+            device_id=config.device_id,
+            hardware_class=config.hardware_class,
+            max_bundle_bytes=config.max_bundle_bytes,
+            intra_op_threads=config.intra_op_threads,
+        )
+        self.inference = InferenceService(self.models)
+        self.started_at = time.time()
+        self.install_lock = asyncio.Lock()
+        self.last_install: InstallResult | None = None
+        self.link = MqttLink(
+            config.mqtt,
+            client_id=f"farmiq-agent-{config.device_id}",
+            subscriptions=[(topics.gw(config.device_id) + "/" + topics.DOWN_ALL, 1)],
+            on_message=self.on_message,
+            will=(topics.up(config.device_id, topics.STATUS), b"offline"),
+            on_connect=self.on_connect,
+        )
+        from edge_agent.api_routes import build_api
+
+        self.api: LocalApi = build_api(self)
+        self._server: Any = None
+        self._stop = asyncio.Event()
+        self.api_port: int | None = None
+
+    # -- state ---------------------------------------------------------------------------
+    def reported_state(self) -> dict[str, Any]:
+        return {
+            "device_id": self.device_id,
+            "farm_id": self.config.farm_id,
+            "hardware_class": self.config.hardware_class,
+            "tags": self.config.tags,
+            "agent_version": __version__,
+            "models": {
+                m.name: {
+                    "version": m.version,
+                    "bundle_id": m.manifest.bundle_id,
+                    "runtime": m.manifest.runtime,
+                    "feature_schema": m.manifest.feature_schema.model_dump()
+                    if m.manifest.feature_schema
+                    else None,
+                }
+                for m in self.models.all()
+            },
+            "platform": {"machine": platform.machine(), "python": platform.python_version()},
+            "ts": time.time(),
+        }
+
+    def ready(self) -> tuple[bool, str]:
+        if not self.models.all():
+            return False, "no model installed"
+        if not all(m.warm for m in self.models.all()):
+            return False, "models warming up"
+        return True, "serving" + ("" if self.link.connected.is_set() else " (broker offline)")
+
+    async def publish_state(self) -> None:
+        await self.link.publish(
+            topics.up(self.device_id, topics.STATE), orjson.dumps(self.reported_state()), retain=True
+        )
+
+    # -- MQTT ----------------------------------------------------------------------------
+    async def on_connect(self) -> None:
+        await self.link.publish(topics.up(self.device_id, topics.STATUS), b"online", retain=True)
+        await self.publish_state()
+
+    async def on_message(self, topic: str, payload: bytes) -> None:
+        parsed = topics.parse_down(topic)
+        if parsed is None or parsed[0] != self.device_id:
+            return
+        leaf = parsed[1]
+        if leaf == topics.BUNDLE:
+            await self.handle_bundle(payload)
+        else:
+            log.debug("ignoring message on %s", topic)
+
+    async def handle_bundle(self, bundle: bytes) -> InstallResult:
+        async with self.install_lock:
+            result = await asyncio.to_thread(self.installer.install, bundle)
+        self.last_install = result
+        await self.link.publish(
+            topics.up(self.device_id, topics.INSTALL_ACK),
+            orjson.dumps({**result.as_dict(), "device_id": self.device_id, "ts": time.time()}),
+        )
+        if result.ok:
+            await self.publish_state()
+        return result
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        loaded = await asyncio.to_thread(self.installer.load_installed)
+        if loaded:
+            log.info("serving installed models: %s", ", ".join(loaded))
+        await self._start_api()
+        await self.link.start()
+
+    async def _start_api(self) -> None:
+        import uvicorn
+
+        cfg = uvicorn.Config(
+            self.api,
+            host=self.config.api.host,
+            port=self.config.api.port,
+            loop="none",
+            http="httptools",
+            lifespan="off",
+            access_log=False,
+            log_level="warning",
+        )
+        server = uvicorn.Server(cfg)
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._server = server
+        self._server_task = asyncio.create_task(server.serve())
+        while not server.started:
+            if self._server_task.done():
+                self._server_task.result()
+                raise RuntimeError("local API failed to start")
+            await asyncio.sleep(0.01)
+        sock = server.servers[0].sockets[0]
+        self.api_port = sock.getsockname()[1]
+        log.info("local API on http://%s:%s", self.config.api.host, self.api_port)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+            await self._server_task
+        await self.link.stop(final=(topics.up(self.device_id, topics.STATUS), b"offline"))
+
+    async def run_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        await self.start()
+        port_file = os.environ.get("FARMIQ_AGENT_PORT_FILE")
+        if port_file:
+            with open(port_file, "w") as fh:
+                fh.write(str(self.api_port))
+        await self._stop.wait()
+        log.info("stopping")
+        await self.stop()
+
+
+def run(config: AgentConfig) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(Agent(config).run_forever())
+    except ImportError:
+        asyncio.run(Agent(config).run_forever())

@@ -1,0 +1,55 @@
+"""``farmiq agent run|check-config``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("agent", help="the gateway agent daemon (systemd: farmiq-agent.service)")
+    asub = p.add_subparsers(dest="agent_cmd", metavar="ACTION")
+    r = asub.add_parser(
+        "run",
+        help="run the agent: local inference API, bundle installs over MQTT, offline-safe",
+    )
+    r.add_argument("-c", "--config", type=Path, help="agent TOML (default /etc/farmiq/agent.toml)")
+    r.set_defaults(func=_run)
+    c = asub.add_parser("check-config", help="validate an agent config and print it")
+    c.add_argument("-c", "--config", type=Path, required=True)
+    c.set_defaults(func=_check)
+    p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+
+
+def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from edge_agent.config import DEFAULT_PATH, load_agent_config
+
+    path = args.config or (DEFAULT_PATH if DEFAULT_PATH.exists() else None)
+    return load_agent_config(path)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from farmiq.config import ConfigError
+
+    try:
+        cfg = _load(args)
+    except ConfigError as exc:
+        print(f"farmiq agent: {exc}", file=sys.stderr)
+        return 2
+    from edge_agent.agent import run
+
+    run(cfg)
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from farmiq.config import ConfigError
+
+    try:
+        cfg = _load(args)
+    except ConfigError as exc:
+        print(f"farmiq agent: {exc}", file=sys.stderr)
+        return 2
+    print(cfg.model_dump_json(indent=2))
+    return 0

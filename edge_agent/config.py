@@ -1,0 +1,68 @@
+"""Agent configuration (``/etc/farmiq/agent.toml`` + ``FARMIQ_AGENT__...`` overrides)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from farmiq.config import load_config
+
+ENV_PREFIX = "FARMIQ_AGENT"
+DEFAULT_PATH = Path("/etc/farmiq/agent.toml")
+
+
+class MqttSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    keepalive: int = Field(default=30, ge=5, le=3600)
+    username: str | None = None
+    password: str | None = None
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    connect_timeout: float = Field(default=10.0, gt=0)
+
+
+class ApiSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8571, ge=0, le=65535)
+
+
+class CloudSettings(BaseModel):
+    """Where the cloud Triton (KServe v2) lives, for escalation and offload."""
+
+    model_config = ConfigDict(extra="forbid")
+    triton_url: str | None = None  # e.g. "http://triton.example:8000" or "grpc://host:8001"
+    serverless_url: str | None = None
+    timeout_ms: float = Field(default=200.0, gt=0)
+
+
+class AgentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    device_id: str
+    farm_id: str = "default"
+    hardware_class: str = "generic-linux"
+    tags: list[str] = []
+    state_dir: Path = Path("/var/lib/farmiq")
+    trust_root: Path = Path("/etc/farmiq/trust_root.json")
+    max_bundle_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    intra_op_threads: int = Field(default=1, ge=1, le=64)
+    mqtt: MqttSettings = MqttSettings()
+    api: ApiSettings = ApiSettings()
+    cloud: CloudSettings = CloudSettings()
+    mcu_ports: list[str] = []  # serial URLs: /dev/serial/by-id/..., socket://, loop://
+
+    @field_validator("device_id")
+    @classmethod
+    def _device_id(cls, v: str) -> str:
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", v):
+            raise ValueError("device ids are letters, digits, '_', '.', '-' (at most 64)")
+        return v
+
+
+def load_agent_config(path: str | Path | None = None, **overrides: object) -> AgentConfig:
+    return load_config(AgentConfig, path, env_prefix=ENV_PREFIX, overrides=overrides or None)

@@ -1,0 +1,167 @@
+"""A thin asyncio wrapper over paho-mqtt 2.x for the agent.
+
+paho runs its network loop in its own thread; every callback is handed to the asyncio loop
+with ``call_soon_threadsafe``, so handlers run on the loop and never block the network
+thread. The session is persistent (clean_session=False, fixed client id): QoS 1 messages
+sent while the gateway was away are delivered when it reconnects. paho reconnects by
+itself with backoff; we only track the state and resubscribe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+
+import paho.mqtt.client as mqtt
+
+from edge_agent.config import MqttSettings
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[str, bytes], Awaitable[None]]
+
+
+class MqttLink:
+    def __init__(
+        self,
+        settings: MqttSettings,
+        client_id: str,
+        *,
+        subscriptions: list[tuple[str, int]],
+        on_message: Handler,
+        will: tuple[str, bytes] | None = None,
+        on_connect: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._subscriptions = subscriptions
+        self._on_message = on_message
+        self._on_connect_cb = on_connect
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.connected = asyncio.Event()
+        self.reconnects = 0
+        self._ever_connected = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        c = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=False,
+            protocol=mqtt.MQTTv311,
+        )
+        c.max_inflight_messages_set(100)
+        c.max_queued_messages_set(0)
+        c.reconnect_delay_set(min_delay=1, max_delay=30)
+        if settings.username:
+            c.username_pw_set(settings.username, settings.password)
+        if settings.tls_ca:
+            ctx = ssl.create_default_context(cafile=str(settings.tls_ca))
+            if settings.tls_cert and settings.tls_key:
+                ctx.load_cert_chain(str(settings.tls_cert), str(settings.tls_key))
+            c.tls_set_context(ctx)
+        if will:
+            c.will_set(will[0], will[1], qos=1, retain=True)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_msg
+        c.on_publish = self._on_publish
+        self._acks: dict[int, asyncio.Future[None]] = {}
+        self._client = c
+
+    # -- paho thread callbacks -> asyncio loop --------------------------------------------
+    def _on_connect(self, client, userdata, flags, reason_code, properties=None) -> None:  # type: ignore[no-untyped-def]
+        if reason_code.is_failure:
+            log.warning("mqtt connect refused: %s", reason_code)
+            return
+        for topic, qos in self._subscriptions:
+            client.subscribe(topic, qos)
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._set_connected)
+
+    def _set_connected(self) -> None:
+        if self._ever_connected:
+            self.reconnects += 1
+        self._ever_connected = True
+        self.connected.set()
+        log.info("mqtt connected to %s:%s", self.settings.host, self.settings.port)
+        if self._on_connect_cb is not None:
+            self._spawn(self._on_connect_cb())
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties=None) -> None:  # type: ignore[no-untyped-def]
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.connected.clear)
+        log.info("mqtt disconnected: %s", reason_code)
+
+    def _on_msg(self, client, userdata, msg: mqtt.MQTTMessage) -> None:  # type: ignore[no-untyped-def]
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._dispatch, msg.topic, bytes(msg.payload))
+
+    def _on_publish(self, client, userdata, mid, reason_code=None, properties=None) -> None:  # type: ignore[no-untyped-def]
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._acked, mid)
+
+    def _acked(self, mid: int) -> None:
+        fut = self._acks.pop(mid, None)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def _dispatch(self, topic: str, payload: bytes) -> None:
+        self._spawn(self._handle(topic, payload))
+
+    async def _handle(self, topic: str, payload: bytes) -> None:
+        try:
+            await self._on_message(topic, payload)
+        except Exception:  # a bad message must never take the daemon down
+            log.exception("handler failed for message on %s", topic)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- public API ----------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start connecting; returns at once. The link keeps retrying in the background."""
+        self._loop = asyncio.get_running_loop()
+        self._client.connect_async(self.settings.host, self.settings.port, self.settings.keepalive)
+        self._client.loop_start()
+
+    async def wait_connected(self, timeout: float | None = None) -> bool:
+        try:
+            await asyncio.wait_for(self.connected.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    async def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        """Queue a publish. With the link down paho keeps QoS>0 messages for the session;
+        callers that must not lose data use the durable outbox instead."""
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            raise ConnectionError(f"mqtt publish failed: {mqtt.error_string(info.rc)}")
+
+    async def publish_confirmed(self, topic: str, payload: bytes, qos: int = 1, timeout: float = 10.0) -> None:
+        """Publish and wait for the broker's PUBACK (not proof of delivery; see NOTES)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # on_publish reaches us through call_soon_threadsafe, so it cannot run before this
+        # coroutine yields: registering the future after publish() is race-free.
+        info = self._client.publish(topic, payload, qos=qos)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise ConnectionError(f"mqtt publish failed: {mqtt.error_string(info.rc)}")
+        self._acks[info.mid] = fut
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            self._acks.pop(info.mid, None)
+            raise TimeoutError("no PUBACK from the broker") from None
+
+    async def stop(self, final: tuple[str, bytes] | None = None) -> None:
+        if final is not None and self.connected.is_set():
+            try:
+                await self.publish_confirmed(final[0], final[1], timeout=2.0)
+            except (ConnectionError, TimeoutError):
+                pass
+        self._client.disconnect()
+        self._client.loop_stop()
+        for task in list(self._tasks):
+            task.cancel()
