@@ -46,7 +46,7 @@ def schema_hash(reference: Mapping[str, Any]) -> str:
 
 def window_id(device_id: str, model: str, version: str, start: float) -> str:
     """Deterministic: a redelivered window carries the same id and is stored once."""
-    return f"{device_id}/{model}/{version}/{int(round(start * 1000))}"
+    return f"{device_id}/{model}/{version}/{round(start * 1000)}"
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,9 @@ class _Layout:
 class _Window:
     """The running statistics of one model version over one window."""
 
-    def __init__(self, layout: _Layout, start: float, reservoir_size: int, rng: np.random.Generator):
+    def __init__(
+        self, layout: _Layout, start: float, reservoir_size: int, rng: np.random.Generator
+    ):
         c = len(layout.names)
         self.layout = layout
         self.start = start
@@ -210,8 +212,16 @@ class _Window:
             last = len(slots) - 1 - np.unique(slots[::-1], return_index=True)[1]
             self.reservoir[slots[last]] = x[rows[last]]
 
-    def to_dict(self, device_id: str, model: str, version: str, schema: str, schema_version: str,
-                end: float, farm_id: str | None) -> dict[str, Any]:
+    def to_dict(
+        self,
+        device_id: str,
+        model: str,
+        version: str,
+        schema: str,
+        schema_version: str,
+        end: float,
+        farm_id: str | None,
+    ) -> dict[str, Any]:
         self.flush()
         lay = self.layout
         cols: dict[str, Any] = {}
@@ -299,8 +309,9 @@ class DriftStats:
         self._lock = threading.Lock()  # observe may run in an executor thread
         self.ignored_rows = 0
 
-    def register(self, model: str, version: str, reference: Mapping[str, Any],
-                 schema_version: str = "") -> None:
+    def register(
+        self, model: str, version: str, reference: Mapping[str, Any], schema_version: str = ""
+    ) -> None:
         """Start accumulating for a model version, binned by its bundle's reference."""
         validate_reference(reference)
         layout = _Layout.from_reference(reference)
@@ -326,13 +337,20 @@ class DriftStats:
 
     def _finish(self, model: str, version: str, m: _Model, end: float) -> dict[str, Any]:
         assert m.window is not None
-        w = m.window.to_dict(self.device_id, model, version, m.schema, m.schema_version, end,
-                             self.farm_id)
+        w = m.window.to_dict(
+            self.device_id, model, version, m.schema, m.schema_version, end, self.farm_id
+        )
         m.window = None
         return w
 
-    def observe(self, model: str, version: str, inputs: np.ndarray,
-                outputs: np.ndarray | None = None, now: float | None = None) -> bool:
+    def observe(
+        self,
+        model: str,
+        version: str,
+        inputs: np.ndarray,
+        outputs: np.ndarray | None = None,
+        now: float | None = None,
+    ) -> bool:
         """Add a batch of inference inputs ``[n, n_features]`` and outputs to the window.
 
         The prediction column is ``outputs`` when 1-D or ``[n, 1]``, and the arg-max class
@@ -356,7 +374,9 @@ class DriftStats:
         with self._lock:
             w = m.window
             if w is not None and t >= self._window_start(w.start) + self.window_s:
-                self._closed.append(self._finish(model, version, m, self._window_start(w.start) + self.window_s))
+                self._closed.append(
+                    self._finish(model, version, m, self._window_start(w.start) + self.window_s)
+                )
                 w = None
             if w is None:
                 # Start at the first observation (not the hour boundary) so a window opened
@@ -399,15 +419,16 @@ class DriftStats:
             out, self._closed = self._closed, []
         return out
 
-    def close_window(self, model: str | None = None, version: str | None = None,
-                     now: float | None = None) -> list[dict[str, Any]]:
+    def close_window(
+        self, model: str | None = None, version: str | None = None, now: float | None = None
+    ) -> list[dict[str, Any]]:
         """Close the running windows now (all, or one model / version), e.g. at shutdown."""
         t = self._clock() if now is None else now
         with self._lock:
             for (mname, ver), m in self._models.items():
-                if (model is None or mname == model) and (version is None or ver == version):
-                    if m.window is not None and (m.window.n or m.window.buffered):
-                        self._closed.append(self._finish(mname, ver, m, t))
+                wanted = (model is None or mname == model) and (version is None or ver == version)
+                if wanted and m.window is not None and (m.window.n or m.window.buffered):
+                    self._closed.append(self._finish(mname, ver, m, t))
             out, self._closed = self._closed, []
         return out
 
@@ -429,7 +450,7 @@ def merge_windows(a: Mapping[str, Any], b: Mapping[str, Any], seed: int = 0) -> 
     """
     if merge_key(a) != merge_key(b) or a["device_id"] != b["device_id"]:
         raise ValueError("only windows of the same device, model, version and schema merge")
-    first, second = (a, b) if a["start"] <= b["start"] else (b, a)
+    first = a if a["start"] <= b["start"] else b
     out: dict[str, Any] = dict(first)
     out["start"] = first["start"]
     out["end"] = max(a["end"], b["end"])
@@ -449,7 +470,7 @@ def merge_windows(a: Mapping[str, Any], b: Mapping[str, Any], seed: int = 0) -> 
     else:
         m = int(rng.hypergeometric(na, nb, k)) if na and nb else (k if na else 0)
         m = min(m, len(ra["rows"]))
-        take_a = rng.choice(len(ra["rows"]), size=m, replace=False) if m else []
+        take_a = rng.choice(len(ra["rows"]), size=m, replace=False)
         take_b = rng.choice(len(rb["rows"]), size=min(k - m, len(rb["rows"])), replace=False)
         rows = [ra["rows"][i] for i in take_a] + [rb["rows"][i] for i in take_b]
     out["reservoir"] = {"columns": ra["columns"], "rows": rows, "seen": na + nb}

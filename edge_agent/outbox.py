@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from edge_agent.drift_stats import WINDOW_TYPE, encode_window, merge_key, merge_windows
+from edge_agent.drift_stats import encode_window, merge_key, merge_windows
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,9 @@ class Outbox:
 
     def put_window(self, topic: str, window: Mapping[str, Any]) -> bool:
         """Queue a drift window (``DriftStats`` output); mergeable under the disk budget."""
-        return self.put(topic, encode_window(window), str(window["id"]), merge_group=merge_key(window))
+        return self.put(
+            topic, encode_window(window), str(window["id"]), merge_group=merge_key(window)
+        )
 
     def size_bytes(self) -> int:
         row = self._db.execute("SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()
@@ -139,7 +141,7 @@ class Outbox:
             if not self._merge_oldest_pair():
                 if protect_key is not None:
                     raise OutboxFull(
-                        f"outbox over its {self.disk_budget_bytes} B budget and nothing left to merge"
+                        f"outbox over its {self.disk_budget_bytes} B budget, nothing left to merge"
                     )
                 # A mergeable item always fits after merging down to one window per group
                 # being kept; beyond that the budget is too small for the model count.
@@ -214,7 +216,7 @@ class Outbox:
         while True:
             self._wake.clear()
             try:
-                sent, next_due = await self._send_due()
+                _, next_due = await self._send_due()
                 backoff = self.retry_min_s
             except Exception as exc:  # link down, broker gone: keep everything, retry later
                 log.info("outbox publish failed (%s); retrying in %.1fs", exc, backoff)
@@ -248,12 +250,15 @@ class Outbox:
                     await self.publish(topic, bytes(payload), 1)
                 except ConnectionError:
                     # Refused before reaching the broker: still ours alone, still mergeable.
-                    self._db.execute("UPDATE outbox SET attempts = attempts + 1 WHERE seq = ?", (seq,))
+                    self._db.execute(
+                        "UPDATE outbox SET attempts = attempts + 1 WHERE seq = ?", (seq,)
+                    )
                     raise
                 except BaseException:
                     # Unknown fate (timeout, cancel): the broker may hold it, so never merge it.
                     self._db.execute(
-                        "UPDATE outbox SET handed = 1, attempts = attempts + 1 WHERE seq = ?", (seq,)
+                        "UPDATE outbox SET handed = 1, attempts = attempts + 1 WHERE seq = ?",
+                        (seq,),
                     )
                     raise
                 self._db.execute(

@@ -130,11 +130,13 @@ def build_reference(
         features[name] = column_spec(arr, categorical=is_cat, bins=bins)
     pred_spec = None
     if prediction is not None:
-        pred_spec = column_spec(np.asarray(prediction), categorical=prediction_categorical, bins=bins)
+        pred_spec = column_spec(
+            np.asarray(prediction), categorical=prediction_categorical, bins=bins
+        )
 
     n = lengths.pop()
     rng = np.random.default_rng(seed)
-    take = np.sort(rng.choice(n, size=min(sample_size, n), replace=False)) if sample_size else []
+    take = np.sort(rng.choice(n, size=min(sample_size, n), replace=False))
     names = list(columns)
     cols = [np.asarray(columns[k])[take] for k in names]
     if prediction is not None:
@@ -179,7 +181,9 @@ def validate_reference(ref: Mapping[str, Any]) -> None:
                 raise ValueError(f"reference: feature {name!r}: 'edges' needs >= 2 numbers")
             e = np.asarray(edges, dtype=np.float64)
             if not np.all(np.isfinite(e)) or np.any(np.diff(e) <= 0):
-                raise ValueError(f"reference: feature {name!r}: 'edges' must be finite and increasing")
+                raise ValueError(
+                    f"reference: feature {name!r}: 'edges' must be finite and increasing"
+                )
             if len(counts) != len(edges) + 1:
                 raise ValueError(
                     f"reference: feature {name!r}: 'counts' needs len(edges)+1 = "
@@ -197,4 +201,6 @@ def validate_reference(ref: Mapping[str, Any]) -> None:
                     f"{len(cats) + 1} entries ('other' last), got {len(counts)}"
                 )
         else:
-            raise ValueError(f"reference: feature {name!r}: kind must be 'numeric' or 'categorical'")
+            raise ValueError(
+                f"reference: feature {name!r}: kind must be 'numeric' or 'categorical'"
+            )
