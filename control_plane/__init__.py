@@ -1,0 +1,1 @@
+"""The FarmIQ control plane: operator API, model registry, bundles, rollouts, drift."""

@@ -1,0 +1,1 @@
+"""Operator API routers, one module per area."""

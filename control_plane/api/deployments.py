@@ -1,0 +1,39 @@
+"""Direct deployment of a registry version to named gateways (the single-step push)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+
+from control_plane.context import ControlPlaneContext, get_ctx
+from control_plane.registry import RegistryError
+
+router = APIRouter(prefix="/api/v1/deployments", tags=["deployments"])
+
+
+class DeployRequest(BaseModel):
+    model: str
+    version: int | None = Field(default=None, ge=1, description="default: the production alias")
+    devices: list[str] = Field(min_length=1)
+
+
+@router.post("", summary="Build and sign a bundle from the registry and push it to devices")
+async def deploy(body: DeployRequest, ctx: ControlPlaneContext = Depends(get_ctx)) -> dict[str, Any]:
+    try:
+        mv = await run_in_threadpool(ctx.registry.resolve, body.model, body.version)
+        return await run_in_threadpool(ctx.deployments.deploy, body.model, mv.version, body.devices)
+    except RegistryError as exc:
+        raise HTTPException(exc.status, str(exc)) from None
+    except (ValueError, RuntimeError) as exc:
+        raise HTTPException(409, str(exc)) from None
+
+
+@router.get("/{group_id}", summary="Per-device status of a deployment")
+async def get_deployment(group_id: str, ctx: ControlPlaneContext = Depends(get_ctx)) -> dict[str, Any]:
+    try:
+        return await run_in_threadpool(ctx.deployments.get, group_id)
+    except KeyError:
+        raise HTTPException(404, f"no deployment {group_id!r}") from None

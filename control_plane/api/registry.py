@@ -1,0 +1,110 @@
+"""The specification's model-registry API, on MLflow."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+
+from control_plane.context import ControlPlaneContext, get_ctx
+from control_plane.registry import RegistryError
+
+router = APIRouter(prefix="/api/v1/models", tags=["registry"])
+
+MAX_MODEL_BYTES = 256 * 1024 * 1024
+
+
+class RegisterUri(BaseModel):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+    source_uri: str
+    task: str = "classification"
+    labels: list[str] | None = None
+    feature_names: list[str] | None = None
+    feature_schema: dict[str, str] | None = None
+
+
+class Promote(BaseModel):
+    version: int = Field(ge=1)
+    alias: str = "production"
+
+
+def _err(exc: RegistryError) -> HTTPException:
+    return HTTPException(exc.status, str(exc))
+
+
+@router.post("/register", summary="Register a model (ONNX upload or an MLflow model URI)")
+async def register(request: Request, ctx: ControlPlaneContext = Depends(get_ctx)) -> dict[str, Any]:
+    ctype = request.headers.get("content-type", "")
+    try:
+        if ctype.startswith("multipart/form-data"):
+            form = await request.form()
+            upload = form.get("file")
+            name = str(form.get("name") or "")
+            if not isinstance(upload, UploadFile) and not hasattr(upload, "read"):
+                raise HTTPException(422, "multipart body needs a 'file' part with the ONNX model")
+            data = await upload.read()  # type: ignore[union-attr]
+            if len(data) > MAX_MODEL_BYTES:
+                raise HTTPException(413, "model file too large")
+            meta = json.loads(str(form.get("meta") or "{}"))
+            RegisterUri(name=name, source_uri="upload")  # validates the name
+            mv = await run_in_threadpool(ctx.registry.register_onnx, name, data, meta=meta)
+        else:
+            body = RegisterUri.model_validate(await request.json())
+            meta = body.model_dump(exclude={"name", "source_uri"}, exclude_none=True)
+            mv = await run_in_threadpool(ctx.registry.register_uri, body.name, body.source_uri, meta=meta)
+    except RegistryError as exc:
+        raise _err(exc) from None
+    except (ValueError, json.JSONDecodeError) as exc:
+        raise HTTPException(422, f"invalid registration: {exc}") from None
+    return mv.as_dict()
+
+
+@router.get("/production", summary="Models with a production version")
+async def production(ctx: ControlPlaneContext = Depends(get_ctx)) -> dict[str, Any]:
+    return {"models": [m.as_dict() for m in await run_in_threadpool(ctx.registry.production)]}
+
+
+@router.get("", summary="All registered models")
+async def list_models(include_archived: bool = False, ctx: ControlPlaneContext = Depends(get_ctx)) -> dict[str, Any]:
+    return {"models": await run_in_threadpool(ctx.registry.list, include_archived)}
+
+
+@router.get("/{name}", summary="A model with its versions and aliases")
+async def get_model(name: str, ctx: ControlPlaneContext = Depends(get_ctx)) -> dict[str, Any]:
+    try:
+        return await run_in_threadpool(ctx.registry.get, name)
+    except RegistryError as exc:
+        raise _err(exc) from None
+
+
+@router.put("/{name}/promote", summary="Point an alias (default: production) at a version")
+async def promote(name: str, body: Promote, ctx: ControlPlaneContext = Depends(get_ctx)) -> dict[str, Any]:
+    try:
+        mv = await run_in_threadpool(ctx.registry.promote, name, body.version, body.alias)
+    except RegistryError as exc:
+        raise _err(exc) from None
+    if body.alias == "production":
+        await run_in_threadpool(ctx.promoted, name, body.version)
+    return mv.as_dict()
+
+
+@router.delete("/{name}", summary="Archive a model (reversible; nothing is deleted)")
+async def archive(name: str, ctx: ControlPlaneContext = Depends(get_ctx)) -> dict[str, Any]:
+    try:
+        return await run_in_threadpool(ctx.registry.archive, name)
+    except RegistryError as exc:
+        raise _err(exc) from None
+
+
+@router.post("/{name}/restore", summary="Undo an archive, restoring its aliases")
+async def restore(name: str, ctx: ControlPlaneContext = Depends(get_ctx)) -> dict[str, Any]:
+    try:
+        return await run_in_threadpool(ctx.registry.restore, name)
+    except RegistryError as exc:
+        raise _err(exc) from None
+
+
+__all__ = ["File", "Form", "router"]

@@ -1,0 +1,51 @@
+"""``farmiq control-plane serve`` and ``farmiq demo``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("control-plane", help="the cloud control plane (operator API, registry, rollouts)")
+    csub = p.add_subparsers(dest="cp_cmd", metavar="ACTION")
+    s = csub.add_parser("serve", help="serve the operator API (FastAPI on uvicorn)")
+    s.add_argument("-c", "--config", type=Path, help="control-plane TOML")
+    s.add_argument("--host", help="bind address (default from config: 127.0.0.1)")
+    s.add_argument("--port", type=int, help="port (default from config: 8080)")
+    s.set_defaults(func=_serve)
+    p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+
+    d = sub.add_parser(
+        "demo",
+        help="run the whole system on this machine: train, register, promote, sign, roll out, infer",
+    )
+    d.add_argument("--workdir", type=Path, default=Path(".farmiq/demo"), help="where the demo keeps its state")
+    d.add_argument("--keep-running", action="store_true", help="keep the services up and print their URLs")
+    d.set_defaults(func=_demo)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from farmiq.config import ConfigError
+
+    from control_plane.settings import load_settings
+
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    try:
+        settings = load_settings(args.config, **overrides)
+    except ConfigError as exc:
+        print(f"farmiq control-plane: {exc}", file=sys.stderr)
+        return 2
+    import uvicorn
+
+    from control_plane.app import create_app
+
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from control_plane.demo import run_demo
+
+    return run_demo(args.workdir, keep_running=args.keep_running)

@@ -1,0 +1,98 @@
+"""Shared resources of one control-plane process, handed to API routes by ``get_ctx``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from farmiq.bundle.signing import Signer
+from farmiq.bundle.trust import TrustRoot
+from control_plane.bundles import BundleService
+from control_plane.db import Database
+from control_plane.deployments import DeploymentService
+from control_plane.mqtt_bus import MqttBus
+from control_plane.registry import ModelRegistry
+from control_plane.settings import ControlPlaneSettings
+
+log = logging.getLogger(__name__)
+
+PromotionHook = Callable[[str, int], None]  # (model name, version)
+
+
+@dataclass
+class ControlPlaneContext:
+    settings: ControlPlaneSettings
+    db: Database
+    registry: ModelRegistry
+    signers: list[Signer]
+    trust_root: TrustRoot
+    bundles: BundleService
+    deployments: DeploymentService
+    mqtt: MqttBus | None
+    promotion_hooks: list[PromotionHook] = field(default_factory=list)
+    services: dict[str, Any] = field(default_factory=dict)  # per-area services by name
+
+    @property
+    def data_dir(self) -> Path:
+        return self.settings.data_dir
+
+    @property
+    def engine(self) -> Engine:
+        return self.db.engine
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self.db.session() as s:
+            yield s
+
+    @property
+    def mlflow(self) -> Any:
+        return self.registry.client
+
+    def promoted(self, name: str, version: int) -> None:
+        for hook in self.promotion_hooks:
+            try:
+                hook(name, version)
+            except Exception:
+                log.exception("promotion hook failed for %s v%s", name, version)
+
+    def close(self) -> None:
+        if self.mqtt is not None:
+            self.mqtt.stop()
+        self.db.engine.dispose()
+
+
+def build_context(settings: ControlPlaneSettings) -> ControlPlaneContext:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.resolved_database_url())
+    db.create_all()
+    registry = ModelRegistry(settings.resolved_mlflow_uri(), settings.data_dir / "mlartifacts")
+    key_paths = settings.signing_keys or [settings.data_dir / "keys" / "bundle-signing.pem"]
+    signers = [Signer.load_or_create(p) for p in key_paths]
+    trust_path = settings.data_dir / "keys" / "trust_root.json"
+    if trust_path.exists():
+        trust = TrustRoot.load(trust_path)
+    else:
+        trust = TrustRoot.for_signers(signers)
+        trust.save(trust_path)
+    bundles = BundleService(db, registry, signers, settings.data_dir / "bundles", settings.bundle_expiry_days)
+    bus: MqttBus | None = None
+    if settings.mqtt.enabled:
+        bus = MqttBus(settings.mqtt)
+        if not bus.start():
+            log.warning("broker %s:%s not reachable yet; retrying in the background",
+                        settings.mqtt.host, settings.mqtt.port)
+    deployments = DeploymentService(db, bundles, bus)
+    return ControlPlaneContext(settings, db, registry, signers, trust, bundles, deployments, bus)
+
+
+def get_ctx(request: Request) -> ControlPlaneContext:
+    return request.app.state.ctx  # type: ignore[no-any-return]

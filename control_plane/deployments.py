@@ -1,0 +1,104 @@
+"""Direct deployment: push a signed bundle to named gateways and record what they answer.
+
+This is the single-step push the staged rollouts (control_plane/rollout/) build on. It also
+keeps the device table current from what gateways report (state, online/offline, install
+acknowledgements).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+import orjson
+from sqlalchemy import select
+
+from farmiq import topics
+from control_plane.bundles import BundleService
+from control_plane.db import Database
+from control_plane.mqtt_bus import MqttBus
+from control_plane.tables import Deployment, Device
+
+log = logging.getLogger(__name__)
+
+
+class DeploymentService:
+    def __init__(self, db: Database, bundles: BundleService, bus: MqttBus | None) -> None:
+        self.db = db
+        self.bundles = bundles
+        self.bus = bus
+        if bus is not None:
+            bus.on(topics.INSTALL_ACK, self.on_install_ack)
+            bus.on(topics.STATE, self.on_state)
+            bus.on(topics.STATUS, self.on_status)
+
+    # -- outbound ------------------------------------------------------------------------
+    def deploy(self, name: str, version: int, devices: list[str]) -> dict[str, Any]:
+        if not devices:
+            raise ValueError("name at least one device")
+        if self.bus is None:
+            raise RuntimeError("no broker connection: MQTT is disabled in the settings")
+        rec, data = self.bundles.build(name, version, targeting={"devices": devices})
+        group = uuid.uuid4().hex[:12]
+        with self.db.session() as s:
+            for d in devices:
+                s.add(Deployment(group_id=group, bundle_id=rec.bundle_id, device_id=d, status="sent"))
+        for d in devices:
+            self.bus.publish(topics.down(d, topics.BUNDLE), data, qos=1)
+        log.info("deployed %s v%s to %d device(s)", name, version, len(devices), extra={"group": group})
+        return self.get(group)
+
+    def get(self, group: str) -> dict[str, Any]:
+        with self.db.session() as s:
+            rows = s.scalars(select(Deployment).where(Deployment.group_id == group)).all()
+        if not rows:
+            raise KeyError(group)
+        return {
+            "id": group,
+            "bundle_id": rows[0].bundle_id,
+            "devices": {
+                r.device_id: {"status": r.status, "code": r.code, "reason": r.reason, "updated": r.updated}
+                for r in rows
+            },
+        }
+
+    # -- inbound (MQTT worker thread) ------------------------------------------------------
+    def on_install_ack(self, device_id: str, payload: bytes) -> None:
+        ack = orjson.loads(payload)
+        bundle_id = ack.get("bundle_id")
+        status = "installed" if ack.get("ok") else "rejected"
+        with self.db.session() as s:
+            q = select(Deployment).where(Deployment.device_id == device_id)
+            if bundle_id:
+                q = q.where(Deployment.bundle_id == bundle_id)
+            else:  # rejected before the manifest could be trusted: newest pending one
+                q = q.where(Deployment.status == "sent")
+            row = s.scalars(q.order_by(Deployment.id.desc())).first()
+            if row is not None:
+                row.status, row.code, row.reason, row.updated = status, ack.get("code"), ack.get("reason"), time.time()
+        self._touch(device_id)
+
+    def on_state(self, device_id: str, payload: bytes) -> None:
+        state = orjson.loads(payload)
+        with self.db.session() as s:
+            dev = s.get(Device, device_id) or Device(device_id=device_id)
+            dev.reported = state
+            dev.farm_id = state.get("farm_id", dev.farm_id or "default")
+            dev.last_seen = time.time()
+            dev.status = "online"
+            s.add(dev)
+
+    def on_status(self, device_id: str, payload: bytes) -> None:
+        with self.db.session() as s:
+            dev = s.get(Device, device_id) or Device(device_id=device_id, reported={})
+            dev.status = payload.decode(errors="replace")[:16]
+            dev.last_seen = time.time()
+            s.add(dev)
+
+    def _touch(self, device_id: str) -> None:
+        with self.db.session() as s:
+            dev = s.get(Device, device_id)
+            if dev is not None:
+                dev.last_seen = time.time()

@@ -1,0 +1,104 @@
+"""The control plane's MQTT connection: publish to gateways, ingest what they report.
+
+paho's network thread only enqueues incoming messages; one worker thread runs the handlers
+(database writes) in order, so a slow handler never stalls the network loop and a failing
+one is logged, not fatal. Ingest uses a shared subscription so that several control-plane
+replicas split the fleet's messages instead of each processing all of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import ssl
+import threading
+from collections.abc import Callable
+
+import paho.mqtt.client as mqtt
+
+from control_plane.settings import CpMqtt
+from farmiq import topics
+
+log = logging.getLogger(__name__)
+
+UpHandler = Callable[[str, bytes], None]  # (device_id, payload)
+
+
+class MqttBus:
+    def __init__(self, settings: CpMqtt, *, shared_ingest: bool = True) -> None:
+        self.settings = settings
+        self._handlers: dict[str, list[UpHandler]] = {}
+        self._queue: queue.Queue[tuple[str, bytes] | None] = queue.Queue(maxsize=100_000)
+        self.connected = threading.Event()
+        self._filter = topics.shared(topics.FLEET_UP) if shared_ingest else topics.FLEET_UP
+        c = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=settings.client_id,
+            clean_session=False,
+            protocol=mqtt.MQTTv311,
+        )
+        c.max_inflight_messages_set(200)
+        c.max_queued_messages_set(0)
+        c.reconnect_delay_set(1, 30)
+        if settings.username:
+            c.username_pw_set(settings.username, settings.password)
+        if settings.tls_ca:
+            ctx = ssl.create_default_context(cafile=str(settings.tls_ca))
+            if settings.tls_cert and settings.tls_key:
+                ctx.load_cert_chain(str(settings.tls_cert), str(settings.tls_key))
+            c.tls_set_context(ctx)
+        c.on_connect = self._on_connect
+        c.on_disconnect = lambda *a, **k: self.connected.clear()
+        c.on_message = self._on_message
+        self.client = c
+        self._worker = threading.Thread(target=self._work, name="mqtt-ingest", daemon=True)
+
+    def on(self, leaf: str, handler: UpHandler) -> None:
+        """Call ``handler(device_id, payload)`` for messages on ``.../up/<leaf>``."""
+        self._handlers.setdefault(leaf, []).append(handler)
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties=None) -> None:  # type: ignore[no-untyped-def]
+        if reason_code.is_failure:
+            log.warning("broker refused the control plane: %s", reason_code)
+            return
+        client.subscribe(self._filter, qos=1)
+        self.connected.set()
+        log.info("control plane connected to broker %s:%s", self.settings.host, self.settings.port)
+
+    def _on_message(self, client, userdata, msg) -> None:  # type: ignore[no-untyped-def]
+        try:
+            self._queue.put_nowait((msg.topic, bytes(msg.payload)))
+        except queue.Full:
+            log.error("ingest queue full; dropping message on %s", msg.topic)
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            topic, payload = item
+            parsed = topics.parse_up(topic)
+            if parsed is None:
+                continue
+            device_id, leaf = parsed
+            for handler in self._handlers.get(leaf, []):
+                try:
+                    handler(device_id, payload)
+                except Exception:
+                    log.exception("handler for %s failed (device %s)", leaf, device_id)
+
+    def start(self, wait: float = 5.0) -> bool:
+        self._worker.start()
+        self.client.connect_async(self.settings.host, self.settings.port, keepalive=30)
+        self.client.loop_start()
+        return self.connected.wait(wait)
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            raise ConnectionError(f"publish to {topic} failed: {mqtt.error_string(info.rc)}")
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+        self._queue.put(None)

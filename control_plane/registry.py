@@ -1,0 +1,215 @@
+"""The model registry, on MLflow: register ONNX models, promote with aliases, archive.
+
+Aliases are MLflow's current API (stages are deprecated since 2.9). "production" is the
+alias gateways are rolled out from. Archiving is a tag, never a delete: it removes the
+model's aliases (remembered in a tag) and a restore puts them back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+
+PRODUCTION = "production"
+ARCHIVED_TAG = "farmiq.archived"
+ARCHIVED_ALIASES_TAG = "farmiq.archived_aliases"
+META_TAG = "farmiq.meta"  # JSON: task, labels, feature names, feature schema
+EXPERIMENT = "farmiq-registry"
+
+
+class RegistryError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class ModelVersionInfo:
+    name: str
+    version: int
+    source: str
+    run_id: str | None
+    aliases: list[str]
+    meta: dict[str, Any]
+    created: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+class ModelRegistry:
+    def __init__(self, tracking_uri: str, artifact_root: Path) -> None:
+        import mlflow
+        from mlflow import MlflowClient
+
+        self._mlflow = mlflow
+        self.tracking_uri = tracking_uri
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        exp = self.client.get_experiment_by_name(EXPERIMENT)
+        if exp is None:
+            artifact_root.mkdir(parents=True, exist_ok=True)
+            self.experiment_id = self.client.create_experiment(
+                EXPERIMENT, artifact_location=artifact_root.resolve().as_uri()
+            )
+        else:
+            self.experiment_id = exp.experiment_id
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _get_model(self, name: str) -> Any:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_registered_model(name)
+        except MlflowException:
+            raise RegistryError(404, f"model {name!r} is not registered") from None
+
+    def _version(self, name: str, version: int) -> ModelVersionInfo:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            mv = self.client.get_model_version(name, str(version))
+        except MlflowException:
+            raise RegistryError(404, f"model {name!r} has no version {version}") from None
+        return ModelVersionInfo(
+            name=name,
+            version=int(mv.version),
+            source=mv.source,
+            run_id=mv.run_id,
+            aliases=list(mv.aliases or []),
+            meta=json.loads((mv.tags or {}).get(META_TAG, "{}")),
+            created=int(mv.creation_timestamp or 0),
+        )
+
+    @staticmethod
+    def _archived(rm: Any) -> bool:
+        return (rm.tags or {}).get(ARCHIVED_TAG) == "true"
+
+    # -- API -------------------------------------------------------------------------------
+    def register_onnx(
+        self, name: str, model_bytes: bytes, *, meta: dict[str, Any] | None = None, description: str = ""
+    ) -> ModelVersionInfo:
+        import onnx
+        from mlflow.onnx import log_model
+
+        try:
+            model = onnx.load_from_string(model_bytes)
+            onnx.checker.check_model(model)
+        except Exception as exc:
+            raise RegistryError(422, f"not a valid ONNX model: {exc}") from None
+        with self._mlflow.start_run(experiment_id=self.experiment_id, run_name=f"register-{name}") as run:
+            self._mlflow.set_tags({"farmiq.kind": "registration", "farmiq.model": name})
+            info = log_model(
+                model, name="model", pip_requirements=["onnxruntime"], registered_model_name=name
+            )
+        version = int(info.registered_model_version)
+        self.client.set_model_version_tag(name, str(version), META_TAG, json.dumps(meta or {}))
+        if description:
+            self.client.update_model_version(name, str(version), description=description)
+        del run
+        return self._version(name, version)
+
+    def register_uri(self, name: str, source_uri: str, *, meta: dict[str, Any] | None = None) -> ModelVersionInfo:
+        """Register an existing MLflow model (``runs:/...`` or ``models:/...``)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            mv = self._mlflow.register_model(source_uri, name)
+        except MlflowException as exc:
+            raise RegistryError(422, f"cannot register {source_uri!r}: {exc.message}") from None
+        self.client.set_model_version_tag(name, mv.version, META_TAG, json.dumps(meta or {}))
+        return self._version(name, int(mv.version))
+
+    def get(self, name: str) -> dict[str, Any]:
+        rm = self._get_model(name)
+        versions = [
+            self._version(name, int(v.version)).as_dict()
+            for v in self.client.search_model_versions(f"name='{name}'")
+        ]
+        versions.sort(key=lambda v: v["version"])
+        return {
+            "name": name,
+            "description": rm.description,
+            "archived": self._archived(rm),
+            "aliases": dict(rm.aliases or {}),
+            "versions": versions,
+            "latest_version": versions[-1]["version"] if versions else None,
+        }
+
+    def list(self, include_archived: bool = False) -> list[dict[str, Any]]:
+        out = []
+        for rm in self.client.search_registered_models():
+            if self._archived(rm) and not include_archived:
+                continue
+            out.append({"name": rm.name, "archived": self._archived(rm), "aliases": dict(rm.aliases or {})})
+        return out
+
+    def promote(self, name: str, version: int, alias: str = PRODUCTION) -> ModelVersionInfo:
+        rm = self._get_model(name)
+        if self._archived(rm):
+            raise RegistryError(409, f"model {name!r} is archived; restore it first")
+        self._version(name, version)  # 404 if missing
+        self.client.set_registered_model_alias(name, alias, str(version))
+        return self._version(name, version)
+
+    def production(self) -> list[ModelVersionInfo]:
+        out = []
+        for rm in self.client.search_registered_models():
+            if self._archived(rm):
+                continue
+            v = (rm.aliases or {}).get(PRODUCTION)
+            if v is not None:
+                out.append(self._version(rm.name, int(v)))
+        return out
+
+    def resolve(self, name: str, version: int | None = None, alias: str | None = None) -> ModelVersionInfo:
+        rm = self._get_model(name)
+        if self._archived(rm):
+            raise RegistryError(409, f"model {name!r} is archived")
+        if version is None:
+            alias = alias or PRODUCTION
+            v = (rm.aliases or {}).get(alias)
+            if v is None:
+                raise RegistryError(409, f"model {name!r} has no {alias!r} alias; promote a version first")
+            version = int(v)
+        return self._version(name, version)
+
+    def archive(self, name: str) -> dict[str, Any]:
+        rm = self._get_model(name)
+        if self._archived(rm):
+            return self.get(name)
+        aliases = dict(rm.aliases or {})
+        self.client.set_registered_model_tag(name, ARCHIVED_ALIASES_TAG, json.dumps(aliases))
+        for alias in aliases:
+            self.client.delete_registered_model_alias(name, alias)
+        self.client.set_registered_model_tag(name, ARCHIVED_TAG, "true")
+        return self.get(name)
+
+    def restore(self, name: str) -> dict[str, Any]:
+        rm = self._get_model(name)
+        aliases = json.loads((rm.tags or {}).get(ARCHIVED_ALIASES_TAG, "{}"))
+        for alias, version in aliases.items():
+            self.client.set_registered_model_alias(name, alias, str(version))
+        self.client.set_registered_model_tag(name, ARCHIVED_TAG, "false")
+        return self.get(name)
+
+    def model_bytes(self, name: str, version: int) -> bytes:
+        """The ONNX file of a registered version."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(
+                self._mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"models:/{name}/{version}", dst_path=tmp
+                )
+            )
+            candidates = sorted(path.rglob("*.onnx"))
+            if not candidates:
+                raise RegistryError(422, f"models:/{name}/{version} holds no .onnx file")
+            return candidates[0].read_bytes()

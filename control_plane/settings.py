@@ -1,0 +1,53 @@
+"""Control-plane settings (``farmiq-cp.toml`` + ``FARMIQ_CP__...`` overrides).
+
+Embedded defaults run everything on one machine: SQLite for the control plane and for
+MLflow, artifacts and bundles in a local folder, Mosquitto on localhost.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from farmiq.config import load_config
+
+ENV_PREFIX = "FARMIQ_CP"
+
+
+class CpMqtt(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    username: str | None = None
+    password: str | None = None
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    client_id: str = "farmiq-control-plane"
+    enabled: bool = True
+
+
+class ControlPlaneSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    data_dir: Path = Path(".farmiq/control-plane")
+    database_url: str | None = None  # default: sqlite under data_dir
+    mlflow_tracking_uri: str | None = None  # default: sqlite under data_dir
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    signing_keys: list[Path] = []  # default: one key under data_dir/keys
+    bundle_expiry_days: int = Field(default=90, ge=1)
+    triton_url: str | None = None
+    triton_repository: Path | None = None
+    mqtt: CpMqtt = CpMqtt()
+    auth_enabled: bool = False
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'control-plane.db').resolve()}"
+
+    def resolved_mlflow_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{(self.data_dir / 'mlflow.db').resolve()}"
+
+
+def load_settings(path: str | Path | None = None, **overrides: object) -> ControlPlaneSettings:
+    return load_config(ControlPlaneSettings, path, env_prefix=ENV_PREFIX, overrides=overrides or None)

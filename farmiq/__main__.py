@@ -1,0 +1,5 @@
+import sys
+
+from farmiq.cli import main
+
+sys.exit(main())
