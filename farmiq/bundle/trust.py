@@ -1,17 +1,35 @@
 """The trust root a gateway holds: which keys may sign bundles, and how many must.
 
-Shaped like TUF's root metadata (keys, roles with keyids and a threshold, a version and an
-expiry) so that it can be upgraded to full TUF metadata without changing its callers.
+Two on-disk forms load into the same ``TrustRoot``:
+
+* the fleet's TUF root metadata (``root.json`` from ``farmiq provision init-fleet``,
+  python-tuf's Metadata API): its ``targets`` role (keys + threshold) becomes the
+  ``bundle`` role. The file must carry its own root threshold of valid signatures, and it
+  can only be replaced through ``rotate``: a new root (version + 1) signed by a threshold of
+  the *old* root keys and a threshold of the *new* ones (TUF specification, section 5.3).
+  Removing a key from the targets role in a rotated root is how a key is revoked.
+* the simple JSON form (``TrustRoot.for_signers``) used by demos and tests.
+
+Key ids in bundles are sha256 of the raw Ed25519 public key (``farmiq.bundle.signing``);
+TUF's own key ids are mapped to those when a TUF root is loaded.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from farmiq.bundle.signing import Signer
+
+TUF_BUNDLE_ROLE = "targets"
+
+
+class TrustError(ValueError):
+    """A trust root (or a root rotation) that must not be accepted."""
 
 
 class PublicKey(BaseModel):
@@ -33,6 +51,7 @@ class TrustRoot(BaseModel):
     keys: dict[str, PublicKey]
     roles: dict[str, Role]
     revoked: list[str] = []
+    _tuf_bytes: bytes | None = PrivateAttr(default=None)
 
     @classmethod
     def for_signers(cls, signers: list[Signer], threshold: int = 1) -> TrustRoot:
@@ -41,14 +60,127 @@ class TrustRoot(BaseModel):
             roles={"bundle": Role(keyids=[s.keyid for s in signers], threshold=threshold)},
         )
 
+    # -- TUF root metadata ---------------------------------------------------------------
+    @classmethod
+    def from_tuf(cls, data: bytes) -> TrustRoot:
+        """Load TUF root metadata, checking that it meets its own root threshold."""
+        from tuf.api.exceptions import UnsignedMetadataError
+        from tuf.api.metadata import Metadata, Root
+
+        try:
+            md = Metadata[Root].from_bytes(data)
+        except Exception as exc:
+            raise TrustError(f"not TUF root metadata: {exc}") from None
+        if not isinstance(md.signed, Root):
+            raise TrustError("TUF metadata is not of type root")
+        try:
+            md.signed.verify_delegate(Root.type, md.signed_bytes, md.signatures)
+        except UnsignedMetadataError as exc:
+            raise TrustError(f"root metadata lacks its root threshold: {exc}") from None
+        return cls._from_verified_tuf(md, data)
+
+    @classmethod
+    def _from_verified_tuf(cls, md: Any, data: bytes) -> TrustRoot:
+        import hashlib
+
+        root = md.signed
+        role = root.roles.get(TUF_BUNDLE_ROLE)
+        if role is None:
+            raise TrustError("root metadata has no targets role")
+        keys: dict[str, PublicKey] = {}
+        for tuf_keyid in role.keyids:
+            key = root.keys[tuf_keyid]
+            if key.keytype != "ed25519":
+                raise TrustError(f"bundle key {tuf_keyid[:12]} is {key.keytype}, need ed25519")
+            public = str(key.keyval["public"])
+            keys[hashlib.sha256(bytes.fromhex(public)).hexdigest()] = PublicKey(public=public)
+        trust = cls(
+            version=root.version,
+            expires=root.expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            keys=keys,
+            roles={"bundle": Role(keyids=sorted(keys), threshold=role.threshold)},
+        )
+        trust._tuf_bytes = data
+        return trust
+
+    @property
+    def is_tuf(self) -> bool:
+        return self._tuf_bytes is not None
+
+    def rotate(self, new_root: bytes, *, now: datetime | None = None) -> TrustRoot:
+        """Return the trust root after a root rotation, or raise ``TrustError``.
+
+        Accepted only when ``new_root`` is version + 1, is signed by a threshold of the
+        current root keys (so a thief of fewer keys cannot rotate) and by a threshold of its
+        own root keys, and is not already expired.
+        """
+        from tuf.api.exceptions import UnsignedMetadataError
+        from tuf.api.metadata import Metadata, Root
+
+        if self._tuf_bytes is None:
+            raise TrustError("this trust root is not TUF metadata; it cannot be rotated")
+        current = Metadata[Root].from_bytes(self._tuf_bytes).signed
+        try:
+            md = Metadata[Root].from_bytes(new_root)
+        except Exception as exc:
+            raise TrustError(f"not TUF root metadata: {exc}") from None
+        if not isinstance(md.signed, Root):
+            raise TrustError("TUF metadata is not of type root")
+        if md.signed.version != current.version + 1:
+            raise TrustError(
+                f"root version {md.signed.version} does not follow installed {current.version}"
+            )
+        try:
+            current.verify_delegate(Root.type, md.signed_bytes, md.signatures)
+        except UnsignedMetadataError as exc:
+            raise TrustError(f"new root is not signed by the current root threshold: {exc}") from None
+        try:
+            md.signed.verify_delegate(Root.type, md.signed_bytes, md.signatures)
+        except UnsignedMetadataError as exc:
+            raise TrustError(f"new root does not meet its own threshold: {exc}") from None
+        if md.signed.is_expired(now or datetime.now(UTC)):
+            raise TrustError("new root metadata is already expired")
+        return self._from_verified_tuf(md, new_root)
+
+    # -- files ---------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | Path) -> TrustRoot:
-        return cls.model_validate_json(Path(path).read_bytes())
+        data = Path(path).read_bytes()
+        return cls.parse(data)
+
+    @classmethod
+    def parse(cls, data: bytes) -> TrustRoot:
+        try:
+            obj = json.loads(data)
+        except ValueError as exc:
+            raise TrustError(f"trust root is not JSON: {exc}") from None
+        if isinstance(obj, dict) and isinstance(obj.get("signed"), dict):
+            return cls.from_tuf(data)
+        return cls.model_validate_json(data)
 
     def save(self, path: str | Path) -> None:
+        """Write atomically (a torn trust root would brick the gateway's updates)."""
+        import os
+
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True))
+        data = (
+            self._tuf_bytes
+            if self._tuf_bytes is not None
+            else json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True).encode()
+        )
+        tmp = p.with_name(p.name + ".tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+
+    def is_expired(self, now: datetime | None = None) -> bool:
+        if not self.expires:
+            return False
+        expires = datetime.fromisoformat(self.expires.replace("Z", "+00:00"))
+        return expires < (now or datetime.now(UTC))
 
     def role_keys(self, role: str) -> tuple[dict[str, str], int]:
         """Public keys (hex by keyid) trusted for ``role`` minus revoked ones, and threshold."""

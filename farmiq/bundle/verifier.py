@@ -7,9 +7,12 @@ with a short machine-readable ``code`` and a human reason; nothing is written to
    duplicates, bounded member count and total size (checked before reading data);
 2. manifest: parses against the schema;
 3. signatures: at least ``threshold`` distinct trusted, unrevoked keys signed the manifest;
-4. freshness: not past ``expires``;
+4. freshness: neither the bundle nor the trust root is past its expiry (offline grace:
+   the agent re-verifies *installed* bundles with ``now`` far in the past, so a farm that
+   is offline for weeks keeps serving while it accepts no stale update);
 5. targeting: addressed to this device and hardware class (when the manifest says so);
-6. rollback: version not older than the installed one unless it is a signed rollback order;
+6. rollback: version not older than the installed one unless it is a signed rollback order
+   naming exactly the installed version (an old order cannot be replayed later);
 7. members: exactly the declared set, each with its declared size and sha256 (read with a
    size cap, so endless data stops at the declared size).
 """
@@ -137,6 +140,10 @@ def verify_bundle(data: bytes | str | Path, trust: TrustRoot, policy: VerifyPoli
     now = policy.now or datetime.now(UTC)
     if manifest.expires and _parse_time(manifest.expires) < now:
         raise BundleRejected("expired", f"bundle metadata expired at {manifest.expires}")
+    if trust.is_expired(now):
+        raise BundleRejected(
+            "expired", f"trust root expired at {trust.expires}; no new bundle until it is rotated"
+        )
 
     # 5. targeting
     tg = manifest.targeting
@@ -149,10 +156,13 @@ def verify_bundle(data: bytes | str | Path, trust: TrustRoot, policy: VerifyPoli
 
     # 6. rollback
     installed = policy.installed_version
-    if installed is not None and manifest.version < installed and manifest.rollback_of is None:
-        raise BundleRejected(
-            "rollback", f"version {manifest.version} is older than installed {installed}"
+    if installed is not None and manifest.version < installed and manifest.rollback_of != installed:
+        why = (
+            f"version {manifest.version} is older than installed {installed}"
+            if manifest.rollback_of is None
+            else f"rollback order is from version {manifest.rollback_of}, installed is {installed}"
         )
+        raise BundleRejected("rollback", why)
 
     # 7. members
     declared = set(manifest.members)
