@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import sqlite3
+import sys
 import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping, Sequence
@@ -36,18 +37,39 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import sqlite_utils
 
 from farmiq.features import SCHEMAS, VIEWS, Aggregation, FeatureSchema, FeatureView, MissingRule
-from farmiq.features.definitions import Feature, SourceKind
+from farmiq.features.definitions import CLOUD_PAYLOAD_KIND, Feature, SourceKind
 
 log = logging.getLogger(__name__)
+
+
+def _import_sqlite_utils() -> Any:
+    """Import sqlite-utils without letting it import pandas.
+
+    sqlite-utils imports pandas eagerly whenever it is installed (only to map
+    ``pd.Timestamp`` to TEXT). A gateway never passes pandas objects, and on a development
+    machine with the cloud extras installed that import would drag ~100 MB and half a second
+    into the daemon. A ``None`` entry in sys.modules makes that one import fail cleanly.
+    """
+    if "sqlite_utils" in sys.modules or "pandas" in sys.modules:
+        import sqlite_utils
+
+        return sqlite_utils
+    sys.modules["pandas"] = None  # type: ignore[assignment]
+    try:
+        import sqlite_utils
+    finally:
+        del sys.modules["pandas"]
+    return sqlite_utils
+
+
+sqlite_utils = _import_sqlite_utils()
 
 FLAG_OK = "ok"
 FLAG_STALE = "stale"  # last value, older than its TTL (rule last_value_flagged)
 FLAG_DEFAULT = "default"  # declared default used (rule default)
 
-CLOUD_PAYLOAD_KIND = "farmiq-features/1"
 _INF = float("inf")
 _TRIM_SLACK = 256  # trim a series' head only when this many readings have expired
 

@@ -24,6 +24,8 @@ from functools import cached_property
 from enum import StrEnum
 from typing import Any
 
+# The ``down/features`` message format (control plane -> gateway), see docs/features.md
+CLOUD_PAYLOAD_KIND = "farmiq-features/1"
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 DTYPES = ("float32", "int64", "string")
 
