@@ -42,7 +42,7 @@ def _name(common_name: str) -> x509.Name:
     )
 
 
-def _hash_for(key: CertificateIssuerPrivateKeyTypes) -> hashes.HashAlgorithm | None:
+def _hash_for(key: CertificateIssuerPrivateKeyTypes) -> hashes.SHA256 | None:
     # Ed25519 signs without a separate digest; EC/RSA use SHA-256.
     return None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
 
@@ -75,9 +75,7 @@ def create_ca(
             ),
             critical=True,
         )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
-        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     )
     return builder.sign(key, _hash_for(key))
 
@@ -98,7 +96,9 @@ class CertificateAuthority:
     @classmethod
     def load(cls, key_path: Path, cert_path: Path) -> CertificateAuthority:
         key = load_private_key(key_path)
-        if not isinstance(key, (ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey, rsa.RSAPrivateKey)):
+        if not isinstance(
+            key, (ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey, rsa.RSAPrivateKey)
+        ):
             raise ValueError(f"{key_path}: unsupported CA key type")
         return cls(key, load_cert(cert_path))
 
@@ -159,11 +159,16 @@ class CertificateAuthority:
         public_key = csr.public_key()
         if not isinstance(public_key, (ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey)):
             raise ValueError("CSR key must be EC P-256 or Ed25519")
-        if isinstance(public_key, ec.EllipticCurvePublicKey) and public_key.curve.name != "secp256r1":
+        if (
+            isinstance(public_key, ec.EllipticCurvePublicKey)
+            and public_key.curve.name != "secp256r1"
+        ):
             raise ValueError("CSR EC key must use curve P-256")
         return self.issue(public_key, device_id, client=True, days=days)
 
-    def crl(self, revoked: Iterable[RevokedCert], *, days: int = 30) -> x509.CertificateRevocationList:
+    def crl(
+        self, revoked: Iterable[RevokedCert], *, days: int = 30
+    ) -> x509.CertificateRevocationList:
         now = _now()
         builder = (
             x509.CertificateRevocationListBuilder()

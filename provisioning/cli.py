@@ -29,7 +29,9 @@ def _service(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return EnrollmentService(
         Path(args.dir),
         DeviceRegistry(sa.create_engine(_state_db(args))),
-        broker=BrokerEndpoint(getattr(args, "broker_host", "127.0.0.1"), getattr(args, "broker_port", 8883)),
+        broker=BrokerEndpoint(
+            getattr(args, "broker_host", "127.0.0.1"), getattr(args, "broker_port", 8883)
+        ),
         acl_path=Path(args.acl) if getattr(args, "acl", None) else None,
         reload_broker=reload,
     )
@@ -55,7 +57,9 @@ def _init_fleet(args: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace) -> int:
-    token = _service(args).issue_token(args.device_id, hardware_class=args.hardware_class, ttl_s=args.ttl)
+    token = _service(args).issue_token(
+        args.device_id, hardware_class=args.hardware_class, ttl_s=args.ttl
+    )
     print(token)
     return 0
 
@@ -64,8 +68,14 @@ def _enroll(args: argparse.Namespace) -> int:
     from provisioning.enroll_client import EnrollFailed, enroll
 
     try:
-        files = enroll(args.url, args.token, args.device_id, Path(args.out), cafile=args.cafile,
-                       state_dir=args.state_dir)
+        files = enroll(
+            args.url,
+            args.token,
+            args.device_id,
+            Path(args.out),
+            cafile=args.cafile,
+            state_dir=args.state_dir,
+        )
     except EnrollFailed as exc:
         print(f"enrollment failed: {exc}", file=sys.stderr)
         return 1
@@ -97,8 +107,12 @@ def _mosquitto(args: argparse.Namespace) -> int:
     if Path(_state_db(args).removeprefix("sqlite:///")).exists() or args.db:
         revoked = _service(args).registry.revoked_device_ids()
     cfg = write_mosquitto_config(
-        Path(args.dir), Path(args.out), port=args.port, bind=args.bind,
-        acl_path=Path(args.acl) if args.acl else None, run_as_user=args.run_as_user,
+        Path(args.dir),
+        Path(args.out),
+        port=args.port,
+        bind=args.bind,
+        acl_path=Path(args.acl) if args.acl else None,
+        run_as_user=args.run_as_user,
         revoked_device_ids=revoked,
     )
     print(f"wrote {cfg.conf} and {cfg.acl}")
@@ -115,8 +129,9 @@ def _api_key(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = subparsers.add_parser("provision", help="fleet PKI, gateway enrollment, broker ACLs",
-                              description=__doc__)
+    p = subparsers.add_parser(
+        "provision", help="fleet PKI, gateway enrollment, broker ACLs", description=__doc__
+    )
     sub = p.add_subparsers(dest="provision_command", metavar="ACTION", required=True)
 
     def fleet_args(sp: argparse.ArgumentParser) -> None:
@@ -129,11 +144,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     sp.add_argument("--root-keys", type=int, default=3, help="number of offline root keys (3)")
     sp.add_argument("--targets-threshold", type=int, default=1, help="bundle signatures needed (1)")
     sp.add_argument("--targets-keys", type=int, default=1, help="number of bundle-signing keys (1)")
-    sp.add_argument("--broker-host", action="append", default=None,
-                    help="broker DNS name or IP for its certificate (repeatable)")
+    sp.add_argument(
+        "--broker-host",
+        action="append",
+        default=None,
+        help="broker DNS name or IP for its certificate (repeatable)",
+    )
     sp.add_argument("--name", default="farmiq", help="fleet name")
-    sp.set_defaults(func=lambda a: _init_fleet(
-        argparse.Namespace(**{**vars(a), "broker_host": a.broker_host or ["localhost", "127.0.0.1"]})))
+    sp.set_defaults(
+        func=lambda a: _init_fleet(
+            argparse.Namespace(
+                **{**vars(a), "broker_host": a.broker_host or ["localhost", "127.0.0.1"]}
+            )
+        )
+    )
 
     sp = sub.add_parser("token", help="issue a one-time enrollment token for a device id")
     fleet_args(sp)

@@ -66,7 +66,7 @@ class EnrollmentError(Exception):
 def validate_device_id(device_id: str) -> str:
     if not DEVICE_ID_RE.fullmatch(device_id or ""):
         raise ValueError(
-            f"invalid device id {device_id!r}: use 1-63 of a-z 0-9 _ - starting with a letter or digit"
+            f"invalid device id {device_id!r}: 1-63 of a-z 0-9 _ -, starting with a letter/digit"
         )
     if device_id in RESERVED_IDENTITIES:
         raise ValueError(f"device id {device_id!r} is reserved")
@@ -156,7 +156,9 @@ class DeviceRegistry:
             row = conn.execute(
                 sa.select(tokens_table).where(tokens_table.c.token_sha256 == digest)
             ).first()
-            refused = EnrollmentError("enrollment token is invalid, expired, used, or for another device")
+            refused = EnrollmentError(
+                "enrollment token is invalid, expired, used, or for another device"
+            )
             if row is None or row.device_id != device_id or row.used_at is not None:
                 raise refused
             if _utc(row.expires_at) <= now:
@@ -198,8 +200,11 @@ class DeviceRegistry:
                 )
             conn.execute(
                 certificates_table.insert().values(
-                    serial=str(serial), device_id=device_id, issued_at=now,
-                    not_after=not_after, pem=pem,
+                    serial=str(serial),
+                    device_id=device_id,
+                    issued_at=now,
+                    not_after=not_after,
+                    pem=pem,
                 )
             )
 
@@ -216,7 +221,10 @@ class DeviceRegistry:
                 raise KeyError(f"no enrolled device {device_id!r}")
             certs = conn.execute(
                 certificates_table.update()
-                .where(certificates_table.c.device_id == device_id, certificates_table.c.revoked_at.is_(None))
+                .where(
+                    certificates_table.c.device_id == device_id,
+                    certificates_table.c.revoked_at.is_(None),
+                )
                 .values(revoked_at=now)
             )
             # Unused tokens for a revoked device must not re-enroll it.

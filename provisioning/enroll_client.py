@@ -55,12 +55,16 @@ def make_key_and_csr(device_id: str) -> tuple[ec.EllipticCurvePrivateKey, bytes]
     return key, csr.public_bytes(serialization.Encoding.PEM)
 
 
-def _post_json(url: str, body: dict[str, str], *, cafile: str | None, timeout: float) -> dict[str, object]:
+def _post_json(
+    url: str, body: dict[str, str], *, cafile: str | None, timeout: float
+) -> dict[str, object]:
     data = json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method="POST", headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url, data=data, method="POST", headers={"Content-Type": "application/json"}
+    )
     context = ssl.create_default_context(cafile=cafile) if url.startswith("https") else None
     try:
-        with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:  # noqa: S310 (http/https only)
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
             return dict(json.loads(resp.read()))
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode(errors="replace")[:500]
@@ -108,7 +112,9 @@ def enroll(
     # The certificate must be for the key we hold; otherwise the answer is not ours.
     if cert.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    ) != key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo):
+    ) != key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    ):
         raise EnrollFailed("certificate returned does not match this gateway's key")
     out.mkdir(parents=True, exist_ok=True)
     files = EnrolledFiles(*(out / FILES[k] for k in ("key", "cert", "ca", "root", "config")))

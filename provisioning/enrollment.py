@@ -30,7 +30,6 @@ from provisioning.mosquitto_config import write_acl
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class BrokerEndpoint:
     host: str = "127.0.0.1"
@@ -111,7 +110,10 @@ class EnrollmentService:
         created_by: str = "",
     ) -> str:
         return self.registry.create_token(
-            device_id, hardware_class=hardware_class, ttl=dt.timedelta(seconds=ttl_s), created_by=created_by
+            device_id,
+            hardware_class=hardware_class,
+            ttl=dt.timedelta(seconds=ttl_s),
+            created_by=created_by,
         )
 
     def enroll(
@@ -135,16 +137,30 @@ class EnrollmentService:
             raise EnrollmentError(str(exc)) from None
         cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
         self.registry.record_certificate(
-            grant.device_id, grant.hardware_class, cert.serial_number, cert.not_valid_after_utc, cert_pem
+            grant.device_id,
+            grant.hardware_class,
+            cert.serial_number,
+            cert.not_valid_after_utc,
+            cert_pem,
         )
-        log.info("enrolled device %s (class %s, cert serial %x)", grant.device_id, grant.hardware_class, cert.serial_number)
+        log.info(
+            "enrolled device %s (class %s, cert serial %x)",
+            grant.device_id,
+            grant.hardware_class,
+            cert.serial_number,
+        )
         return EnrollmentResult(
             device_id=grant.device_id,
             hardware_class=grant.hardware_class,
             certificate_pem=cert_pem,
             ca_pem=ca.cert_pem.decode(),
             root_json=self.paths.root_json.read_text(),
-            broker={"host": self.broker.host, "port": self.broker.port, "username": grant.device_id, "tls": True},
+            broker={
+                "host": self.broker.host,
+                "port": self.broker.port,
+                "username": grant.device_id,
+                "tls": True,
+            },
             agent_config_toml=agent_config_toml(
                 grant.device_id, grant.hardware_class, self.broker, gateway_dir, state_dir
             ),

@@ -211,7 +211,9 @@ def init_fleet(
 
     cp_key = new_ec_key()
     write_private_key(paths.cp_key, cp_key)
-    write_cert(paths.cp_cert, ca.issue(cp_key.public_key(), CONTROL_PLANE_CN, client=True, days=825))
+    write_cert(
+        paths.cp_cert, ca.issue(cp_key.public_key(), CONTROL_PLANE_CN, client=True, days=825)
+    )
 
     broker_key = new_ec_key()
     write_private_key(paths.broker_key, broker_key)
@@ -220,8 +222,13 @@ def init_fleet(
     write_cert(
         paths.broker_cert,
         ca.issue(
-            broker_key.public_key(), BROKER_CN, client=False, server=True,
-            dns_names=dns, ip_addresses=ips, days=825,
+            broker_key.public_key(),
+            BROKER_CN,
+            client=False,
+            server=True,
+            dns_names=dns,
+            ip_addresses=ips,
+            days=825,
         ),
     )
     ca.write_crl(paths.crl, [])
@@ -237,7 +244,9 @@ def init_fleet(
         "broker_hosts": list(broker_hosts),
     }
     write_public(paths.summary, json.dumps(summary, indent=2).encode())
-    log.info("fleet %s created in %s (root %d-of-%d)", fleet_name, directory, root_threshold, root_keys)
+    log.info(
+        "fleet %s created in %s (root %d-of-%d)", fleet_name, directory, root_threshold, root_keys
+    )
     return paths
 
 

@@ -26,7 +26,12 @@ def list_audit(
     """Entries newest first; filter by actor/action/target/time, page with ``before_id``."""
     entries = query_audit(
         get_security(request).engine,
-        actor=actor, action=action, target=target, since=since, until=until,
-        limit=limit, before_id=before_id,
+        actor=actor,
+        action=action,
+        target=target,
+        since=since,
+        until=until,
+        limit=limit,
+        before_id=before_id,
     )
     return [e.to_dict() for e in entries]

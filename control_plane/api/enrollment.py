@@ -70,12 +70,20 @@ def create_token(
 ) -> TokenAnswer:
     try:
         token = service.issue_token(
-            body.device_id, hardware_class=body.hardware_class, ttl_s=body.ttl_s, created_by=principal.actor
+            body.device_id,
+            hardware_class=body.hardware_class,
+            ttl_s=body.ttl_s,
+            created_by=principal.actor,
         )
     except ValueError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
-    audit_request(request, principal, "enrollment.token.create", body.device_id,
-                  {"hardware_class": body.hardware_class, "ttl_s": body.ttl_s})
+    audit_request(
+        request,
+        principal,
+        "enrollment.token.create",
+        body.device_id,
+        {"hardware_class": body.hardware_class, "ttl_s": body.ttl_s},
+    )
     return TokenAnswer(device_id=body.device_id, token=token, expires_in_s=body.ttl_s)
 
 
@@ -88,18 +96,38 @@ def enroll(
     ip = client_ip(request)
     wait = security.throttle.retry_after(ip)
     if wait > 0:
-        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, "too many failed attempts",
-                            headers={"Retry-After": str(math.ceil(wait))})
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            "too many failed attempts",
+            headers={"Retry-After": str(math.ceil(wait))},
+        )
     try:
-        result = service.enroll(body.token, body.device_id, body.csr_pem,
-                                gateway_dir=body.gateway_dir, state_dir=body.state_dir)
+        result = service.enroll(
+            body.token,
+            body.device_id,
+            body.csr_pem,
+            gateway_dir=body.gateway_dir,
+            state_dir=body.state_dir,
+        )
     except EnrollmentError as exc:
         security.throttle.record_failure(ip)
-        audit(security.engine, f"device:{body.device_id}", "enrollment.refused", body.device_id, ip,
-              {"reason": str(exc)})
+        audit(
+            security.engine,
+            f"device:{body.device_id}",
+            "enrollment.refused",
+            body.device_id,
+            ip,
+            {"reason": str(exc)},
+        )
         raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from None
-    audit(security.engine, f"device:{result.device_id}", "enrollment.enrolled", result.device_id, ip,
-          {"hardware_class": result.hardware_class})
+    audit(
+        security.engine,
+        f"device:{result.device_id}",
+        "enrollment.enrolled",
+        result.device_id,
+        ip,
+        {"hardware_class": result.hardware_class},
+    )
     return result.to_dict()
 
 
@@ -131,7 +159,9 @@ def revoke_device(
     try:
         service.revoke(device_id, body.reason)
     except KeyError:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no enrolled device {device_id!r}") from None
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, f"no enrolled device {device_id!r}"
+        ) from None
     audit_request(request, principal, "device.revoke", device_id, {"reason": body.reason})
     return {"device_id": device_id, "revoked": True}
 

@@ -100,6 +100,8 @@ class ApiKeyStore:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(api_keys_table).order_by(api_keys_table.c.id)).all()
         return [
-            ApiKeyInfo(r.id, r.name, Role.parse(r.role), r.prefix, r.created_at, r.revoked_at is not None)
+            ApiKeyInfo(
+                r.id, r.name, Role.parse(r.role), r.prefix, r.created_at, r.revoked_at is not None
+            )
             for r in rows
         ]

@@ -138,7 +138,11 @@ def query_audit(
         AuditEntry(
             r.id,
             r.at if r.at.tzinfo else r.at.replace(tzinfo=dt.UTC),
-            r.actor, r.action, r.target, r.source_ip, json.loads(r.detail),
+            r.actor,
+            r.action,
+            r.target,
+            r.source_ip,
+            json.loads(r.detail),
         )
         for r in rows
     ]

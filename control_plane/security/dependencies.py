@@ -34,7 +34,9 @@ def install_security(
 ) -> SecurityService:
     """Create the security tables and attach the service to ``app.state.security``."""
     create_audit_table(engine)
-    service = SecurityService(engine=engine, keys=ApiKeyStore(engine), throttle=throttle or FailedAuthThrottle())
+    service = SecurityService(
+        engine=engine, keys=ApiKeyStore(engine), throttle=throttle or FailedAuthThrottle()
+    )
     app.state.security = service
     return service
 
@@ -99,8 +101,16 @@ def require_role(role: Role | str) -> Callable[[Request], Principal]:
     return _dependency
 
 
-def audit_request(request: Request, principal: Principal, action: str, target: str = "", detail: dict[str, Any] | None = None) -> int:
+def audit_request(
+    request: Request,
+    principal: Principal,
+    action: str,
+    target: str = "",
+    detail: dict[str, Any] | None = None,
+) -> int:
     """Audit a change made through the API by ``principal`` (actor and address filled in)."""
     from control_plane.security.audit_log import audit
 
-    return audit(get_security(request).engine, principal.actor, action, target, client_ip(request), detail)
+    return audit(
+        get_security(request).engine, principal.actor, action, target, client_ip(request), detail
+    )

@@ -26,7 +26,9 @@ def _mac(secret: str | bytes, timestamp: str, body: bytes) -> str:
     return hmac.new(key, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
 
 
-def sign_webhook(secret: str | bytes, body: bytes, *, timestamp: int | None = None) -> dict[str, str]:
+def sign_webhook(
+    secret: str | bytes, body: bytes, *, timestamp: int | None = None
+) -> dict[str, str]:
     """Headers to send with ``body``."""
     if not secret:
         raise ValueError("webhook secret must not be empty")

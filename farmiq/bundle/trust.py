@@ -133,7 +133,9 @@ class TrustRoot(BaseModel):
         try:
             current.verify_delegate(Root.type, md.signed_bytes, md.signatures)
         except UnsignedMetadataError as exc:
-            raise TrustError(f"new root is not signed by the current root threshold: {exc}") from None
+            raise TrustError(
+                f"new root is not signed by the current root threshold: {exc}"
+            ) from None
         try:
             md.signed.verify_delegate(Root.type, md.signed_bytes, md.signatures)
         except UnsignedMetadataError as exc:

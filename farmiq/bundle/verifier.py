@@ -75,7 +75,9 @@ def _parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def verify_bundle(data: bytes | str | Path, trust: TrustRoot, policy: VerifyPolicy | None = None) -> VerifiedBundle:
+def verify_bundle(
+    data: bytes | str | Path, trust: TrustRoot, policy: VerifyPolicy | None = None
+) -> VerifiedBundle:
     policy = policy or VerifyPolicy()
     raw = Path(data).read_bytes() if isinstance(data, str | Path) else data
     if len(raw) > policy.max_bundle_bytes:
@@ -150,9 +152,7 @@ def verify_bundle(data: bytes | str | Path, trust: TrustRoot, policy: VerifyPoli
     if tg.devices and policy.device_id not in tg.devices:
         raise BundleRejected("not-for-device", f"bundle is addressed to {', '.join(tg.devices)}")
     if tg.hardware and policy.hardware_class not in tg.hardware:
-        raise BundleRejected(
-            "not-for-hardware", f"bundle is for hardware {', '.join(tg.hardware)}"
-        )
+        raise BundleRejected("not-for-hardware", f"bundle is for hardware {', '.join(tg.hardware)}")
 
     # 6. rollback
     installed = policy.installed_version
@@ -176,7 +176,9 @@ def verify_bundle(data: bytes | str | Path, trust: TrustRoot, policy: VerifyPoli
     for name, meta in manifest.members.items():
         blob = _read_capped(tar, by_name[name], meta.size)
         if len(blob) != meta.size:
-            raise BundleRejected("size", f"member {name!r} is {len(blob)} bytes, declared {meta.size}")
+            raise BundleRejected(
+                "size", f"member {name!r} is {len(blob)} bytes, declared {meta.size}"
+            )
         if hashlib.sha256(blob).hexdigest() != meta.sha256:
             raise BundleRejected("hash", f"member {name!r} does not match its sha256")
         members[name] = blob

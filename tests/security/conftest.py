@@ -57,7 +57,9 @@ def broker(fleet: FleetPaths, tmp_path_factory: pytest.TempPathFactory) -> Itera
     cfg = write_mosquitto_config(fleet.root, work / "mosquitto.conf", port=port, run_as_user=user)
     log = work / "mosquitto.log"
     with log.open("wb") as fh:
-        proc = subprocess.Popen(["mosquitto", "-c", str(cfg.conf)], stdout=fh, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            ["mosquitto", "-c", str(cfg.conf)], stdout=fh, stderr=subprocess.STDOUT
+        )
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         try:
@@ -114,7 +116,12 @@ class Client:
 
 
 def connect(
-    port: int, ca: Path, identity: Identity | None, client_id: str, *, timeout: float = CONNECT_TIMEOUT_S
+    port: int,
+    ca: Path,
+    identity: Identity | None,
+    client_id: str,
+    *,
+    timeout: float = CONNECT_TIMEOUT_S,
 ) -> Client:
     """Connect with TLS (client cert when ``identity``); ``connack`` is None when the broker
     never answered (paho raises nothing for a refused certificate, so we time out ourselves)."""

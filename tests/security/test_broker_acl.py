@@ -24,7 +24,9 @@ def ids(fleet: FleetPaths, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     return out
 
 
-def test_gateway_confined_to_its_own_topics(broker: Broker, fleet: FleetPaths, ids: dict[str, Identity]) -> None:
+def test_gateway_confined_to_its_own_topics(
+    broker: Broker, fleet: FleetPaths, ids: dict[str, Identity]
+) -> None:
     a = connect(broker.port, fleet.ca_cert, ids["gw-a"], "gw-a")
     b = connect(broker.port, fleet.ca_cert, ids["gw-b"], "gw-b")
     cp = connect(broker.port, fleet.ca_cert, ids["cp"], "cp")
@@ -59,14 +61,22 @@ def test_client_without_certificate_gets_no_connack(broker: Broker, fleet: Fleet
     assert not anon.connected
 
 
-def test_certificate_from_another_ca_is_refused(broker: Broker, fleet: FleetPaths, tmp_path: Path) -> None:
+def test_certificate_from_another_ca_is_refused(
+    broker: Broker, fleet: FleetPaths, tmp_path: Path
+) -> None:
     rogue_key = new_ec_key()
     rogue = CertificateAuthority(rogue_key, create_ca(rogue_key, "rogue CA"))
     key = new_ec_key()
     # Claims to be the control plane, signed by the attacker's own CA.
     write_private_key(tmp_path / "x.key", key)
     write_cert(tmp_path / "x.crt", rogue.issue(key.public_key(), "farmiq-control-plane"))
-    c = connect(broker.port, fleet.ca_cert, Identity("x", tmp_path / "x.crt", tmp_path / "x.key"), "x", timeout=2.0)
+    c = connect(
+        broker.port,
+        fleet.ca_cert,
+        Identity("x", tmp_path / "x.crt", tmp_path / "x.key"),
+        "x",
+        timeout=2.0,
+    )
     assert not c.connected
 
 
@@ -90,7 +100,9 @@ def test_revoked_gateway_loses_access_now_and_cannot_reconnect(
         r.client.publish(topics.up("gw-r", topics.STATE), b"from-revoked", qos=1)
         time.sleep(0.5)
         assert not any(p == b"after" for _, p in r.messages()), "revoked gateway still reads"
-        assert not any(p == b"from-revoked" for _, p in cp.messages()), "revoked gateway still writes"
+        assert not any(p == b"from-revoked" for _, p in cp.messages()), (
+            "revoked gateway still writes"
+        )
         again = connect(broker.port, fleet.ca_cert, ids["gw-r"], "gw-r-again", timeout=2.0)
         assert not again.connected, "revoked certificate accepted on reconnect"
         # Other gateways are unaffected by the reload.

@@ -49,8 +49,13 @@ def scale_model(k: float) -> bytes:
 
 @pytest.fixture(scope="module")
 def tfleet(tmp_path_factory: pytest.TempPathFactory) -> FleetPaths:
-    return init_fleet(tmp_path_factory.mktemp("tf") / "fleet", root_threshold=2, root_keys=3,
-                      targets_threshold=2, targets_keys=3)
+    return init_fleet(
+        tmp_path_factory.mktemp("tf") / "fleet",
+        root_threshold=2,
+        root_keys=3,
+        targets_threshold=2,
+        targets_keys=3,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -59,15 +64,27 @@ def signers(tfleet: FleetPaths) -> list[Signer]:
 
 
 def bundle(signers: list[Signer], version: int, **kw: object) -> bytes:
-    return build_bundle(scale_model(float(version)), name=NAME, version=version, signers=signers,
-                        task="regression", **kw)  # type: ignore[arg-type]
+    return build_bundle(
+        scale_model(float(version)),
+        name=NAME,
+        version=version,
+        signers=signers,
+        task="regression",
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 @pytest.fixture()
 def agent(tfleet: FleetPaths, signers: list[Signer], tmp_path: Path) -> Installer:
     """An installer serving version 2, installed through the normal path."""
-    inst = Installer(ModelStore(tmp_path / "state"), ModelSet(), TrustRoot.load(tfleet.root_json),
-                     device_id=DEVICE, hardware_class=HW, max_bundle_bytes=1_000_000)
+    inst = Installer(
+        ModelStore(tmp_path / "state"),
+        ModelSet(),
+        TrustRoot.load(tfleet.root_json),
+        device_id=DEVICE,
+        hardware_class=HW,
+        max_bundle_bytes=1_000_000,
+    )
     res = inst.install(bundle(signers[:2], 2))
     assert res.ok, res
     return inst
@@ -100,8 +117,14 @@ def retar(entries: list[tuple[str, bytes | None, str | None]]) -> bytes:
     return buf.getvalue()
 
 
-def rotated_root(tfleet: FleetPaths, signer_keys: list[int], *, drop_targets: int | None = None,
-                 add_targets: Signer | None = None, version_step: int = 1) -> bytes:
+def rotated_root(
+    tfleet: FleetPaths,
+    signer_keys: list[int],
+    *,
+    drop_targets: int | None = None,
+    add_targets: Signer | None = None,
+    version_step: int = 1,
+) -> bytes:
     md = Metadata[Root].from_file(str(tfleet.root_json))
     root = md.signed
     root.version += version_step
@@ -138,20 +161,26 @@ def test_tampered_member(agent: Installer, signers: list[Signer]) -> None:
     refused(agent, pack(manifest, sigs, members), "hash")
 
 
-def test_threshold_compromise_one_key_is_not_enough(agent: Installer, signers: list[Signer]) -> None:
+def test_threshold_compromise_one_key_is_not_enough(
+    agent: Installer, signers: list[Signer]
+) -> None:
     refused(agent, bundle(signers[:1], 3), "signature")
     # The same stolen key signing twice still counts once.
     manifest, sigs, members = read_container(bundle(signers[:1], 3))
     refused(agent, pack(manifest, sigs + sigs, members), "signature")
 
 
-def test_revoked_key_by_root_rotation(agent: Installer, tfleet: FleetPaths, signers: list[Signer]) -> None:
+def test_revoked_key_by_root_rotation(
+    agent: Installer, tfleet: FleetPaths, signers: list[Signer]
+) -> None:
     agent.trust = agent.trust.rotate(rotated_root(tfleet, [1, 2], drop_targets=3))
     refused(agent, bundle([signers[0], signers[2]], 3), "signature")  # key 3 revoked
     assert agent.install(bundle(signers[:2], 3)).ok
 
 
-def test_root_rotation_needs_old_root_threshold(agent: Installer, tfleet: FleetPaths, signers: list[Signer]) -> None:
+def test_root_rotation_needs_old_root_threshold(
+    agent: Installer, tfleet: FleetPaths, signers: list[Signer]
+) -> None:
     trust = agent.trust
     new_key = Signer.generate()
     with pytest.raises(TrustError, match="current root threshold"):
@@ -173,7 +202,9 @@ def test_forged_root_file_is_refused(tfleet: FleetPaths, tmp_path: Path) -> None
 
 
 # --- rollback and freeze ----------------------------------------------------------------
-def test_rollback_refused_unless_signed_order_for_installed_version(agent: Installer, signers: list[Signer]) -> None:
+def test_rollback_refused_unless_signed_order_for_installed_version(
+    agent: Installer, signers: list[Signer]
+) -> None:
     refused(agent, bundle(signers[:2], 1), "rollback")
     refused(agent, bundle(signers[:2], 1, rollback_of=5), "rollback")  # replayed old order
     res = agent.install(bundle(signers[:2], 1, rollback_of=2))
@@ -196,14 +227,22 @@ def test_freeze_expired_root_refuses_updates_but_keeps_serving_offline(
     agent.trust = stale
     refused(agent, bundle(signers[:2], 3), "expired")
     # Weeks offline, then a reboot: the installed model still loads and serves.
-    restarted = Installer(agent.store, ModelSet(), stale, device_id=DEVICE, hardware_class=HW,
-                          max_bundle_bytes=1_000_000)
+    restarted = Installer(
+        agent.store,
+        ModelSet(),
+        stale,
+        device_id=DEVICE,
+        hardware_class=HW,
+        max_bundle_bytes=1_000_000,
+    )
     assert restarted.load_installed() == [NAME]
     assert answer(restarted) == 2.0
 
 
 # --- mix-and-match, targeting, sizes, paths ---------------------------------------------
-def test_mix_and_match_members_from_two_signed_bundles(agent: Installer, signers: list[Signer]) -> None:
+def test_mix_and_match_members_from_two_signed_bundles(
+    agent: Installer, signers: list[Signer]
+) -> None:
     m3, s3, _ = read_container(bundle(signers[:2], 3))
     _, _, members9 = read_container(bundle(signers[:2], 9))
     refused(agent, pack(m3, s3, members9), "hash")
@@ -214,7 +253,9 @@ def test_mix_and_match_members_from_two_signed_bundles(agent: Installer, signers
 def test_bundle_for_another_device_or_hardware(agent: Installer, signers: list[Signer]) -> None:
     refused(agent, bundle(signers[:2], 3, targeting={"devices": ["gw-2"]}), "not-for-device")
     refused(agent, bundle(signers[:2], 3, targeting={"hardware": ["jetson"]}), "not-for-hardware")
-    assert agent.install(bundle(signers[:2], 3, targeting={"devices": [DEVICE], "hardware": [HW]})).ok
+    assert agent.install(
+        bundle(signers[:2], 3, targeting={"devices": [DEVICE], "hardware": [HW]})
+    ).ok
 
 
 def test_endless_data(agent: Installer, signers: list[Signer]) -> None:
@@ -226,13 +267,20 @@ def test_endless_data(agent: Installer, signers: list[Signer]) -> None:
 
 @pytest.mark.parametrize(
     "entry",
-    [("../../etc/cron.d/x", b"x", None), ("/etc/passwd", b"x", None), ("model/link", None, "/etc/shadow")],
+    [
+        ("../../etc/cron.d/x", b"x", None),
+        ("/etc/passwd", b"x", None),
+        ("model/link", None, "/etc/shadow"),
+    ],
     ids=["dotdot", "absolute", "symlink"],
 )
-def test_archive_path_tricks(agent: Installer, signers: list[Signer], entry: tuple[str, bytes | None, str | None]) -> None:
+def test_archive_path_tricks(
+    agent: Installer, signers: list[Signer], entry: tuple[str, bytes | None, str | None]
+) -> None:
     manifest, sigs, members = read_container(bundle(signers[:2], 3))
     entries: list[tuple[str, bytes | None, str | None]] = [
-        ("manifest.json", manifest, None), ("signatures.json", canonical_json({"signatures": sigs}), None)
+        ("manifest.json", manifest, None),
+        ("signatures.json", canonical_json({"signatures": sigs}), None),
     ]
     entries += [(k, v, None) for k, v in members.items()] + [entry]
     refused(agent, retar(entries), "path")

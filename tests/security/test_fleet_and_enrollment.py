@@ -28,10 +28,26 @@ from provisioning.fleet import FleetPaths, init_fleet
 from tests.security.conftest import free_port
 
 
-def test_init_fleet_keys_are_private_and_root_needs_threshold(tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
+def test_init_fleet_keys_are_private_and_root_needs_threshold(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
     caplog.set_level(logging.DEBUG)
     d = tmp_path / "fleet"
-    assert farmiq_main(["provision", "init-fleet", "--dir", str(d), "--root-threshold", "2", "--root-keys", "3"]) == 0
+    assert (
+        farmiq_main(
+            [
+                "provision",
+                "init-fleet",
+                "--dir",
+                str(d),
+                "--root-threshold",
+                "2",
+                "--root-keys",
+                "3",
+            ]
+        )
+        == 0
+    )
     paths = FleetPaths(d)
     keys = list(d.rglob("*.key"))
     assert len(keys) == 3 + 1 + 5  # root x3, targets, ca/snapshot/timestamp/client, broker
@@ -58,8 +74,12 @@ def test_init_fleet_keys_are_private_and_root_needs_threshold(tmp_path: Path, ca
 @pytest.fixture()
 def service(fleet: FleetPaths, tmp_path: Path) -> EnrollmentService:
     registry = DeviceRegistry(sa.create_engine(f"sqlite:///{tmp_path}/devices.sqlite"))
-    return EnrollmentService(fleet.root, registry, broker=BrokerEndpoint("127.0.0.1", 8883),
-                             acl_path=tmp_path / "broker.acl")
+    return EnrollmentService(
+        fleet.root,
+        registry,
+        broker=BrokerEndpoint("127.0.0.1", 8883),
+        acl_path=tmp_path / "broker.acl",
+    )
 
 
 def test_token_is_one_time_bound_and_expiring(service: EnrollmentService) -> None:
@@ -93,7 +113,9 @@ def test_certificate_cn_is_the_enrolled_id_not_the_csr_subject(service: Enrollme
     cert.verify_directly_issued_by(ca)
 
 
-def test_revocation_updates_crl_acl_and_blocks_re_enrollment(service: EnrollmentService, fleet: FleetPaths) -> None:
+def test_revocation_updates_crl_acl_and_blocks_re_enrollment(
+    service: EnrollmentService, fleet: FleetPaths
+) -> None:
     _, csr = make_key_and_csr("gw-bad")
     result = service.enroll(service.issue_token("gw-bad"), "gw-bad", csr.decode())
     spare = service.issue_token("gw-bad")
@@ -128,14 +150,20 @@ def server(service: EnrollmentService, tmp_path: Path) -> Iterator[tuple[str, Fa
     thread.join(5)
 
 
-def test_gateway_enrolls_over_http_and_gets_a_working_config(server: tuple[str, FastAPI], tmp_path: Path) -> None:
+def test_gateway_enrolls_over_http_and_gets_a_working_config(
+    server: tuple[str, FastAPI], tmp_path: Path
+) -> None:
     import httpx
 
     from edge_agent.config import load_agent_config
 
     url, app = server
     admin = {"Authorization": f"Bearer {app.state.admin_key}"}
-    r = httpx.post(f"{url}/api/v1/enrollment/tokens", json={"device_id": "barn-7", "hardware_class": "rpi4"}, headers=admin)
+    r = httpx.post(
+        f"{url}/api/v1/enrollment/tokens",
+        json={"device_id": "barn-7", "hardware_class": "rpi4"},
+        headers=admin,
+    )
     assert r.status_code == 200, r.text
     token = r.json()["token"]
     files = enroll(url, token, "barn-7", tmp_path / "gw")
@@ -154,7 +182,9 @@ def test_gateway_enrolls_over_http_and_gets_a_working_config(server: tuple[str, 
     assert ("enrollment.enrolled", "barn-7", "127.0.0.1") in actions
     assert ("enrollment.refused", "barn-7", "127.0.0.1") in actions
     assert ("enrollment.token.create", "barn-7", "127.0.0.1") in actions
-    r = httpx.post(f"{url}/api/v1/enrollment/devices/barn-7/revoke", json={"reason": "test"}, headers=admin)
+    r = httpx.post(
+        f"{url}/api/v1/enrollment/devices/barn-7/revoke", json={"reason": "test"}, headers=admin
+    )
     assert r.status_code == 200
     entries = query_audit(app.state.security.engine, action="device.revoke")
     assert entries[0].actor == "apikey:root-admin" and entries[0].detail == {"reason": "test"}

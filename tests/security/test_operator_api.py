@@ -42,14 +42,20 @@ def app_and_keys(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str], C
     app = FastAPI()
     clock = Clock()
     engine = sa.create_engine(f"sqlite:///{tmp_path}/cp.sqlite")
-    sec = install_security(app, engine, throttle=FailedAuthThrottle(max_failures=3, window_s=60, lockout_s=30, clock=clock))
+    sec = install_security(
+        app,
+        engine,
+        throttle=FailedAuthThrottle(max_failures=3, window_s=60, lockout_s=30, clock=clock),
+    )
 
     @app.get("/api/v1/things")
     def read(_: Principal = Depends(sec_dep(Role.VIEWER))) -> dict[str, bool]:
         return {"ok": True}
 
     @app.post("/api/v1/rollouts")
-    def rollout(request: Request, p: Principal = Depends(sec_dep(Role.OPERATOR))) -> dict[str, bool]:
+    def rollout(
+        request: Request, p: Principal = Depends(sec_dep(Role.OPERATOR))
+    ) -> dict[str, bool]:
         audit_request(request, p, "rollout.create", "barn@3", {"devices": ["gw-1"]})
         return {"ok": True}
 
@@ -69,7 +75,9 @@ def h(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-def test_roles_are_checked_on_every_endpoint(app_and_keys: tuple[TestClient, dict[str, str], Clock, sa.Engine]) -> None:
+def test_roles_are_checked_on_every_endpoint(
+    app_and_keys: tuple[TestClient, dict[str, str], Clock, sa.Engine],
+) -> None:
     client, keys, _, _ = app_and_keys
     expect = {
         ("get", "/api/v1/things"): {"viewer": 200, "operator": 200, "admin": 200},
@@ -79,11 +87,18 @@ def test_roles_are_checked_on_every_endpoint(app_and_keys: tuple[TestClient, dic
     for (method, path), by_role in expect.items():
         assert getattr(client, method)(path).status_code == 401
         for role, code in by_role.items():
-            assert getattr(client, method)(path, headers=h(keys[role])).status_code == code, (path, role)
-        assert getattr(client, method)(path, headers={"X-API-Key": keys["admin"]}).status_code == 200
+            assert getattr(client, method)(path, headers=h(keys[role])).status_code == code, (
+                path,
+                role,
+            )
+        assert (
+            getattr(client, method)(path, headers={"X-API-Key": keys["admin"]}).status_code == 200
+        )
 
 
-def test_keys_are_stored_hashed_and_revocable(app_and_keys: tuple[TestClient, dict[str, str], Clock, sa.Engine]) -> None:
+def test_keys_are_stored_hashed_and_revocable(
+    app_and_keys: tuple[TestClient, dict[str, str], Clock, sa.Engine],
+) -> None:
     client, keys, _, engine = app_and_keys
     with engine.connect() as conn:
         dump = repr(conn.execute(sa.select(api_keys_table)).all())
@@ -94,7 +109,9 @@ def test_keys_are_stored_hashed_and_revocable(app_and_keys: tuple[TestClient, di
     assert client.post("/api/v1/rollouts", headers=h(keys["operator"])).status_code == 401
 
 
-def test_failed_auth_is_throttled_per_address(app_and_keys: tuple[TestClient, dict[str, str], Clock, sa.Engine]) -> None:
+def test_failed_auth_is_throttled_per_address(
+    app_and_keys: tuple[TestClient, dict[str, str], Clock, sa.Engine],
+) -> None:
     client, keys, clock, _ = app_and_keys
     for _ in range(3):
         assert client.get("/api/v1/things", headers=h("fiq_guess_x")).status_code == 401
@@ -104,15 +121,26 @@ def test_failed_auth_is_throttled_per_address(app_and_keys: tuple[TestClient, di
     assert client.get("/api/v1/things", headers=h(keys["viewer"])).status_code == 200
 
 
-def test_audit_log_records_who_what_where_and_is_append_only(app_and_keys: tuple[TestClient, dict[str, str], Clock, sa.Engine]) -> None:
+def test_audit_log_records_who_what_where_and_is_append_only(
+    app_and_keys: tuple[TestClient, dict[str, str], Clock, sa.Engine],
+) -> None:
     client, keys, _, engine = app_and_keys
     assert client.post("/api/v1/rollouts", headers=h(keys["operator"])).status_code == 200
-    rows = client.get("/api/v1/audit", params={"action": "rollout.create"}, headers=h(keys["admin"])).json()
+    rows = client.get(
+        "/api/v1/audit", params={"action": "rollout.create"}, headers=h(keys["admin"])
+    ).json()
     assert len(rows) == 1
     e = rows[0]
     assert (e["actor"], e["target"], e["source_ip"], e["detail"]) == (
-        "apikey:operator-key", "barn@3", "testclient", {"devices": ["gw-1"]})
-    assert client.get("/api/v1/audit", params={"actor": "nobody"}, headers=h(keys["admin"])).json() == []
+        "apikey:operator-key",
+        "barn@3",
+        "testclient",
+        {"devices": ["gw-1"]},
+    )
+    assert (
+        client.get("/api/v1/audit", params={"actor": "nobody"}, headers=h(keys["admin"])).json()
+        == []
+    )
     with pytest.raises(sa.exc.DBAPIError, match="append-only"), engine.begin() as conn:
         conn.execute(sa.text("UPDATE audit_log SET actor = 'someone-else'"))
     with pytest.raises(sa.exc.DBAPIError, match="append-only"), engine.begin() as conn:
@@ -123,7 +151,9 @@ def test_audit_log_is_append_only_on_postgresql() -> None:
     admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
-            if not conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": PG_DB}).first():
+            if not conn.execute(
+                sa.text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": PG_DB}
+            ).first():
                 conn.execute(sa.text(f"CREATE DATABASE {PG_DB}"))
     except Exception as exc:  # pragma: no cover - environment without PostgreSQL
         pytest.skip(f"PostgreSQL unavailable: {exc}")
@@ -138,7 +168,12 @@ def test_audit_log_is_append_only_on_postgresql() -> None:
         with pytest.raises(sa.exc.DBAPIError, match="append-only"), engine.begin() as conn:
             conn.execute(sa.text(stmt))
     with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT actor FROM audit_log WHERE id = :i"), {"i": entry}).scalar() == "apikey:t"
+        assert (
+            conn.execute(
+                sa.text("SELECT actor FROM audit_log WHERE id = :i"), {"i": entry}
+            ).scalar()
+            == "apikey:t"
+        )
 
 
 def test_webhook_signature_detects_tampering_and_replay() -> None:
