@@ -113,7 +113,8 @@ def run_demo(workdir: Path, keep_running: bool = False) -> int:
         cp_port = free_port()
         cp_conf = workdir / "control-plane.toml"
         cp_conf.write_text(dump_toml({"data_dir": str(workdir / "control-plane"), "host": "127.0.0.1", "port": cp_port,
-                                      "mqtt": {"port": mqtt_port, "client_id": f"farmiq-cp-demo-{cp_port}"}}))
+                                      "mqtt": {"port": mqtt_port, "client_id": f"farmiq-cp-demo-{cp_port}",
+                                               "share_group": f"farmiq-demo-{cp_port}"}}))
         cp = procs.add(subprocess.Popen([py, "-m", "farmiq", "control-plane", "serve", "-c", str(cp_conf)],
                                         env=env, stdout=open(logs / "control-plane.log", "wb"), stderr=subprocess.STDOUT))
         api = f"http://127.0.0.1:{cp_port}"

@@ -30,11 +30,13 @@ class MqttBus:
         self._handlers: dict[str, list[UpHandler]] = {}
         self._queue: queue.Queue[tuple[str, bytes] | None] = queue.Queue(maxsize=100_000)
         self.connected = threading.Event()
-        self._filter = topics.shared(topics.FLEET_UP) if shared_ingest else topics.FLEET_UP
+        self._filter = (
+            topics.shared(topics.FLEET_UP, settings.share_group) if shared_ingest else topics.FLEET_UP
+        )
         c = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=settings.client_id,
-            clean_session=False,
+            clean_session=True,
             protocol=mqtt.MQTTv311,
         )
         c.max_inflight_messages_set(200)

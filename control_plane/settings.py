@@ -25,6 +25,9 @@ class CpMqtt(BaseModel):
     tls_cert: Path | None = None
     tls_key: Path | None = None
     client_id: str = "farmiq-control-plane"
+    # Replicas share one group so each fleet message is processed once. Sessions are clean:
+    # a departed replica must not keep a share of the fleet's messages queued for itself.
+    share_group: str = "farmiq-cp"
     enabled: bool = True
 
 
