@@ -56,7 +56,7 @@ from firmware_bridge.messages import (
     command_hash,
     sensor_name,
 )
-from firmware_bridge.reliability import LinkError, SeqWindow
+from firmware_bridge.reliability import LinkError, NackError, SeqWindow
 
 log = logging.getLogger(__name__)
 
@@ -342,6 +342,8 @@ class MCUManager:
                 await dev.link.send(msg)
                 remaining = deadline - time.monotonic()
                 return await asyncio.wait_for(fut, max(0.01, min(answer_wait, remaining)))
+            except NackError as exc:
+                raise MCUError(f"{device_id!r} refused {type(msg).__name__}: {exc}") from exc
             except (LinkError, TimeoutError) as exc:
                 if time.monotonic() >= deadline:
                     raise DeviceUnavailable(f"no answer from {device_id!r}: {exc}") from exc

@@ -386,8 +386,20 @@ class MCUSimulator:
 
     # ---- incoming ------------------------------------------------------------------
     def _post(self, msg: AnyMessage) -> None:
-        if self.endpoint is not None:
-            self.endpoint.post(msg)
+        """Send in the background; like all but HELLO, only once HELLO was ACKed."""
+        ep = self.endpoint
+        if ep is None:
+            return
+        if self._hello_acked.is_set():
+            ep.post(msg)
+            return
+
+        async def later() -> None:
+            await self._hello_acked.wait()
+            await ep.send(msg)
+
+        task = asyncio.get_running_loop().create_task(later())
+        self._tasks.append(task)
 
     def _on_message(self, seq: int, msg: AnyMessage) -> None:
         if isinstance(msg, HelloReq):
