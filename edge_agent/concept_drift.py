@@ -43,6 +43,16 @@ class StateChange:
     def to_dict(self) -> dict[str, Any]:
         return {"type": "concept_drift", **asdict(self)}
 
+    def outbox_key(self, device_id: str) -> str:
+        return (
+            f"{device_id}/concept/{self.model}/{self.detector}/{self.n_seen}/"
+            f"{round(self.at * 1000)}"
+        )
+
+    def to_message(self, device_id: str) -> dict[str, Any]:
+        """The ``up/drift`` message (queue it with ``outbox.put(topic, json, key)``)."""
+        return {**self.to_dict(), "device_id": device_id, "key": self.outbox_key(device_id)}
+
 
 class DDM:
     """Drift Detection Method on a 0/1 error stream; same rule and defaults as river's DDM."""

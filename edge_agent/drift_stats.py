@@ -27,21 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from farmiq.drift_reference import PREDICTION, validate_reference
+from farmiq.drift_reference import PREDICTION, schema_hash, validate_reference
 
 WINDOW_FORMAT = "farmiq-drift-window/1"
 WINDOW_TYPE = "drift_window"
-
-
-def schema_hash(reference: Mapping[str, Any]) -> str:
-    """Identity of the binning: feature names, kinds, edges and categories, in order."""
-    parts = []
-    specs = list(reference["features"].items())
-    if reference.get("prediction") is not None:
-        specs.append((PREDICTION, reference["prediction"]))
-    for name, spec in specs:
-        parts.append([name, spec["kind"], spec.get("edges"), spec.get("categories")])
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def window_id(device_id: str, model: str, version: str, start: float) -> str:
@@ -243,7 +232,9 @@ class _Window:
             cols[name] = col
         pred = cols.pop(PREDICTION, None)
         held = min(self.n, self.k)
-        rows = [[_f(v) for v in row] for row in self.reservoir[:held].tolist()]
+        # 7 significant digits (float32 precision, more than any farm sensor has) keep
+        # the JSON about half the size of full float64 reprs.
+        rows = [[_short(v) for v in row] for row in self.reservoir[:held].tolist()]
         return {
             "type": WINDOW_TYPE,
             "format": WINDOW_FORMAT,
@@ -261,6 +252,10 @@ class _Window:
             "prediction": pred,
             "reservoir": {"columns": list(lay.names), "rows": rows, "seen": self.n},
         }
+
+
+def _short(v: float) -> float | None:
+    return float(f"{v:.7g}") if math.isfinite(v) else None
 
 
 def _f(v: float) -> float | None:

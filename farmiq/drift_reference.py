@@ -22,6 +22,8 @@ Light on purpose: numpy only, importable on a gateway.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -30,6 +32,16 @@ import numpy as np
 FORMAT = "farmiq-drift-reference/1"
 PREDICTION = "__prediction__"
 MAX_CATEGORIES = 64
+
+
+def schema_hash(reference: Mapping[str, Any]) -> str:
+    """Identity of the binning (names, kinds, edges, categories, in order): windows and a
+    reference with the same hash can be compared bin by bin."""
+    specs = list(reference["features"].items())
+    if reference.get("prediction") is not None:
+        specs.append((PREDICTION, reference["prediction"]))
+    parts = [[n, s["kind"], s.get("edges"), s.get("categories")] for n, s in specs]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def numeric_bin_index(values: np.ndarray, edges: np.ndarray) -> np.ndarray:

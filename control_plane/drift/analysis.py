@@ -129,8 +129,16 @@ class Groups:
         maxs = np.full((n, self.maxs.shape[1]), np.nan)
         np.fmin.at(mins, g, self.mins)
         np.fmax.at(maxs, g, self.maxs)
-        return Groups(labels, add(self.counts), add(self.missing), add(self.invalid), mins, maxs,
-                      add(self.rows), add(self.windows))
+        return Groups(
+            labels,
+            add(self.counts),
+            add(self.missing),
+            add(self.invalid),
+            mins,
+            maxs,
+            add(self.rows),
+            add(self.windows),
+        )
 
 
 @dataclass
@@ -190,10 +198,18 @@ class Analysis:
 
     def summary(self, i: int) -> dict[str, Any]:
         g = self.group(i, methods=())
-        return {k: g[k] for k in ("id", "rows", "windows", "drift_detected", "drifted_features",
-                                   "drift_share", "max_psi")} | {
-            "prediction_verdict": g["prediction"]["verdict"] if g["prediction"] else None
-        }
+        return {
+            k: g[k]
+            for k in (
+                "id",
+                "rows",
+                "windows",
+                "drift_detected",
+                "drifted_features",
+                "drift_share",
+                "max_psi",
+            )
+        } | {"prediction_verdict": g["prediction"]["verdict"] if g["prediction"] else None}
 
 
 def _nanmax(a: np.ndarray) -> float | None:
@@ -242,5 +258,18 @@ def analyze(layout: RefLayout, groups: Groups, th: ModelThresholds, level: str) 
     with np.errstate(invalid="ignore", divide="ignore"):
         missing_rate = np.where(total > 0, groups.missing / total, 0.0)
         invalid_rate = np.where(total > 0, groups.invalid / total, 0.0)
-    return Analysis(level, groups.labels, layout.names, layout.kinds, layout.n_features, values,
-                    status, verdict, n_cur, missing_rate, invalid_rate, groups.rows, groups.windows)
+    return Analysis(
+        level,
+        groups.labels,
+        layout.names,
+        layout.kinds,
+        layout.n_features,
+        values,
+        status,
+        verdict,
+        n_cur,
+        missing_rate,
+        invalid_rate,
+        groups.rows,
+        groups.windows,
+    )

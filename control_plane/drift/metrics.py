@@ -54,8 +54,9 @@ def cdf_gap(ref_p: np.ndarray, cur_p: np.ndarray) -> np.ndarray:
     return np.concatenate([zero, d], axis=-1)
 
 
-def ks(ref_p: np.ndarray, cur_p: np.ndarray, n_ref: np.ndarray, n_cur: np.ndarray
-       ) -> tuple[np.ndarray, np.ndarray]:
+def ks(
+    ref_p: np.ndarray, cur_p: np.ndarray, n_ref: np.ndarray, n_cur: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(statistic, p-value) per [..., F]."""
     stat = np.abs(cdf_gap(ref_p, cur_p)).max(axis=-1)
     n_ref = np.asarray(n_ref, dtype=np.float64)
@@ -91,8 +92,9 @@ def jensen_shannon(ref_p: np.ndarray, cur_p: np.ndarray) -> np.ndarray:
     return np.where(cur_p.sum(axis=-1) > 0, js, 0.0)  # type: ignore[no-any-return]
 
 
-def chi2(ref_counts: np.ndarray, cur_counts: np.ndarray, slots: np.ndarray
-         ) -> tuple[np.ndarray, np.ndarray]:
+def chi2(
+    ref_counts: np.ndarray, cur_counts: np.ndarray, slots: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(statistic, p-value) per [..., F]; ``slots[F]`` real (unpadded) bins per feature."""
     ref_counts = np.asarray(ref_counts, dtype=np.float64)
     cur_counts = np.asarray(cur_counts, dtype=np.float64)

@@ -42,7 +42,7 @@ class DriftWindow(Base):
     invalid: Mapped[bytes] = mapped_column(LargeBinary)  # int64 [columns]
     mins: Mapped[bytes] = mapped_column(LargeBinary)  # float64 [columns], NaN when empty
     maxs: Mapped[bytes] = mapped_column(LargeBinary)
-    reservoir: Mapped[bytes] = mapped_column(LargeBinary)  # JSON {"columns","rows","seen"}
+    payload: Mapped[bytes] = mapped_column(LargeBinary)  # the window JSON as received
     received: Mapped[float] = mapped_column(Float, default=time.time)
 
     __table_args__ = (Index("ix_drift_windows_model_end", "model", "end"),)

@@ -108,7 +108,9 @@ class ThresholdConfig:
         return ModelThresholds(
             levels=_levels(m.get("methods", {}), self.levels, ""),
             verdict=_verdict(m.get("verdict", {}), self.verdict, ""),
-            features={f: _levels(v, {}, "", partial=True) for f, v in (m.get("features") or {}).items()},
+            features={
+                f: _levels(v, {}, "", partial=True) for f, v in (m.get("features") or {}).items()
+            },
             min_samples=int(m.get("min_samples", self.min_samples)),
         )
 
@@ -147,8 +149,9 @@ def _pos_int(v: Any, where: str) -> int:
     return v
 
 
-def _levels(doc: Any, base: Mapping[str, Level], where: str, partial: bool = False
-            ) -> dict[str, Level]:
+def _levels(
+    doc: Any, base: Mapping[str, Level], where: str, partial: bool = False
+) -> dict[str, Level]:
     if not isinstance(doc, Mapping):
         raise ValueError(f"drift thresholds: {where} must be an object")
     out = dict(base)
@@ -169,8 +172,9 @@ def _levels(doc: Any, base: Mapping[str, Level], where: str, partial: bool = Fal
     return out
 
 
-def _verdict(doc: Any, base: Mapping[str, tuple[str, ...]], where: str
-             ) -> dict[str, tuple[str, ...]]:
+def _verdict(
+    doc: Any, base: Mapping[str, tuple[str, ...]], where: str
+) -> dict[str, tuple[str, ...]]:
     if not isinstance(doc, Mapping):
         raise ValueError(f"drift thresholds: {where} must be an object")
     out = dict(base)
@@ -179,6 +183,8 @@ def _verdict(doc: Any, base: Mapping[str, tuple[str, ...]], where: str
         if kind not in ("numeric", "categorical"):
             raise ValueError(f"drift thresholds: {where}: kind must be 'numeric' or 'categorical'")
         if not isinstance(methods, list) or not methods or any(m not in allowed for m in methods):
-            raise ValueError(f"drift thresholds: {where}.{kind} must be a non-empty list of {allowed}")
+            raise ValueError(
+                f"drift thresholds: {where}.{kind} must be a non-empty list of {allowed}"
+            )
         out[kind] = tuple(methods)
     return out

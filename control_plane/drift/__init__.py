@@ -1,0 +1,1 @@
+"""Fleet drift detection and the retraining loop (control-plane side). See docs/drift.md."""

@@ -1,0 +1,467 @@
+"""Window ingestion and aggregation: the control plane's side of the drift pipeline.
+
+``DriftService.ingest_window(device_id, payload)`` is what the MQTT subscriber calls for
+every message on ``farmiq/v1/gw/{id}/up/drift``. It stores each window once by its id
+(redelivery after a lost acknowledgement is a no-op), and returns the keys to acknowledge
+on ``farmiq/v1/gw/{id}/down/ack``: stored, duplicate, and permanently unusable items alike,
+so a gateway never resends something that can never be accepted. Concept-drift state
+changes (``"type": "concept_drift"``) arrive on the same topic.
+
+``aggregate`` sums a model's windows per device (then per farm or for the fleet) straight
+from the stored flat arrays, and ``analyze`` runs every statistic over all groups at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+from sqlalchemy import Engine, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
+
+from control_plane.drift.analysis import Analysis, Groups, RefLayout, analyze
+from control_plane.drift.tables import (
+    ConceptEvent,
+    DriftReference,
+    DriftWindow,
+    IngestReject,
+    RetrainingDecisionRecord,
+    RetrainingPolicyState,
+)
+from control_plane.drift.thresholds import ThresholdConfig
+from farmiq import topics
+from farmiq.drift_reference import PREDICTION, schema_hash, validate_reference
+
+log = logging.getLogger(__name__)
+
+LEVELS = ("device", "farm", "fleet")
+DEFAULT_PERIOD_S = 24 * 3600.0
+
+
+class WindowError(ValueError):
+    """A payload that can never be stored (malformed, or speaking for another device)."""
+
+
+@dataclass
+class IngestResult:
+    device_id: str
+    stored: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    rejected: list[tuple[str | None, str]] = field(default_factory=list)
+
+    @property
+    def ack_keys(self) -> list[str]:
+        return self.stored + self.duplicates + [k for k, _ in self.rejected if k]
+
+    @property
+    def ack_topic(self) -> str:
+        return topics.down(self.device_id, topics.OUTBOX_ACK)
+
+    @property
+    def ack_payload(self) -> bytes:
+        return orjson.dumps({"keys": self.ack_keys})
+
+
+def _arr(values: Sequence[Any], dtype: Any, where: str) -> bytes:
+    try:
+        a = np.asarray([np.nan if v is None else v for v in values], dtype=dtype)
+    except (TypeError, ValueError) as exc:
+        raise WindowError(f"{where}: not numbers") from exc
+    return a.astype(a.dtype.newbyteorder("<")).tobytes()
+
+
+def _window_row(device_id: str, w: Mapping[str, Any], raw: bytes, now: float) -> dict[str, Any]:
+    try:
+        wid = w["id"]
+        feats = w["features"]
+        pred = w.get("prediction")
+        cols = list(feats.items()) + ([(PREDICTION, pred)] if pred is not None else [])
+        if not isinstance(wid, str) or not wid or len(wid) > 255:
+            raise WindowError("'id' must be a string of 1..255 characters")
+        if not cols:
+            raise WindowError("a window needs features")
+        counts: list[int] = []
+        for _, col in cols:
+            counts += col["counts"]
+        try:
+            flat = np.asarray(counts)
+        except ValueError as exc:
+            raise WindowError("counts must be lists of integers") from exc
+        if flat.dtype.kind not in "iu" or (flat.size and flat.min() < 0):
+            raise WindowError("counts must be non-negative integers")
+        row: dict[str, Any] = {
+            "id": wid,
+            "device_id": device_id,
+            "farm_id": w.get("farm_id"),
+            "model": str(w["model"]),
+            "version": str(w["version"]),
+            "schema": str(w["schema"]),
+            "start": float(w["start"]),
+            "end": float(w["end"]),
+            "n": int(w["n"]),
+            "counts": flat.astype("<i8").tobytes(),
+            "missing": _arr([c.get("missing", 0) for _, c in cols], "<i8", "missing"),
+            "invalid": _arr([c.get("invalid", 0) for _, c in cols], "<i8", "invalid"),
+            "mins": _arr([c.get("min") for _, c in cols], "<f8", "min"),
+            "maxs": _arr([c.get("max") for _, c in cols], "<f8", "max"),
+            # As received: the reservoir is read from it on a drill-down, and not
+            # re-serialising it halves the ingest cost of a fleet burst.
+            "payload": raw,
+            "received": now,
+        }
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise WindowError(f"malformed window: missing or wrong field {exc}") from exc
+    if row["end"] < row["start"]:
+        raise WindowError("window ends before it starts")
+    return row
+
+
+class DriftService:
+    def __init__(
+        self,
+        engine: Engine,
+        thresholds: ThresholdConfig | None = None,
+        *,
+        farm_of: Callable[[str], str | None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.engine = engine
+        self.thresholds = thresholds or ThresholdConfig()
+        self.farm_of = farm_of
+        self.clock = clock
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._layouts: dict[tuple[str, str], tuple[RefLayout, dict[str, Any], str]] = {}
+
+    def create_tables(self) -> None:
+        from control_plane.db import Base
+
+        tables = (
+            DriftReference,
+            DriftWindow,
+            ConceptEvent,
+            IngestReject,
+            RetrainingDecisionRecord,
+            RetrainingPolicyState,
+        )
+        Base.metadata.create_all(
+            self.engine, tables=[Base.metadata.tables[t.__tablename__] for t in tables]
+        )
+
+    def session(self) -> Session:
+        return self._sessions()
+
+    # -- references ---------------------------------------------------------------------------
+    def set_reference(self, model: str, reference: Mapping[str, Any], version: str = "*") -> str:
+        """Store the baseline for a model version ("*": every version without its own)."""
+        validate_reference(reference)
+        sh = schema_hash(reference)
+        with self.session() as s, s.begin():
+            s.merge(
+                DriftReference(
+                    model=model,
+                    version=version,
+                    schema=sh,
+                    reference=dict(reference),
+                    created=self.clock(),
+                )
+            )
+        self._layouts.pop((model, version), None)
+        return sh
+
+    def reference(
+        self, model: str, version: str | None = None
+    ) -> tuple[RefLayout, dict[str, Any], str, str]:
+        """(layout, reference, schema hash, version it is stored under); KeyError if none."""
+        with self.session() as s:
+            rec = None
+            if version is not None:
+                rec = s.get(DriftReference, (model, version))
+            if rec is None:
+                rec = s.get(DriftReference, (model, "*"))
+            if rec is None and version is None:
+                rec = s.scalars(
+                    select(DriftReference)
+                    .where(DriftReference.model == model)
+                    .order_by(DriftReference.created.desc())
+                ).first()
+            if rec is None:
+                raise KeyError(f"no drift reference for model {model!r}")
+            key = (rec.model, rec.version)
+            cached = self._layouts.get(key)
+            if cached is None or cached[2] != rec.schema:
+                cached = (RefLayout.from_reference(rec.reference), rec.reference, rec.schema)
+                self._layouts[key] = cached
+            return cached[0], cached[1], cached[2], rec.version
+
+    def models(self) -> list[str]:
+        with self.session() as s:
+            refs = set(s.scalars(select(DriftReference.model).distinct()))
+            seen = set(s.scalars(select(DriftWindow.model).distinct()))
+        return sorted(refs | seen)
+
+    # -- ingestion ----------------------------------------------------------------------------
+    def ingest_window(self, device_id: str, payload: bytes) -> IngestResult:
+        """Store one message from ``up/drift``; never raises on bad input."""
+        return self.ingest_many([(device_id, payload)])[0]
+
+    def ingest_many(self, items: Iterable[tuple[str, bytes]]) -> list[IngestResult]:
+        """Store a batch of messages in one transaction (a burst after an outage)."""
+        now = self.clock()
+        results: list[IngestResult] = []
+        rows: list[dict[str, Any]] = []
+        events: list[dict[str, Any]] = []
+        rejects: list[dict[str, Any]] = []
+        owner: dict[str, IngestResult] = {}
+        for device_id, payload in items:
+            res = IngestResult(device_id)
+            results.append(res)
+            key: str | None = None
+            try:
+                doc = orjson.loads(payload)
+                if not isinstance(doc, dict):
+                    raise WindowError("payload must be a JSON object")
+                key = doc.get("id") or doc.get("key")
+                key = key if isinstance(key, str) else None
+                if doc.get("device_id") != device_id:
+                    raise WindowError(
+                        f"device_id {doc.get('device_id')!r} is not the topic's {device_id!r}"
+                    )
+                if doc.get("type") == "concept_drift":
+                    ev = _concept_row(device_id, doc)
+                    key = ev["key"]
+                    events.append(ev)
+                else:
+                    row = _window_row(device_id, doc, payload, now)
+                    if self.farm_of is not None:
+                        row["farm_id"] = self.farm_of(device_id) or row["farm_id"]
+                    rows.append(row)
+                owner[key] = res  # type: ignore[index]
+            except (WindowError, orjson.JSONDecodeError, ValueError) as exc:
+                reason = str(exc)
+                log.warning("drift ingest from %s rejected: %s", device_id, reason)
+                res.rejected.append((key, reason))
+                rejects.append({"device_id": device_id, "key": key, "reason": reason, "at": now})
+        with self.session() as s, s.begin():
+            for table, batch, pk in ((DriftWindow, rows, "id"), (ConceptEvent, events, "key")):
+                if not batch:
+                    continue
+                keys = [r[pk] for r in batch]
+                col = getattr(table, pk)
+                existing: set[str] = set()
+                for i in range(0, len(keys), 500):
+                    existing |= set(s.scalars(select(col).where(col.in_(keys[i : i + 500]))))
+                fresh, seen = [], set()
+                for r in batch:
+                    k = r[pk]
+                    if k in existing or k in seen:
+                        owner[k].duplicates.append(k)
+                    else:
+                        seen.add(k)
+                        fresh.append(r)
+                        owner[k].stored.append(k)
+                if fresh:
+                    s.execute(_insert_ignore(self.engine, table), fresh)
+            if rejects:
+                s.execute(IngestReject.__table__.insert(), rejects)  # type: ignore[attr-defined]
+        return results
+
+    # -- aggregation --------------------------------------------------------------------------
+    def aggregate(
+        self,
+        model: str,
+        *,
+        version: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        device_ids: Sequence[str] | None = None,
+    ) -> tuple[RefLayout, Groups, dict[str, Any]]:
+        """Per-device sums of every window of ``model`` whose binning matches the reference
+        and which ends in (since, until]."""
+        layout, _, sh, ref_version = self.reference(model, version)
+        until = self.clock() if until is None else until
+        since = until - DEFAULT_PERIOD_S if since is None else since
+        q = select(
+            DriftWindow.device_id,
+            DriftWindow.farm_id,
+            DriftWindow.n,
+            DriftWindow.counts,
+            DriftWindow.missing,
+            DriftWindow.invalid,
+            DriftWindow.mins,
+            DriftWindow.maxs,
+            DriftWindow.schema,
+            DriftWindow.start,
+            DriftWindow.end,
+        ).where(DriftWindow.model == model, DriftWindow.end > since, DriftWindow.end <= until)
+        if version is not None:
+            q = q.where(DriftWindow.version == version)
+        elif ref_version != "*":
+            q = q.where(DriftWindow.version == ref_version)
+        if device_ids:
+            q = q.where(DriftWindow.device_id.in_(list(device_ids)))
+        with self.session() as s:
+            rows = s.execute(q).all()
+        c = len(layout.names)
+        good = [r for r in rows if r.schema == sh and len(r.counts) == 8 * layout.total]
+        meta = {
+            "model": model,
+            "version": version or ref_version,
+            "since": since,
+            "until": until,
+            "schema": sh,
+            "windows": len(good),
+            "schema_mismatch": len(rows) - len(good),
+            "start": min((r.start for r in good), default=None),
+            "end": max((r.end for r in good), default=None),
+        }
+        devs = [r.device_id for r in good]
+        if not good:
+            empty = Groups(
+                [],
+                np.zeros((0, layout.total + 1)),
+                np.zeros((0, c)),
+                np.zeros((0, c)),
+                np.zeros((0, c)),
+                np.zeros((0, c)),
+                np.zeros(0),
+                np.zeros(0),
+            )
+            return layout, empty, meta
+        counts = np.frombuffer(b"".join(r.counts for r in good), dtype="<i8").reshape(len(good), -1)
+        counts = np.concatenate([counts, np.zeros((len(good), 1), dtype=np.int64)], axis=1)
+
+        def stack(attr: str, dtype: str) -> np.ndarray:
+            return np.frombuffer(b"".join(getattr(r, attr) for r in good), dtype=dtype).reshape(
+                len(good), c
+            )
+
+        per_window = Groups(
+            devs,
+            counts,
+            stack("missing", "<i8"),
+            stack("invalid", "<i8"),
+            stack("mins", "<f8"),
+            stack("maxs", "<f8"),
+            np.array([r.n for r in good], dtype=np.int64),
+            np.ones(len(good), dtype=np.int64),
+        )
+        groups = per_window.regroup(devs)
+        farm = {r.device_id: (r.farm_id or "unassigned") for r in good}
+        meta["farms"] = farm
+        return layout, groups, meta
+
+    def analyze(
+        self,
+        model: str,
+        *,
+        level: str = "fleet",
+        version: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        device_ids: Sequence[str] | None = None,
+    ) -> tuple[Analysis, dict[str, Any]]:
+        if level not in LEVELS:
+            raise ValueError(f"level must be one of {LEVELS}")
+        layout, groups, meta = self.aggregate(
+            model, version=version, since=since, until=until, device_ids=device_ids
+        )
+        if level == "farm":
+            groups = groups.regroup([meta["farms"][d] for d in groups.labels])
+        elif level == "fleet" and groups.labels:
+            groups = groups.regroup(["fleet"] * len(groups.labels))
+        th = self.thresholds.for_model(model)
+        return analyze(layout, groups, th, level), meta
+
+    # -- concept drift and samples --------------------------------------------------------------
+    def concept_events(
+        self, model: str, since: float, until: float | None = None
+    ) -> list[ConceptEvent]:
+        until = self.clock() if until is None else until
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(ConceptEvent)
+                    .where(
+                        ConceptEvent.model == model,
+                        ConceptEvent.at > since,
+                        ConceptEvent.at <= until,
+                    )
+                    .order_by(ConceptEvent.at)
+                )
+            )
+
+    def reservoir_rows(
+        self,
+        model: str,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        device_id: str | None = None,
+        limit: int = 5000,
+    ) -> tuple[list[str], list[list[Any]]]:
+        """Raw sampled rows from gateway windows (newest first, up to ``limit``)."""
+        _, _, sh, _ = self.reference(model)
+        until = self.clock() if until is None else until
+        since = until - DEFAULT_PERIOD_S if since is None else since
+        q = (
+            select(DriftWindow.payload)
+            .where(
+                DriftWindow.model == model,
+                DriftWindow.schema == sh,
+                DriftWindow.end > since,
+                DriftWindow.end <= until,
+            )
+            .order_by(DriftWindow.end.desc())
+        )
+        if device_id:
+            q = q.where(DriftWindow.device_id == device_id)
+        columns: list[str] = []
+        out: list[list[Any]] = []
+        with self.session() as s:
+            for (blob,) in s.execute(q):
+                r = orjson.loads(blob).get("reservoir") or {}
+                columns = columns or list(r.get("columns", []))
+                out += r.get("rows", [])
+                if len(out) >= limit:
+                    break
+        return columns, out[:limit]
+
+
+def _concept_row(device_id: str, doc: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        model, detector = str(doc["model"]), str(doc["detector"])
+        n_seen, at = int(doc["n_seen"]), float(doc["at"])
+        state, previous = str(doc["state"]), str(doc.get("previous", ""))
+        estimate = float(doc.get("estimate", 0.0))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WindowError(f"malformed concept_drift event: {exc}") from exc
+    if state not in ("stable", "warning", "drift"):
+        raise WindowError(f"unknown concept drift state {state!r}")
+    key = doc.get("key") or f"{device_id}/concept/{model}/{detector}/{n_seen}/{round(at * 1000)}"
+    return {
+        "key": str(key)[:255],
+        "device_id": device_id,
+        "model": model,
+        "detector": detector,
+        "previous": previous,
+        "state": state,
+        "n_seen": n_seen,
+        "estimate": estimate,
+        "at": at,
+    }
+
+
+def _insert_ignore(engine: Engine, table: Any) -> Any:
+    """INSERT that skips rows a concurrent ingest stored first (redelivery races)."""
+    name = engine.dialect.name
+    if name == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    if name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    return table.__table__.insert()

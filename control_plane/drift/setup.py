@@ -1,0 +1,89 @@
+"""Wire the drift area into a control-plane process: services, MQTT ingest, acks.
+
+Site configuration (optional) is a JSON file named by ``FARMIQ_DRIFT_CONFIG``::
+
+    {"thresholds": {...see thresholds.py...}, "policy": {...see retraining.py...},
+     "hook": {"command": ["python", "train.py"]} | {"webhook": "https://..."},
+     "alert_webhook": "https://..."}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from control_plane.drift.ingest import DriftService
+from control_plane.drift.retraining import RetrainingDecider, RetrainingPolicy
+from control_plane.drift.thresholds import ThresholdConfig
+from control_plane.drift.trigger import Alerts, RetrainingTrigger, hook_from_config
+from farmiq import topics
+
+log = logging.getLogger(__name__)
+
+CONFIG_ENV = "FARMIQ_DRIFT_CONFIG"
+
+
+@dataclass
+class DriftArea:
+    service: DriftService
+    decider: RetrainingDecider
+    trigger: RetrainingTrigger
+
+
+def load_config() -> dict[str, Any]:
+    path = os.environ.get(CONFIG_ENV)
+    if not path:
+        return {}
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{CONFIG_ENV}={path}: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ValueError(f"{CONFIG_ENV}={path}: must hold a JSON object")
+    return doc
+
+
+def build_area(ctx: Any, config: dict[str, Any] | None = None) -> DriftArea:
+    cfg = load_config() if config is None else config
+    service = DriftService(ctx.engine, ThresholdConfig.from_mapping(cfg.get("thresholds")))
+    service.create_tables()
+    decider = RetrainingDecider(service, RetrainingPolicy.from_mapping(cfg.get("policy")))
+    mqtt = getattr(ctx, "mqtt", None)
+    alerts = Alerts(
+        publish=(lambda t, b: mqtt.publish(t, b, qos=1)) if mqtt is not None else None,
+        webhook=cfg.get("alert_webhook"),
+    )
+    trigger = RetrainingTrigger(
+        decider,
+        ctx.mlflow,
+        hook=hook_from_config(cfg.get("hook")),
+        alerts=alerts,
+        artifact_location=str(Path(ctx.data_dir) / "mlartifacts" / "retraining"),
+    )
+    return DriftArea(service, decider, trigger)
+
+
+def get_area(ctx: Any) -> DriftArea:
+    area = ctx.services.get("drift")
+    if area is None:
+        area = ctx.services["drift"] = build_area(ctx)
+    return area  # type: ignore[no-any-return]
+
+
+def setup(ctx: Any) -> None:
+    area = get_area(ctx)
+    mqtt = getattr(ctx, "mqtt", None)
+    if mqtt is None:
+        return
+
+    def on_drift(device_id: str, payload: bytes) -> None:
+        res = area.service.ingest_window(device_id, payload)
+        if res.ack_keys:
+            # The application-level ack: the gateway deletes only what we stored.
+            mqtt.publish(res.ack_topic, res.ack_payload, qos=1)
+
+    mqtt.on(topics.DRIFT, on_drift)

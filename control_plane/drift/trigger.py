@@ -1,0 +1,217 @@
+"""Acting on a retraining decision: an MLflow run, a pluggable hook, and alerts.
+
+The MLflow run (experiment ``farmiq-retraining``) records the decision, its reasons, the
+numbers behind it and the data window, so every retraining has an auditable cause. The
+hook starts training however a site does it: a command (the decision JSON on stdin and in
+``FARMIQ_RETRAIN_*`` variables) or a webhook (the decision JSON POSTed). Alerts go to the
+MQTT topic ``farmiq/v1/cp/alert/drift`` and, optionally, a webhook.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+import httpx
+
+from control_plane.drift.retraining import Decision, RetrainingDecider
+from farmiq import topics
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT = "farmiq-retraining"
+ALERT_TOPIC = f"{topics.ROOT}/cp/alert/drift"
+
+
+class Hook(Protocol):
+    def __call__(self, payload: Mapping[str, Any]) -> dict[str, Any]: ...
+
+
+class CommandHook:
+    """Run a command; the decision JSON goes to its stdin. A failing command is reported
+    in the result (and the decision record), never raised."""
+
+    def __init__(
+        self, argv: Sequence[str], timeout_s: float = 300.0, env: Mapping[str, str] | None = None
+    ) -> None:
+        if not argv:
+            raise ValueError("command hook needs a command")
+        self.argv = list(argv)
+        self.timeout_s = timeout_s
+        self.env = dict(env or {})
+
+    def __call__(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        env = {
+            **os.environ,
+            **self.env,
+            "FARMIQ_RETRAIN_MODEL": str(payload.get("model", "")),
+            "FARMIQ_RETRAIN_RUN_ID": str(payload.get("mlflow_run_id") or ""),
+            "FARMIQ_RETRAIN_DECISION_ID": str(payload.get("id") or ""),
+        }
+        try:
+            p = subprocess.run(
+                self.argv,
+                input=json.dumps(payload).encode(),
+                env=env,
+                capture_output=True,
+                timeout=self.timeout_s,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return {"kind": "command", "ok": False, "error": str(exc)}
+        return {
+            "kind": "command",
+            "ok": p.returncode == 0,
+            "returncode": p.returncode,
+            "stdout": p.stdout.decode(errors="replace")[-2000:],
+            "stderr": p.stderr.decode(errors="replace")[-2000:],
+        }
+
+
+class WebhookHook:
+    def __init__(
+        self, url: str, timeout_s: float = 10.0, headers: Mapping[str, str] | None = None
+    ) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("webhook URL must be http(s)")
+        self.url = url
+        self.timeout_s = timeout_s
+        self.headers = dict(headers or {})
+
+    def __call__(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            r = httpx.post(
+                self.url, json=dict(payload), headers=self.headers, timeout=self.timeout_s
+            )
+        except httpx.HTTPError as exc:
+            return {"kind": "webhook", "ok": False, "error": str(exc)}
+        return {
+            "kind": "webhook",
+            "ok": r.is_success,
+            "status": r.status_code,
+            "body": r.text[-2000:],
+        }
+
+
+def hook_from_config(doc: Mapping[str, Any] | None) -> Hook | None:
+    """``{"command": ["python", "train.py"]}`` or ``{"webhook": "https://..."}``."""
+    if not doc:
+        return None
+    if "command" in doc:
+        cmd = doc["command"]
+        if not isinstance(cmd, list) or not all(isinstance(c, str) for c in cmd):
+            raise ValueError("retraining hook: 'command' must be a list of strings")
+        return CommandHook(cmd, float(doc.get("timeout_s", 300.0)))
+    if "webhook" in doc:
+        return WebhookHook(str(doc["webhook"]), float(doc.get("timeout_s", 10.0)))
+    raise ValueError("retraining hook: give 'command' or 'webhook'")
+
+
+class Alerts:
+    def __init__(
+        self, publish: Callable[[str, bytes], Any] | None = None, webhook: str | None = None
+    ) -> None:
+        self.publish = publish
+        self.webhook = WebhookHook(webhook) if webhook else None
+
+    def send(self, alert: Mapping[str, Any]) -> list[str]:
+        """Best effort; returns where it went. An alert path that fails is logged."""
+        sent = []
+        body = json.dumps(alert).encode()
+        if self.publish is not None:
+            try:
+                self.publish(ALERT_TOPIC, body)
+                sent.append("mqtt")
+            except Exception:
+                log.exception("drift alert over MQTT failed")
+        if self.webhook is not None:
+            res = self.webhook(alert)
+            if res.get("ok"):
+                sent.append("webhook")
+            else:
+                log.warning("drift alert webhook failed: %s", res)
+        return sent
+
+
+class RetrainingTrigger:
+    def __init__(
+        self,
+        decider: RetrainingDecider,
+        mlflow_client: Any,
+        *,
+        hook: Hook | None = None,
+        alerts: Alerts | None = None,
+        artifact_location: str | None = None,
+    ) -> None:
+        self.decider = decider
+        self.mlflow = mlflow_client
+        self.hook = hook
+        self.alerts = alerts or Alerts()
+        self.artifact_location = artifact_location
+
+    def _experiment_id(self) -> str:
+        exp = self.mlflow.get_experiment_by_name(EXPERIMENT)
+        if exp is not None:
+            return str(exp.experiment_id)
+        return str(
+            self.mlflow.create_experiment(EXPERIMENT, artifact_location=self.artifact_location)
+        )
+
+    def trigger(
+        self,
+        model: str,
+        *,
+        force: bool = False,
+        since: float | None = None,
+        until: float | None = None,
+        reason: str | None = None,
+    ) -> Decision:
+        """Decide; when the policy says retrain (or ``force``), record an MLflow run, call
+        the hook and send an alert. Returns the (stored) decision."""
+        d = self.decider.decide(model, since=since, until=until)
+        if force and not d.retrain:
+            d.reasons.append(f"forced by operator: {reason or 'no reason given'}")
+        elif reason:
+            d.reasons.append(f"operator note: {reason}")
+        if not (d.retrain or force):
+            return d
+        run = self.mlflow.create_run(
+            self._experiment_id(),
+            tags={
+                "farmiq.model": model,
+                "farmiq.decision_id": str(d.id),
+                "farmiq.forced": str(bool(force and not d.retrain)).lower(),
+                "mlflow.runName": f"retrain-{model}",
+            },
+        )
+        run_id = run.info.run_id
+        c = self.mlflow
+        c.log_param(run_id, "model", model)
+        c.log_param(run_id, "window_start", d.window_start)
+        c.log_param(run_id, "window_end", d.window_end)
+        for k in ("drift_share", "max_psi", "rows", "drifted_device_share"):
+            v = d.metrics.get(k)
+            if isinstance(v, int | float):
+                c.log_metric(run_id, k, float(v))
+        c.log_dict(run_id, {**d.to_dict(), "policy": vars(self.decider.policy)}, "decision.json")
+        payload = {**d.to_dict(), "mlflow_run_id": run_id}
+        hook_result = self.hook(payload) if self.hook is not None else None
+        c.set_terminated(
+            run_id, "FINISHED" if not hook_result or hook_result.get("ok") else "FAILED"
+        )
+        self.decider.mark_triggered(d, run_id, hook_result)
+        self.alerts.send(
+            {
+                "type": "retraining_triggered",
+                "model": model,
+                "decision_id": d.id,
+                "mlflow_run_id": run_id,
+                "reasons": d.reasons,
+                "hook_ok": None if hook_result is None else hook_result.get("ok"),
+            }
+        )
+        return d
