@@ -23,10 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from firmware_bridge.framing import FrameDecoder, encode_frame  # noqa: E402
-from firmware_bridge.link import SerialLink  # noqa: E402
-from firmware_bridge.messages import ModelLoadChunk, MsgType  # noqa: E402
-from firmware_bridge.reliability import ReliableEndpoint  # noqa: E402
+from firmware_bridge.framing import FrameDecoder, encode_frame
+from firmware_bridge.link import SerialLink
+from firmware_bridge.messages import ModelLoadChunk, MsgType
+from firmware_bridge.reliability import ReliableEndpoint
 
 PAYLOAD = 256
 
@@ -143,9 +143,8 @@ def main() -> None:
     print(f"\n== one-way throughput through a pty, {PAYLOAD}-byte payloads, {args.seconds}s each")
     base = pump(raw, args.seconds, decode=False)
     fr = pump(framed, args.seconds, decode=True)
-    print(
-        f"  baseline raw bytes (no framing)   {base:10.0f} payloads/s  {base * PAYLOAD / 1e6:7.1f} MB/s"
-    )
+    mb = base * PAYLOAD / 1e6
+    print(f"  baseline raw bytes (no framing)   {base:10.0f} payloads/s  {mb:7.1f} MB/s")
     print(
         f"  COBS+CRC frames, decoded          {fr:10.0f} frames/s    {fr * PAYLOAD / 1e6:7.1f} MB/s"
     )
