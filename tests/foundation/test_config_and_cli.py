@@ -1,0 +1,65 @@
+"""Configuration errors name the bad key; every subcommand explains itself."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from edge_agent.config import AgentConfig
+from farmiq.config import ConfigError, load_config
+
+
+def test_toml_plus_env_overrides(tmp_path):
+    p = tmp_path / "agent.toml"
+    p.write_text('device_id = "barn-7"\n[mqtt]\nhost = "broker.farm"\nport = 1883\n')
+    cfg = load_config(AgentConfig, p, env_prefix="FARMIQ_AGENT",
+                      environ={"FARMIQ_AGENT__MQTT__PORT": "8883", "FARMIQ_AGENT__TAGS": '["layer", "north"]'})
+    assert cfg.mqtt.host == "broker.farm" and cfg.mqtt.port == 8883
+    assert cfg.tags == ["layer", "north"]
+
+
+@pytest.mark.parametrize(
+    "body,key",
+    [
+        ('device_id = "a"\n[mqtt]\nport = "eighty"\n', "mqtt.port"),
+        ('device_id = "a"\nunknown_key = 1\n', "unknown_key"),
+        ("[mqtt]\nport = 1883\n", "device_id"),
+        ('device_id = "bad/id"\n', "device_id"),
+    ],
+)
+def test_invalid_config_names_the_key(tmp_path, body, key):
+    p = tmp_path / "agent.toml"
+    p.write_text(body)
+    with pytest.raises(ConfigError) as err:
+        load_config(AgentConfig, p, env_prefix="FARMIQ_AGENT", environ={})
+    assert key in str(err.value)
+
+
+def test_not_toml_is_a_clear_error(tmp_path):
+    p = tmp_path / "agent.toml"
+    p.write_text("device_id = \n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(AgentConfig, p, env_prefix="X", environ={})
+
+
+def test_agent_refuses_bad_config_with_exit_2(tmp_path):
+    p = tmp_path / "agent.toml"
+    p.write_text('device_id = "a"\n[api]\nport = 99999\n')
+    out = subprocess.run([sys.executable, "-m", "farmiq", "agent", "run", "-c", str(p)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert "api.port" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [[], ["agent"], ["agent", "run"], ["control-plane", "serve"], ["bundle"], ["bundle", "verify"],
+     ["bundle", "build"], ["demo"], ["provision"], ["mcu"]],
+)
+def test_help_says_what_each_command_does(args):
+    out = subprocess.run([sys.executable, "-m", "farmiq", *args, "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "usage: farmiq" in out.stdout
+    assert len(out.stdout.splitlines()) > 3
