@@ -115,7 +115,9 @@ def compute_window_aggregates(readings: pd.DataFrame, view: FeatureView) -> pd.D
             s: (g["ts_ms"].to_numpy(np.int64), g["value"].to_numpy(np.float64))
             for s, g in er.groupby("sensor")
         }
-        change = np.unique(np.concatenate([np.concatenate([t, t + w_ms]) for t, _ in per_sensor.values()]))
+        change = np.unique(
+            np.concatenate([np.concatenate([t, t + w_ms]) for t, _ in per_sensor.values()])
+        )
         n = len(change)
         cols[view.entity.join_key].append(np.full(n, entity, dtype=object))
         cols["event_timestamp"].append(change)
@@ -203,7 +205,10 @@ class FeastFeatureStore:
         self.online_store = online_store_config(online_store_url, self.repo_dir)
         self._lock = threading.RLock()
         self._store: Any = None
+        self._applied = False
         self._write_yaml()
+        for v in self._load_registered():
+            self.views.setdefault(v.name, v)
 
     # ------------------------------------------------------------ repository
     def _repo_config(self) -> dict[str, Any]:
@@ -242,7 +247,8 @@ class FeastFeatureStore:
     def feast_objects(self) -> list[Any]:
         """Entities, FileSources, FeatureViews and one FeatureService per schema."""
         from feast import Entity as FeastEntity
-        from feast import FeatureService, FeatureView as FeastView, Field, FileSource, ValueType
+        from feast import FeatureService, Field, FileSource, ValueType
+        from feast import FeatureView as FeastView
         from feast.types import Float32, Int64, String
 
         dtypes = {"float32": Float32, "int64": Int64, "string": String}
@@ -301,17 +307,49 @@ class FeastFeatureStore:
         """Register every entity, view and schema with Feast (idempotent)."""
         with self._lock:
             self.store.apply(self.feast_objects())
+            self._applied = True
         return {
             "project": self.project,
             "views": sorted(self.views),
             "schemas": {s.name: s.version for s in self.schemas.values()},
         }
 
+    def ensure_applied(self) -> None:
+        """Apply once per process (cheap after the first time; Feast import on first use)."""
+        if not self._applied:
+            self.apply()
+
+    @property
+    def _registered_path(self) -> Path:
+        return self.repo_dir / "registered_views.json"
+
+    def _load_registered(self) -> list[FeatureView]:
+        if not self._registered_path.exists():
+            return []
+        return [FeatureView.from_dict(d) for d in json.loads(self._registered_path.read_text())]
+
     def register_views(self, views: Iterable[FeatureView]) -> dict[str, Any]:
-        """Add or replace views (e.g. from the API), then apply."""
+        """Add views at run time (e.g. through the API), persist them, then apply.
+
+        A view defined in farmiq.features cannot be replaced this way: the one definition
+        wins, and gateways only serve what that module defines (see ``FeatureCache``).
+        """
+        new = list(views)
         with self._lock:
-            for v in views:
+            builtin = {v.name for v in VIEWS}
+            for v in new:
+                if v.name in builtin and self.views[v.name] != v:
+                    raise ValueError(
+                        f"view {v.name!r} is defined in farmiq.features; edit it there"
+                    )
+            registered = {v.name: v for v in self._load_registered()}
+            for v in new:
+                if v.name not in builtin:
+                    registered[v.name] = v
                 self.views[v.name] = v
+            self._registered_path.write_text(
+                json.dumps([v.to_dict() for v in registered.values()], indent=1)
+            )
             return self.apply()
 
     # ----------------------------------------------------------- offline data
@@ -348,14 +386,18 @@ class FeastFeatureStore:
         )
         out = out[np.isfinite(out["value"].to_numpy())]
         with self._lock:
-            out.to_parquet(self.offline_dir / "readings" / f"{uuid.uuid4().hex}.parquet", index=False)
+            out.to_parquet(
+                self.offline_dir / "readings" / f"{uuid.uuid4().hex}.parquet", index=False
+            )
             self.rebuild_aggregates()
         return len(out)
 
     def raw_readings(self) -> pd.DataFrame:
         import pandas as pd
 
-        parts = sorted((self.offline_dir / "readings").glob("*.parquet"), key=lambda p: p.stat().st_mtime_ns)
+        parts = sorted(
+            (self.offline_dir / "readings").glob("*.parquet"), key=lambda p: p.stat().st_mtime_ns
+        )
         if not parts:
             return pd.DataFrame(columns=list(READINGS_COLUMNS))
         return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
@@ -422,6 +464,7 @@ class FeastFeatureStore:
         for n in names:
             if n not in self.views:
                 raise KeyError(f"unknown feature view {n!r}")
+        self.ensure_applied()
         with self._lock:
             if start is None:
                 self.store.materialize_incremental(end_date=end, feature_views=names)
@@ -438,13 +481,18 @@ class FeastFeatureStore:
         return list(features)
 
     def online_features(
-        self, features: FeatureSchema | str | Sequence[str], entity_rows: Sequence[Mapping[str, str]]
+        self,
+        features: FeatureSchema | str | Sequence[str],
+        entity_rows: Sequence[Mapping[str, str]],
     ) -> dict[str, list[Any]]:
         """Online values for entity rows, e.g. ``[{"barn_id": "b1", "flock_id": "f7"}]``;
         ``features`` is a schema (or its name) or ``view:feature`` references."""
         refs = self._refs(features)
+        self.ensure_applied()
         return dict(
-            self.store.get_online_features(features=refs, entity_rows=[dict(r) for r in entity_rows]).to_dict()
+            self.store.get_online_features(
+                features=refs, entity_rows=[dict(r) for r in entity_rows]
+            ).to_dict()
         )
 
     def historical_features(
@@ -453,6 +501,7 @@ class FeastFeatureStore:
         """Point-in-time features; ``entity_df`` has join keys and ``event_timestamp``.
         Rows come back in the order of ``entity_df``."""
         refs = self._refs(features)
+        self.ensure_applied()
         df = entity_df.copy()
         df["_farmiq_row"] = range(len(df))
         out = self.store.get_historical_features(entity_df=df, features=refs).to_df()
@@ -482,7 +531,8 @@ class FeastFeatureStore:
         self, entity_keys: Mapping[str, Sequence[str]], now: datetime | None = None
     ) -> bytes:
         """The ``down/features`` message for a gateway: the latest cloud-view values (as of
-        ``now``, with their event times) for the given entity ids, e.g. ``{"flock_id": ["f7"]}`` (see ``FeatureCache``)."""
+        ``now``, with their event times) for the given entity ids, e.g.
+        ``{"flock_id": ["f7"]}`` (read by ``FeatureCache.apply_cloud_features``)."""
         views_out: dict[str, list[dict[str, Any]]] = {}
         now = now or datetime.now(UTC)
         for v in self.views.values():
@@ -497,7 +547,9 @@ class FeastFeatureStore:
         doc = {"kind": CLOUD_PAYLOAD_KIND, "generated_at": now.timestamp(), "views": views_out}
         return json.dumps(doc, separators=(",", ":")).encode()
 
-    def _latest_cloud_rows(self, v: FeatureView, ids: list[str], now: datetime) -> list[dict[str, Any]]:
+    def _latest_cloud_rows(
+        self, v: FeatureView, ids: list[str], now: datetime
+    ) -> list[dict[str, Any]]:
         # Event times travel with the values so the gateway judges staleness itself; the
         # online store keeps the values, the offline source keeps their event times.
         import pandas as pd
@@ -511,9 +563,17 @@ class FeastFeatureStore:
             values = {}
             for f in v.features:
                 x = rec[f.name]
-                values[f.name] = None if pd.isna(x) else (x if isinstance(x, str) else x.item() if hasattr(x, "item") else x)
+                values[f.name] = (
+                    None
+                    if pd.isna(x)
+                    else (x if isinstance(x, str) else x.item() if hasattr(x, "item") else x)
+                )
             rows.append(
-                {"entity_id": str(rec[key]), "event_ts": rec["event_timestamp"].timestamp(), "values": values}
+                {
+                    "entity_id": str(rec[key]),
+                    "event_ts": rec["event_timestamp"].timestamp(),
+                    "values": values,
+                }
             )
         return rows
 

@@ -137,7 +137,16 @@ class _Series:
 class _Window:
     """Statistics of one series over one window, exact for ``valid_from <= t < valid_until``."""
 
-    __slots__ = ("count", "last", "maximum", "minimum", "newest", "total", "valid_from", "valid_until")
+    __slots__ = (
+        "count",
+        "last",
+        "maximum",
+        "minimum",
+        "newest",
+        "total",
+        "valid_from",
+        "valid_until",
+    )
 
     def __init__(self, s: _Series, t_ms: int, w_ms: int) -> None:
         ts = s.ts
@@ -212,9 +221,7 @@ class FeatureCache:
         self._prune_interval = prune_interval_s
         self._next_prune = 0.0
         self._plan = _sensor_plan(self.views.values())
-        self._keep_ms = {
-            s: max(v.window_ms for v, _ in pairs) for s, pairs in self._plan.items()
-        }
+        self._keep_ms = {s: max(v.window_ms for v, _ in pairs) for s, pairs in self._plan.items()}
         self._series: dict[tuple[str, str], _Series] = {}
         self._windows: dict[tuple[str, str, int], _Window] = {}
         self._cloud: dict[tuple[str, str], dict[str, tuple[Any, int]]] = {}
@@ -385,7 +392,7 @@ class FeatureCache:
                 "ORDER BY ts_ms DESC",
                 (entity, sensor),
             )
-            got = []
+            got: list[tuple[int, float]] = []
             for ts_ms, value in rows:
                 if got and ts_ms <= got[0][0] - s.keep_ms:
                     break
@@ -467,7 +474,9 @@ class FeatureCache:
             flags.append(flag)
         return out, tuple(flags)
 
-    def _sensor_value(self, v: FeatureView, f: Feature, entity: str, t_ms: int) -> tuple[float, str]:
+    def _sensor_value(
+        self, v: FeatureView, f: Feature, entity: str, t_ms: int
+    ) -> tuple[float, str]:
         sensor = f.sensor
         assert sensor is not None and f.aggregation is not None
         w = self._window(entity, sensor, v.window_ms, t_ms)
@@ -516,7 +525,10 @@ class FeatureCache:
         schema = self.schemas.get(schema_name)
         if schema is None:
             known = ", ".join(f"{s.name} {s.version}" for s in self.schemas.values()) or "none"
-            return False, f"feature schema {schema_name!r} is unknown to this gateway (serves: {known})"
+            return (
+                False,
+                f"feature schema {schema_name!r} is unknown to this gateway (serves: {known})",
+            )
         if schema.version != version:
             return False, (
                 f"feature schema {schema_name!r} version {version!r} differs from the "
@@ -526,7 +538,10 @@ class FeatureCache:
         for v in schema.used_views:
             mine = self.views.get(v.name)
             if mine != v:
-                return False, f"feature view {v.name!r} of schema {schema_name!r} is not served here"
+                return (
+                    False,
+                    f"feature view {v.name!r} of schema {schema_name!r} is not served here",
+                )
         return True, f"feature schema {schema_name} {version} is served"
 
     def apply_cloud_features(self, payload: bytes, received: float | None = None) -> int:

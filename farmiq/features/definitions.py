@@ -20,8 +20,8 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from functools import cached_property
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 # The ``down/features`` message format (control plane -> gateway), see docs/features.md
@@ -110,7 +110,9 @@ class Feature:
             raise DefinitionError(f"feature {self.name}: a string feature needs categories")
         if self.missing is MissingRule.DEFAULT:
             if self.default is None:
-                raise DefinitionError(f"feature {self.name}: missing rule 'default' needs a default")
+                raise DefinitionError(
+                    f"feature {self.name}: missing rule 'default' needs a default"
+                )
             self.encode(self.default)  # a default that cannot be encoded is a definition bug
 
     def encode(self, value: float | int | str) -> float:
@@ -122,7 +124,7 @@ class Feature:
                 raise DefinitionError(
                     f"feature {self.name}: {value!r} is not one of {list(self.categories)}"
                 ) from None
-        if isinstance(value, str) or isinstance(value, bool):
+        if isinstance(value, (str, bool)):
             raise DefinitionError(f"feature {self.name}: expected a number, got {value!r}")
         return float(value)
 

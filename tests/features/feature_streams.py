@@ -34,5 +34,3 @@ def make_readings(
                 t += step
     out.sort(key=lambda r: r[2])
     return out
-
-

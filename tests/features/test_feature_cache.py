@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from feature_streams import T0
 
 from edge_agent.feature_cache import (
     FLAG_DEFAULT,
@@ -19,8 +20,6 @@ from edge_agent.feature_cache import (
 )
 from farmiq.features import BARN_SCHEMA
 
-from feature_streams import T0
-
 KEYS = {"barn_id": "b1", "flock_id": "f1"}
 CLIMATE = ("temperature", "humidity", "co2", "ammonia")
 
@@ -31,7 +30,11 @@ def cloud_payload(age: int = 21, breed: str = "ross_308", ts: float = T0) -> byt
             "kind": "farmiq-features/1",
             "views": {
                 "flock_profile": [
-                    {"entity_id": "f1", "event_ts": ts, "values": {"flock_age_days": age, "breed": breed}}
+                    {
+                        "entity_id": "f1",
+                        "event_ts": ts,
+                        "values": {"flock_age_days": age, "breed": breed},
+                    }
                 ]
             },
         }
@@ -109,8 +112,14 @@ def test_missing_entity_raises_and_missing_cloud_value_defaults(cache: FeatureCa
         cache.vector(BARN_SCHEMA, {"barn_id": "b1"}, now=T0)
     # ... while breed (rule default) falls back to "other", flagged
     payload = json.dumps(
-        {"kind": "farmiq-features/1", "views": {"flock_profile": [
-            {"entity_id": "f1", "event_ts": T0, "values": {"flock_age_days": 3}}]}}
+        {
+            "kind": "farmiq-features/1",
+            "views": {
+                "flock_profile": [
+                    {"entity_id": "f1", "event_ts": T0, "values": {"flock_age_days": 3}}
+                ]
+            },
+        }
     ).encode()
     cache.apply_cloud_features(payload)
     vec, flags = cache.vector(BARN_SCHEMA, KEYS, now=T0)
@@ -125,7 +134,7 @@ def test_missing_entity_raises_and_missing_cloud_value_defaults(cache: FeatureCa
 def test_redelivered_readings_are_not_counted_twice(cache: FeatureCache) -> None:
     batch = [("b1", "water_flow", T0 + i, 1.0) for i in range(100)]
     first = cache.ingest(batch)
-    again = cache.ingest(batch + [("b1", "water_flow", T0 + 100, 1.0)])
+    again = cache.ingest([*batch, ("b1", "water_flow", T0 + 100, 1.0)])
     assert (first.accepted, again.accepted, again.duplicates) == (100, 1, 100)
     assert cache.window_value("barn_consumption_24h", "water_flow_sum_24h", "b1", T0 + 200) == 101.0
     assert cache.db["readings"].count == 101
@@ -176,11 +185,31 @@ def test_cloud_payload_validation_and_ordering(cache: FeatureCache) -> None:
         b"not json",
         b'{"kind": "other", "views": {}}',
         json.dumps({"kind": "farmiq-features/1", "views": {"barn_climate_1h": []}}).encode(),
-        json.dumps({"kind": "farmiq-features/1", "views": {"flock_profile": [
-            {"entity_id": "f1", "event_ts": T0 + 200, "values": {"flock_age_days": "old"}}]}}).encode(),
-        json.dumps({"kind": "farmiq-features/1", "views": {"flock_profile": [
-            {"entity_id": "f1", "event_ts": T0 + 200, "values": {"flock_age_days": 30}},
-            {"entity_id": "f2", "event_ts": T0 + 200, "values": {"weight": 3}}]}}).encode(),
+        json.dumps(
+            {
+                "kind": "farmiq-features/1",
+                "views": {
+                    "flock_profile": [
+                        {
+                            "entity_id": "f1",
+                            "event_ts": T0 + 200,
+                            "values": {"flock_age_days": "old"},
+                        }
+                    ]
+                },
+            }
+        ).encode(),
+        json.dumps(
+            {
+                "kind": "farmiq-features/1",
+                "views": {
+                    "flock_profile": [
+                        {"entity_id": "f1", "event_ts": T0 + 200, "values": {"flock_age_days": 30}},
+                        {"entity_id": "f2", "event_ts": T0 + 200, "values": {"weight": 3}},
+                    ]
+                },
+            }
+        ).encode(),
     ):
         with pytest.raises(FeaturePayloadError):
             cache.apply_cloud_features(bad)

@@ -19,7 +19,9 @@ def test_feature_cache_and_definitions_do_not_pull_cloud_packages(tmp_path: Path
         "c.ingest([('b1', 'temperature', 1.7e9, 20.0)])\n"
         f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
     assert json.loads(out.stdout) == []
 
 
@@ -29,5 +31,7 @@ def test_control_plane_module_imports_feast_lazily() -> None:
         "import control_plane.feature_store\n"
         "print(json.dumps(sorted(m for m in ('feast', 'pandas') if m in sys.modules)))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
     assert json.loads(out.stdout) == []

@@ -62,7 +62,9 @@ def test_gateway_aggregates_equal_feast_historical_features(tmp_path: Path) -> N
                 cache.ingest(batch)  # an MQTT redelivery must not change anything
             for barn in BARNS:
                 gw[(barn, q)] = [
-                    np.nan if (x := cache.window_value(v.name, f.name, barn, q / 1000)) is None else x
+                    np.nan
+                    if (x := cache.window_value(v.name, f.name, barn, q / 1000)) is None
+                    else x
                     for v, f in refs
                 ]
 
@@ -90,7 +92,8 @@ def test_feast_online_features_match_gateway_vector_now(tmp_path: Path) -> None:
     store = FeastFeatureStore(tmp_path / "repo")
     store.ingest_readings(readings)
     store.write_cloud_features(
-        "flock_profile", [{"flock_id": "f1", "event_ts": now - 3600, "flock_age_days": 19, "breed": "hubbard_jv"}]
+        "flock_profile",
+        [{"flock_id": "f1", "event_ts": now - 3600, "flock_age_days": 19, "breed": "hubbard_jv"}],
     )
     store.apply()
     end = datetime.fromtimestamp(now, UTC)
