@@ -32,6 +32,7 @@ import numpy as np
 FORMAT = "farmiq-drift-reference/1"
 PREDICTION = "__prediction__"
 MAX_CATEGORIES = 64
+TAIL_QUANTILES = (0.01, 0.025, 0.975, 0.99)
 
 
 def schema_hash(reference: Mapping[str, Any]) -> str:
@@ -69,7 +70,11 @@ def _numeric_spec(x: np.ndarray, bins: int) -> dict[str, Any]:
         raise ValueError("a numeric reference column needs at least one finite value")
     # Quantile edges: every bin holds about the same share of the reference, which keeps
     # PSI stable (no near-empty bins) and puts resolution where the data is.
-    edges = np.unique(np.quantile(finite, np.linspace(0.0, 1.0, bins + 1)))
+    # Two extra cuts in each tail (1% and 2.5%): the outermost quantile bins are the
+    # widest, and splitting them keeps the uniform-within-bin assumption that binned
+    # Wasserstein relies on honest where a shrinking or widening spread shows first.
+    qs = np.union1d(np.linspace(0.0, 1.0, bins + 1), TAIL_QUANTILES if bins >= 4 else [])
+    edges = np.unique(np.quantile(finite, qs))
     if edges.size < 2:  # a constant column: one bin around the constant
         c = float(edges[0])
         pad = max(abs(c) * 1e-6, 1e-9)
