@@ -46,7 +46,9 @@ def test_histograms_equal_numpy_histogram_and_bad_values_are_counted(
     pen = w["features"]["pen"]
     assert pen["counts"][:3] == [int((allx[:, 6] == k).sum()) for k in range(3)]
     assert pen["counts"][3] == 0  # "other"
-    assert sum(w["prediction"]["counts"]) == 3005
+    # the "model" propagates the bad temperatures into its predictions
+    assert sum(w["prediction"]["counts"]) == 3005 - 15
+    assert (w["prediction"]["missing"], w["prediction"]["invalid"]) == (12, 3)
 
 
 def test_reservoir_is_bounded_and_uniform(reference: dict[str, Any]) -> None:
