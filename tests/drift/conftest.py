@@ -14,17 +14,18 @@ from sqlalchemy import create_engine
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from control_plane.drift.ingest import DriftService  # noqa: E402
-from edge_agent.drift_stats import DriftStats, encode_window  # noqa: E402
-from farmiq.drift_reference import build_reference  # noqa: E402
+from control_plane.drift.ingest import DriftService
+from edge_agent.drift_stats import DriftStats, encode_window
+from farmiq.drift_reference import build_reference
 
 FEATURES = ["temp_c", "humidity", "co2_ppm", "feed_kg", "water_l", "weight_g"]
 MEANS = np.array([24.0, 65.0, 1500.0, 120.0, 240.0, 1800.0])
 SCALES = np.array([2.0, 8.0, 300.0, 15.0, 30.0, 250.0])
 
 
-def barn(n: int, seed: int, shift: dict[str, float] | None = None,
-         scale: dict[str, float] | None = None) -> np.ndarray:
+def barn(
+    n: int, seed: int, shift: dict[str, float] | None = None, scale: dict[str, float] | None = None
+) -> np.ndarray:
     """Rows of a barn; ``shift`` moves a feature's mean by that many standard deviations,
     ``scale`` multiplies its spread."""
     rng = np.random.default_rng(seed)
@@ -71,10 +72,16 @@ WindowFactory = Callable[..., dict[str, Any]]
 
 @pytest.fixture
 def make_window(reference: dict[str, Any]) -> WindowFactory:
-    def make(device: str, n: int = 2000, seed: int = 0, start: float = 1000.0,
-             farm: str | None = None, shift: dict[str, float] | None = None,
-             scale: dict[str, float] | None = None, pen_probs: tuple[float, ...] = (0.5, 0.3, 0.2),
-             ) -> dict[str, Any]:
+    def make(
+        device: str,
+        n: int = 2000,
+        seed: int = 0,
+        start: float = 1000.0,
+        farm: str | None = None,
+        shift: dict[str, float] | None = None,
+        scale: dict[str, float] | None = None,
+        pen_probs: tuple[float, ...] = (0.5, 0.3, 0.2),
+    ) -> dict[str, Any]:
         x = np.column_stack([barn(n, seed, shift, scale), pens(n, seed + 1, pen_probs)])
         stats = DriftStats(device, farm_id=farm, clock=lambda: start)
         stats.register("barn", "1", reference)

@@ -13,8 +13,9 @@ def test_ddm_and_adwin_detect_exactly_where_river_does() -> None:
     from river.drift.binary import DDM as RiverDDM
 
     rng = random.Random(7)
-    bits = rng.choices([0, 1], k=1500, weights=[0.9, 0.1]) + rng.choices([0, 1], k=1500,
-                                                                          weights=[0.5, 0.5])
+    bits = rng.choices([0, 1], k=1500, weights=[0.9, 0.1]) + rng.choices(
+        [0, 1], k=1500, weights=[0.5, 0.5]
+    )
     ours, theirs = DDM(), RiverDDM()
     a, b = [], []
     for x in bits:
@@ -78,9 +79,14 @@ def test_regression_feedback_uses_adwin_on_absolute_error() -> None:
 
 def test_http_handler_validates_and_reports() -> None:
     m = ConceptDriftMonitor()
-    status, body = m.handle_request(json.dumps(
-        {"model": "barn", "items": [{"prediction": 1, "truth": 1}, {"prediction": 0, "truth": 1}]}
-    ).encode())
+    status, body = m.handle_request(
+        json.dumps(
+            {
+                "model": "barn",
+                "items": [{"prediction": 1, "truth": 1}, {"prediction": 0, "truth": 1}],
+            }
+        ).encode()
+    )
     assert status == 200 and body["accepted"] == 2
     assert body["status"]["barn:classification"]["n_seen"] == 2
     assert m.handle_request(b"{")[0] == 400
@@ -89,4 +95,7 @@ def test_http_handler_validates_and_reports() -> None:
         b'{"model": "w", "kind": "regression", "prediction": "heavy", "truth": 3}'
     )
     assert status == 400 and "numeric" in body["error"]
-    assert m.handle_request(b'{"model": "w", "kind": "ranking", "prediction": 1, "truth": 1}')[0] == 400
+    assert (
+        m.handle_request(b'{"model": "w", "kind": "ranking", "prediction": 1, "truth": 1}')[0]
+        == 400
+    )

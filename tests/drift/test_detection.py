@@ -61,12 +61,20 @@ def test_injected_shifts_are_flagged_where_they_happen(
 
 @pytest.mark.parametrize(
     ("shift", "scale"),
-    [({}, {}), ({"temp_c": 0.3}, {}), ({"temp_c": 1.0}, {}), ({}, {"temp_c": 1.6}),
-     ({"temp_c": -0.6}, {"temp_c": 0.7})],
+    [
+        ({}, {}),
+        ({"temp_c": 0.3}, {}),
+        ({"temp_c": 1.0}, {}),
+        ({}, {"temp_c": 1.6}),
+        ({"temp_c": -0.6}, {"temp_c": 0.7}),
+    ],
 )
 def test_binned_statistics_agree_with_scipy_on_raw_data(
-    service: DriftService, make_window: WindowFactory, reference_data: dict[str, np.ndarray],
-    shift: dict[str, float], scale: dict[str, float],
+    service: DriftService,
+    make_window: WindowFactory,
+    reference_data: dict[str, np.ndarray],
+    shift: dict[str, float],
+    scale: dict[str, float],
 ) -> None:
     w = make_window("gw", n=3000, seed=21, shift=shift, scale=scale)
     _ingest(service, w)
@@ -84,14 +92,22 @@ def test_binned_statistics_agree_with_scipy_on_raw_data(
 
 
 def test_verdicts_match_evidently_on_the_same_data(
-    service: DriftService, make_window: WindowFactory, reference_data: dict[str, np.ndarray],
+    service: DriftService,
+    make_window: WindowFactory,
+    reference_data: dict[str, np.ndarray],
 ) -> None:
     import pandas as pd
 
     from control_plane.drift.evidently_report import column_verdicts, run_data_drift
 
-    w = make_window("gw", n=3000, seed=31, shift={"temp_c": 0.8, "feed_kg": -0.5},
-                    scale={"water_l": 1.8}, pen_probs=(0.2, 0.3, 0.5))
+    w = make_window(
+        "gw",
+        n=3000,
+        seed=31,
+        shift={"temp_c": 0.8, "feed_kg": -0.5},
+        scale={"water_l": 1.8},
+        pen_probs=(0.2, 0.3, 0.5),
+    )
     _ingest(service, w)
     an, _ = service.analyze("barn", level="device", since=0, until=5000)
     ours = {f: an.group(0)["features"][f]["verdict"] == "drift" for f in ALL}
@@ -106,10 +122,16 @@ def test_thresholds_override_per_model_and_feature(
     service: DriftService, make_window: WindowFactory
 ) -> None:
     _ingest(service, make_window("gw", seed=41, shift={"temp_c": 1.0, "humidity": 1.0}))
-    service.thresholds = ThresholdConfig.from_mapping({
-        "models": {"barn": {"verdict": {"numeric": ["psi"]},
-                            "features": {"temp_c": {"psi": {"warn": 5.0, "drift": 10.0}}}}}
-    })
+    service.thresholds = ThresholdConfig.from_mapping(
+        {
+            "models": {
+                "barn": {
+                    "verdict": {"numeric": ["psi"]},
+                    "features": {"temp_c": {"psi": {"warn": 5.0, "drift": 10.0}}},
+                }
+            }
+        }
+    )
     g = service.analyze("barn", level="device", since=0, until=5000)[0].group(0)
     assert g["drifted_features"] == ["humidity"]
     assert g["features"]["temp_c"]["methods"]["psi"]["status"] == "ok"

@@ -92,13 +92,16 @@ def _stored(service: DriftService) -> int:
 
 
 async def test_outage_loses_nothing_and_redelivery_is_idempotent(
-    tmp_path: Path, service: DriftService, make_window: WindowFactory,
+    tmp_path: Path,
+    service: DriftService,
+    make_window: WindowFactory,
     mosquitto_factory: Callable[..., Any],
 ) -> None:
     broker = mosquitto_factory()
     cp = FakeControlPlane(service, broker.port)
-    gw = Gateway(tmp_path / "outbox.db", broker.port, ack_timeout_s=1.0, retry_min_s=0.1,
-                 retry_max_s=0.5)
+    gw = Gateway(
+        tmp_path / "outbox.db", broker.port, ack_timeout_s=1.0, retry_min_s=0.1, retry_max_s=0.5
+    )
     try:
         windows = [make_window(DEV, n=300, seed=i, start=3600.0 * i) for i in range(8)]
         for w in windows:
@@ -122,8 +125,9 @@ async def test_outage_loses_nothing_and_redelivery_is_idempotent(
         await gw.stop()
         gw.outbox.close()
         broker.start()
-        gw = Gateway(tmp_path / "outbox.db", broker.port, ack_timeout_s=1.0, retry_min_s=0.1,
-                     retry_max_s=0.5)
+        gw = Gateway(
+            tmp_path / "outbox.db", broker.port, ack_timeout_s=1.0, retry_min_s=0.1, retry_max_s=0.5
+        )
         assert gw.outbox.pending() == 5
         await _until(lambda: gw.outbox.pending() == 0, timeout=30)
         assert _stored(service) == 8
@@ -135,7 +139,9 @@ async def test_outage_loses_nothing_and_redelivery_is_idempotent(
 
 
 def test_disk_budget_merges_oldest_windows_instead_of_dropping(
-    tmp_path: Path, service: DriftService, make_window: WindowFactory,
+    tmp_path: Path,
+    service: DriftService,
+    make_window: WindowFactory,
 ) -> None:
     windows = [make_window(DEV, n=200, seed=i, start=3600.0 * i) for i in range(12)]
     for w in windows:
