@@ -77,4 +77,8 @@ def create_app(
         mod = _optional(name)
         if mod is not None:
             app.include_router(mod.router)
+    # Operator-API security: one gate (API key + role, audit of changes) before every router.
+    security = _optional("control_plane.security.setup")
+    if security is not None:
+        security.install(app, settings)
     return app

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -29,18 +30,29 @@ class DeploymentService:
         self.db = db
         self.bundles = bundles
         self.bus = bus
+        # Set by control_plane.security.setup when enrollment is configured.
+        self.is_revoked: Callable[[str], bool] = lambda _device_id: False
         if bus is not None:
             bus.on(topics.INSTALL_ACK, self.on_install_ack)
             bus.on(topics.STATE, self.on_state)
             bus.on(topics.STATUS, self.on_status)
 
     # -- outbound ------------------------------------------------------------------------
-    def deploy(self, name: str, version: int, devices: list[str]) -> dict[str, Any]:
+    def deploy(
+        self, name: str, version: int, devices: list[str], *, rollback_of: int | None = None
+    ) -> dict[str, Any]:
+        """Push ``name`` v``version`` to ``devices``. ``rollback_of``: the version the
+        devices run now, to sign a rollback order (a downgrade is refused without one)."""
         if not devices:
             raise ValueError("name at least one device")
+        revoked = [d for d in devices if self.is_revoked(d)]
+        if revoked:
+            raise ValueError(f"revoked devices get no bundles: {', '.join(revoked)}")
         if self.bus is None:
             raise RuntimeError("no broker connection: MQTT is disabled in the settings")
-        rec, data = self.bundles.build(name, version, targeting={"devices": devices})
+        rec, data = self.bundles.build(
+            name, version, targeting={"devices": devices}, rollback_of=rollback_of
+        )
         group = uuid.uuid4().hex[:12]
         with self.db.session() as s:
             for d in devices:

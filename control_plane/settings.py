@@ -43,7 +43,14 @@ class ControlPlaneSettings(BaseModel):
     triton_url: str | None = None
     triton_repository: Path | None = None
     mqtt: CpMqtt = CpMqtt()
+    # Operator API security (control_plane/security, docs/security.md): API keys with roles
+    # on every /api/v1 endpoint, lock-out after repeated failed keys.
     auth_enabled: bool = False
+    auth_max_failures: int = Field(default=5, ge=1)
+    auth_lockout_s: float = Field(default=60.0, gt=0)
+    # Fleet directory from `farmiq provision init-fleet`: enables the enrollment API and
+    # keeps revoked devices from receiving bundles.
+    fleet_dir: Path | None = None
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'control-plane.db').resolve()}"

@@ -32,6 +32,9 @@ BUNDLE = "bundle"  # bundle bytes (or chunks, see docs/ARCHITECTURE.md)
 ACTUATOR = "actuator"  # actuator command for an MCU
 FEATURES = "features"  # cloud-side features (flock age, breed) for this gateway's entities
 OUTBOX_ACK = "ack"  # control plane acknowledges stored outbox items by key
+TRUST = "trust"  # retained: signed TUF root metadata (a root rotation); the gateway answers
+# on up/trust with {"ok", "code", "reason", "version"}
+CHUNK = "chunk"  # one hashed chunk of a bundle, answering an up/transfer request (docs/rollout.md)
 
 STATE = "state"  # retained: reported state (agent version, models, schema, resources)
 STATUS = "status"  # retained: "online"/"offline" (offline is the last will)
@@ -41,6 +44,8 @@ DRIFT = "drift"
 ACTUATOR_RESULT = "actuator_result"
 ALERT = "alert"
 OUTBOX = "outbox"  # generic durable items from the outbox
+TRANSFER = "transfer"  # chunk requests and transfer progress (application-level acks)
+SHADOW = "shadow"  # shadow-mode agreement of a candidate model with the served one
 
 # Control-plane subscriptions (shared subscription so replicas split ingest).
 FLEET_UP = f"{ROOT}/gw/+/up/#"

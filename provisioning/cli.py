@@ -120,11 +120,33 @@ def _mosquitto(args: argparse.Namespace) -> int:
 
 
 def _api_key(args: argparse.Namespace) -> int:
+    import getpass
+
     import sqlalchemy as sa
 
-    from control_plane.security import ApiKeyStore
+    from control_plane.security import ApiKeyStore, audit, create_audit_table
 
-    print(ApiKeyStore(sa.create_engine(args.db)).create(args.name, args.role, created_by="cli"))
+    if args.db:
+        url = args.db
+    else:
+        from control_plane.settings import load_settings
+        from farmiq.config import ConfigError
+
+        try:
+            url = load_settings(args.config).resolved_database_url()
+        except ConfigError as exc:
+            print(f"farmiq provision api-key: {exc}", file=sys.stderr)
+            return 2
+    engine = sa.create_engine(url)
+    create_audit_table(engine)
+    actor = f"cli:{getpass.getuser()}"
+    try:
+        key = ApiKeyStore(engine).create(args.name, args.role, created_by=actor)
+    except sa.exc.IntegrityError:
+        print(f"an API key named {args.name!r} exists already", file=sys.stderr)
+        return 1
+    audit(engine, actor, "apikey.create", args.name, "local", {"role": args.role})
+    print(key)  # the only time the secret is shown; only its sha256 is stored
     return 0
 
 
@@ -196,8 +218,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     sp.add_argument("--run-as-user", help="mosquitto `user` (must be able to read the key)")
     sp.set_defaults(func=_mosquitto)
 
-    sp = sub.add_parser("api-key", help="create an operator API key (printed once)")
-    sp.add_argument("--db", required=True, help="control-plane database URL")
-    sp.add_argument("--name", required=True)
-    sp.add_argument("--role", choices=["viewer", "operator", "admin"], default="viewer")
+    sp = sub.add_parser(
+        "api-key",
+        help="create an operator API key (printed once); the first admin key bootstraps the API",
+        description="Create an API key in the control plane's database and print it once. "
+        "Use it as `Authorization: Bearer <key>` when auth_enabled = true. Further keys can be "
+        "made with POST /api/v1/security/keys (admin).",
+    )
+    where = sp.add_mutually_exclusive_group()
+    where.add_argument(
+        "-c", "--config", type=Path, help="control-plane TOML (its database is used)"
+    )
+    where.add_argument("--db", help="control-plane database URL (instead of --config)")
+    sp.add_argument("--name", required=True, help="a name for the key (who holds it)")
+    sp.add_argument(
+        "--role", choices=["viewer", "operator", "admin"], default="admin", help="(admin)"
+    )
     sp.set_defaults(func=_api_key)

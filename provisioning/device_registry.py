@@ -252,6 +252,11 @@ class DeviceRegistry:
         record = self.get(device_id)
         return record is not None and record.active
 
+    def is_revoked(self, device_id: str) -> bool:
+        """True when the device was enrolled and then revoked (unknown ids are not)."""
+        record = self.get(device_id)
+        return record is not None and not record.active
+
     def revoked_device_ids(self) -> list[str]:
         return [d.device_id for d in self.devices() if not d.active]
 

@@ -182,3 +182,6 @@ class EnrollmentService:
 
     def is_active(self, device_id: str) -> bool:
         return self.registry.is_active(device_id)
+
+    def is_revoked(self, device_id: str) -> bool:
+        return self.registry.is_revoked(device_id)

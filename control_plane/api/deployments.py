@@ -18,13 +18,19 @@ class DeployRequest(BaseModel):
     model: str
     version: int | None = Field(default=None, ge=1, description="default: the production alias")
     devices: list[str] = Field(min_length=1)
+    rollback_of: int | None = Field(
+        default=None, ge=1, description="signed rollback order: the version being rolled back from"
+    )
 
 
 @router.post("", summary="Build and sign a bundle from the registry and push it to devices")
 async def deploy(body: DeployRequest, ctx: ControlPlaneContext = Depends(get_ctx)) -> dict[str, Any]:
     try:
         mv = await run_in_threadpool(ctx.registry.resolve, body.model, body.version)
-        return await run_in_threadpool(ctx.deployments.deploy, body.model, mv.version, body.devices)
+        deploy = ctx.deployments.deploy
+        return await run_in_threadpool(
+            deploy, body.model, mv.version, body.devices, rollback_of=body.rollback_of
+        )
     except RegistryError as exc:
         raise HTTPException(exc.status, str(exc)) from None
     except (ValueError, RuntimeError) as exc:

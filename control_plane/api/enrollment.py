@@ -31,9 +31,15 @@ def install_enrollment(app: FastAPI, service: EnrollmentService) -> None:
 
 
 def get_enrollment(request: Request) -> EnrollmentService:
+    """``install_enrollment``'s service, or the control plane's (``fleet_dir`` setting)."""
     service = getattr(request.app.state, "enrollment", None)
     if service is None:
-        raise RuntimeError("install_enrollment(app, service) was not called")
+        ctx = getattr(request.app.state, "ctx", None)
+        service = ctx.services.get("enrollment") if ctx is not None else None
+    if service is None:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, "enrollment is not configured (set fleet_dir)"
+        )
     return service  # type: ignore[no-any-return]
 
 

@@ -1,5 +1,9 @@
 """FastAPI wiring: ``install_security(app, engine)`` once, then ``Depends(require_role(...))``.
 
+In the control plane the service is created by ``control_plane.security.setup`` and every
+``/api/v1`` request is checked by ``SecurityMiddleware`` before any router sees it; the
+route-level ``require_role`` then reuses the principal the middleware found.
+
 Keys are read from ``Authorization: Bearer <key>`` or ``X-API-Key``. Every failure (missing,
 unknown or revoked key) counts against the caller's address in ``FailedAuthThrottle``;
 a locked-out address gets 429 with ``Retry-After`` before its key is even looked at.
@@ -18,7 +22,7 @@ from fastapi import FastAPI, HTTPException, Request, status
 
 from control_plane.security.api_keys import ApiKeyStore
 from control_plane.security.audit_log import create_audit_table
-from control_plane.security.roles import Principal, Role
+from control_plane.security.roles import ANONYMOUS, Principal, Role
 from control_plane.security.throttle import FailedAuthThrottle
 
 
@@ -27,6 +31,7 @@ class SecurityService:
     engine: sa.Engine
     keys: ApiKeyStore
     throttle: FailedAuthThrottle = field(default_factory=FailedAuthThrottle)
+    enabled: bool = True  # False: every caller is ANONYMOUS (demo / development mode)
 
 
 def install_security(
@@ -41,8 +46,18 @@ def install_security(
     return service
 
 
+def find_security(app: Any) -> SecurityService | None:
+    """The app's service: ``app.state.security`` or the control plane's ``ctx.services``."""
+    state = getattr(app, "state", None)
+    service = getattr(state, "security", None)
+    if service is None:
+        ctx = getattr(state, "ctx", None)
+        service = getattr(ctx, "services", {}).get("security") if ctx is not None else None
+    return service  # type: ignore[no-any-return]
+
+
 def get_security(request: Request) -> SecurityService:
-    service = getattr(request.app.state, "security", None)
+    service = find_security(request.app)
     if service is None:
         raise RuntimeError("control_plane.security.install_security(app, engine) was not called")
     return service  # type: ignore[no-any-return]
@@ -55,15 +70,31 @@ def client_ip(request: Request) -> str:
 
 
 def _presented_key(request: Request) -> str | None:
-    auth = request.headers.get("authorization", "")
+    return presented_key(request.headers)
+
+
+def presented_key(headers: Any) -> str | None:
+    """The key from ``Authorization: Bearer`` or ``X-API-Key`` (``headers``: a mapping)."""
+    auth = headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
         return auth[7:].strip()
-    return request.headers.get("x-api-key")
+    return headers.get("x-api-key")  # type: ignore[no-any-return]
 
 
 def authenticate(request: Request) -> Principal:
     service = get_security(request)
-    ip = client_ip(request)
+    if not service.enabled:
+        return ANONYMOUS
+    known = request.scope.get("state", {}).get("principal")
+    if isinstance(known, Principal):  # already checked by SecurityMiddleware
+        return known
+    principal = check_key(service, client_ip(request), _presented_key(request))
+    request.state.principal = principal
+    return principal
+
+
+def check_key(service: SecurityService, ip: str, key: str | None) -> Principal:
+    """Throttle, then look the key up; raise 429 or 401 ``HTTPException`` on failure."""
     wait = service.throttle.retry_after(ip)
     if wait > 0:
         raise HTTPException(
@@ -71,7 +102,6 @@ def authenticate(request: Request) -> Principal:
             "too many failed authentication attempts",
             headers={"Retry-After": str(math.ceil(wait))},
         )
-    key = _presented_key(request)
     principal = service.keys.authenticate(key) if key else None
     if principal is None:
         service.throttle.record_failure(ip)
@@ -81,7 +111,6 @@ def authenticate(request: Request) -> Principal:
             headers={"WWW-Authenticate": "Bearer"},
         )
     service.throttle.record_success(ip)
-    request.state.principal = principal
     return principal
 
 

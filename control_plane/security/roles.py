@@ -35,7 +35,12 @@ class Principal:
 
     @property
     def actor(self) -> str:
-        return f"apikey:{self.name}"
+        return "anonymous" if self.key_id == ANONYMOUS_KEY_ID else f"apikey:{self.name}"
 
     def allows(self, needed: Role) -> bool:
         return self.role >= needed
+
+
+ANONYMOUS_KEY_ID = 0
+# Who the caller is when ``auth_enabled`` is false (demo and development): every role.
+ANONYMOUS = Principal(key_id=ANONYMOUS_KEY_ID, name="anonymous", role=Role.ADMIN)

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from farmiq.bundle.signing import Signer
 
 TUF_BUNDLE_ROLE = "targets"
+MAX_ROOT_BYTES = 1024 * 1024
 
 
 class TrustError(ValueError):
@@ -143,6 +144,31 @@ class TrustRoot(BaseModel):
         if md.signed.is_expired(now or datetime.now(UTC)):
             raise TrustError("new root metadata is already expired")
         return self._from_verified_tuf(md, new_root)
+
+    def update(self, new_root: bytes, *, now: datetime | None = None) -> TrustRoot | None:
+        """Apply root metadata pushed to a gateway (``down/trust``, usually retained).
+
+        Returns the rotated root, or ``None`` when ``new_root`` is exactly the installed
+        version (the retained message delivered again after a reconnect). Anything else
+        that ``rotate`` refuses (older, skipped or under-signed versions) raises TrustError.
+        """
+        if len(new_root) > MAX_ROOT_BYTES:
+            raise TrustError(f"root metadata is over {MAX_ROOT_BYTES} bytes")
+        if self._tuf_bytes is not None:
+            from tuf.api.metadata import Metadata, Root
+
+            try:
+                incoming = Metadata[Root].from_bytes(new_root)
+            except Exception as exc:
+                raise TrustError(f"not TUF root metadata: {exc}") from None
+            current = Metadata[Root].from_bytes(self._tuf_bytes)
+            if (
+                isinstance(incoming.signed, Root)
+                and incoming.signed.version == current.signed.version
+                and incoming.signed_bytes == current.signed_bytes
+            ):
+                return None
+        return self.rotate(new_root, now=now)
 
     # -- files ---------------------------------------------------------------------------
     @classmethod

@@ -85,7 +85,8 @@ def verify_bundle(
 
     # 1. container
     try:
-        tar = tarfile.open(fileobj=io.BytesIO(raw), mode="r:")
+        # Kept open for the whole verification: members are read lazily with size caps.
+        tar = tarfile.open(fileobj=io.BytesIO(raw), mode="r:")  # noqa: SIM115
         infos = tar.getmembers()
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise BundleRejected("container", f"not a bundle archive: {exc}") from None
@@ -125,9 +126,13 @@ def verify_bundle(
         if not isinstance(sig, dict):
             continue
         kid, value = sig.get("keyid"), sig.get("sig")
-        if isinstance(kid, str) and isinstance(value, str) and kid in keys:
-            if verify_signature(keys[kid], value, manifest_bytes):
-                good.add(kid)
+        if (
+            isinstance(kid, str)
+            and isinstance(value, str)
+            and kid in keys
+            and verify_signature(keys[kid], value, manifest_bytes)
+        ):
+            good.add(kid)
     if not sigs:
         raise BundleRejected("unsigned", "bundle carries no signature")
     if len(good) < threshold:

@@ -14,9 +14,7 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper
 from tuf.api.metadata import Metadata, Root
 
 from edge_agent.installer import Installer
@@ -27,24 +25,11 @@ from farmiq.bundle.format import canonical_json, pack
 from farmiq.bundle.signing import Signer
 from farmiq.bundle.trust import TrustError, TrustRoot
 from provisioning.fleet import FleetPaths, init_fleet, signer_from_file
+from tests.security.helpers import scale_model
 
 NAME = "barn"
 DEVICE = "gw-1"
 HW = "rpi4"
-
-
-def scale_model(k: float) -> bytes:
-    """y = k * x: each version answers differently, so we can see which one serves."""
-    graph = helper.make_graph(
-        [helper.make_node("Mul", ["x", "k"], ["y"])],
-        "scale",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])],
-        [helper.make_tensor("k", TensorProto.FLOAT, [1], [k])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    return onnx._serialize(model) if hasattr(onnx, "_serialize") else model.SerializeToString()
 
 
 @pytest.fixture(scope="module")

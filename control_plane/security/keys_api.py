@@ -1,0 +1,63 @@
+"""API-key administration (admin only): list, create (secret shown once), revoke."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+
+from control_plane.security.dependencies import audit_request, get_security, require_role
+from control_plane.security.roles import Principal, Role
+
+router = APIRouter(prefix="/api/v1/security", tags=["security"])
+
+
+class KeyRequest(BaseModel):
+    name: str = Field(min_length=1, max_length=128)
+    role: str = Field(default="viewer", pattern="^(viewer|operator|admin)$")
+
+
+@router.get("/keys", summary="API keys (names, roles, state; never the secrets)")
+async def list_keys(
+    request: Request, _: Principal = Depends(require_role(Role.ADMIN))
+) -> list[dict[str, object]]:
+    keys = await run_in_threadpool(get_security(request).keys.list)
+    return [
+        {
+            "name": k.name,
+            "role": k.role.label,
+            "prefix": k.prefix,
+            "created_at": k.created_at.isoformat(),
+            "revoked": k.revoked,
+        }
+        for k in keys
+    ]
+
+
+@router.post("/keys", summary="Create an API key; the answer is the only time it is shown")
+async def create_key(
+    body: KeyRequest, request: Request, principal: Principal = Depends(require_role(Role.ADMIN))
+) -> dict[str, str]:
+    store = get_security(request).keys
+    try:
+        key = await run_in_threadpool(
+            store.create, body.name, body.role, created_by=principal.actor
+        )
+    except Exception as exc:  # duplicate name (IntegrityError) or a bad value
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"cannot create key: {type(exc).__name__}"
+        ) from None
+    await run_in_threadpool(
+        audit_request, request, principal, "apikey.create", body.name, {"role": body.role}
+    )
+    return {"name": body.name, "role": body.role, "key": key}
+
+
+@router.delete("/keys/{name}", summary="Revoke an API key (it stops working at once)")
+async def revoke_key(
+    name: str, request: Request, principal: Principal = Depends(require_role(Role.ADMIN))
+) -> dict[str, object]:
+    if not await run_in_threadpool(get_security(request).keys.revoke, name):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no active key named {name!r}")
+    await run_in_threadpool(audit_request, request, principal, "apikey.revoke", name)
+    return {"name": name, "revoked": True}
