@@ -31,8 +31,10 @@ import sqlite3
 import sys
 import time
 from bisect import bisect_left, bisect_right
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +73,7 @@ FLAG_STALE = "stale"  # last value, older than its TTL (rule last_value_flagged)
 FLAG_DEFAULT = "default"  # declared default used (rule default)
 
 _INF = float("inf")
+_first = itemgetter(0)
 _TRIM_SLACK = 256  # trim a series' head only when this many readings have expired
 
 
@@ -95,15 +98,95 @@ class IngestResult:
     unknown_sensor: int  # stored raw, but no feature aggregates this sensor
 
 
+class _Running:
+    """Aggregates of one series over (newest - W, newest], updated in O(1) per reading.
+
+    Running sum and count with an eviction pointer, and monotonic deques for max and min
+    (the classic sliding-window maximum). Out-of-order readings mark it invalid and it is
+    rebuilt from the series on next use. The running sum is re-summed exactly (math.fsum)
+    every time as many readings have left as the window holds, so float error never grows.
+    """
+
+    __slots__ = ("count", "evicted", "lo", "maxq", "minq", "total", "valid", "w_ms")
+
+    def __init__(self, w_ms: int) -> None:
+        self.w_ms = w_ms
+        self.valid = False
+        self.lo = self.count = self.evicted = 0
+        self.total = 0.0
+        self.maxq: deque[tuple[int, float]] = deque()
+        self.minq: deque[tuple[int, float]] = deque()
+
+    def rebuild(self, ts: list[int], vals: list[float]) -> None:
+        self.lo = bisect_right(ts, ts[-1] - self.w_ms) if ts else 0
+        self.count = len(ts) - self.lo
+        self.total = math.fsum(vals[self.lo :])
+        self.evicted = 0
+        self.maxq.clear()
+        self.minq.clear()
+        for i in range(self.lo, len(ts)):
+            self._push_q(ts[i], vals[i])
+        self.valid = True
+
+    def _push_q(self, ts_ms: int, value: float) -> None:
+        mq, nq = self.maxq, self.minq
+        while mq and mq[-1][1] <= value:
+            mq.pop()
+        mq.append((ts_ms, value))
+        while nq and nq[-1][1] >= value:
+            nq.pop()
+        nq.append((ts_ms, value))
+
+    def push(self, ts: list[int], vals: list[float], ts_ms: int, value: float) -> None:
+        """``ts_ms``/``value`` was just appended to ``ts``/``vals`` (in order)."""
+        self.total += value
+        self.count += 1
+        self._push_q(ts_ms, value)
+        cut = ts_ms - self.w_ms
+        lo = self.lo
+        if ts[lo] <= cut:
+            start = lo
+            while ts[lo] <= cut:
+                self.total -= vals[lo]
+                lo += 1
+            n = lo - start
+            self.lo = lo
+            self.count -= n
+            self.evicted += n
+            mq, nq = self.maxq, self.minq
+            while mq[0][0] <= cut:
+                mq.popleft()
+            while nq[0][0] <= cut:
+                nq.popleft()
+            if self.evicted > max(1024, self.count):
+                self.total = math.fsum(vals[lo:])
+                self.evicted = 0
+
+    def value(self, agg: Aggregation, vals: list[float]) -> float:
+        if agg is Aggregation.MEAN:
+            return self.total / self.count
+        if agg is Aggregation.SUM:
+            return self.total
+        if agg is Aggregation.MAX:
+            return self.maxq[0][1]
+        if agg is Aggregation.MIN:
+            return self.minq[0][1]
+        if agg is Aggregation.COUNT:
+            return float(self.count)
+        return vals[-1]
+
+
 class _Series:
-    """Readings of one (entity, sensor), sorted by time, covering its longest window."""
+    """Readings of one (entity, sensor), sorted by time, covering its longest window, with
+    the running aggregates of each window that a feature defines on this sensor."""
 
-    __slots__ = ("keep_ms", "ts", "vals")
+    __slots__ = ("keep_ms", "running", "ts", "vals")
 
-    def __init__(self, keep_ms: int) -> None:
+    def __init__(self, keep_ms: int, windows_ms: Iterable[int] = ()) -> None:
         self.keep_ms = keep_ms
         self.ts: list[int] = []
         self.vals: list[float] = []
+        self.running: dict[int, _Running] = {w: _Running(w) for w in windows_ms}
 
     def add(self, ts_ms: int, value: float) -> bool:
         """Insert a reading; False if it is a duplicate or older than the kept horizon."""
@@ -111,6 +194,9 @@ class _Series:
         if not ts or ts_ms > ts[-1]:
             ts.append(ts_ms)
             self.vals.append(value)
+            for r in self.running.values():
+                if r.valid:
+                    r.push(ts, self.vals, ts_ms, value)
             return True
         if ts_ms <= ts[-1] - self.keep_ms:
             return False  # outside every window this series serves from now on
@@ -119,7 +205,16 @@ class _Series:
             return False
         ts.insert(i, ts_ms)
         self.vals.insert(i, value)
+        for r in self.running.values():
+            r.valid = False  # rare (late reading): rebuilt on next use
         return True
+
+    def aggregate(self, w_ms: int, agg: Aggregation) -> tuple[float, int]:
+        """Value and count over (newest - W, newest]."""
+        r = self.running[w_ms]
+        if not r.valid:
+            r.rebuild(self.ts, self.vals)
+        return r.value(agg, self.vals), r.count
 
     def contains(self, ts_ms: int) -> bool:
         i = bisect_left(self.ts, ts_ms)
@@ -132,6 +227,8 @@ class _Series:
             if cut > _TRIM_SLACK:
                 del ts[:cut]
                 del self.vals[:cut]
+                for r in self.running.values():
+                    r.lo -= cut  # every window starts after the kept horizon
 
 
 class _Window:
@@ -222,6 +319,7 @@ class FeatureCache:
         self._next_prune = 0.0
         self._plan = _sensor_plan(self.views.values())
         self._keep_ms = {s: max(v.window_ms for v, _ in pairs) for s, pairs in self._plan.items()}
+        self._windows_ms = {s: sorted({v.window_ms for v, _ in p}) for s, p in self._plan.items()}
         self._series: dict[tuple[str, str], _Series] = {}
         self._windows: dict[tuple[str, str, int], _Window] = {}
         self._cloud: dict[tuple[str, str], dict[str, tuple[Any, int]]] = {}
@@ -280,7 +378,7 @@ class FeatureCache:
                 ).fetchall()
             )
             for entity, top in newest.items():
-                s = _Series(keep)
+                s = _Series(keep, self._windows_ms[sensor])
                 for ts_ms, value in conn.execute(
                     "SELECT ts_ms, value FROM readings WHERE entity_id=? AND sensor=? "
                     "AND ts_ms > ? ORDER BY ts_ms",
@@ -303,6 +401,7 @@ class FeatureCache:
         transaction.
         """
         rows: list[tuple[str, str, int, float]] = []
+        valid: list[tuple[int, str, str, float]] = []
         touched: set[tuple[str, str]] = set()
         rejected = dup = unknown = 0
         series = self._series
@@ -323,9 +422,15 @@ class FeatureCache:
                 )
             except (TypeError, ValueError, OverflowError):
                 ok = False
-            if not ok:
+            if ok:
+                valid.append((ts_ms, entity, sensor, value))
+            else:
                 rejected += 1
-                continue
+        # Time order inside the batch keeps the running aggregates on their O(1) path
+        # (timsort is linear on the usual, already sorted batch; stable, so the first of
+        # two readings with the same timestamp wins on both sides).
+        valid.sort(key=_first)
+        for ts_ms, entity, sensor, value in valid:
             key = (entity, sensor)
             s = series.get(key)
             if s is None:
@@ -334,7 +439,7 @@ class FeatureCache:
                     unknown += 1
                     rows.append((entity, sensor, ts_ms, value))
                     continue
-                s = series[key] = _Series(k)
+                s = series[key] = _Series(k, self._windows_ms[sensor])
             if s.add(ts_ms, value):
                 touched.add(key)
                 rows.append((entity, sensor, ts_ms, value))
@@ -375,9 +480,9 @@ class FeatureCache:
             s = self._series[(entity, sensor)]
             t = s.ts[-1]
             for v, f in self._plan[sensor]:
-                w = _Window(s, t, v.window_ms)
                 assert f.aggregation is not None
-                out.append((entity, v.name, f.name, w.value(f.aggregation), t, w.count))
+                value, count = s.aggregate(v.window_ms, f.aggregation)
+                out.append((entity, v.name, f.name, value, t, count))
         self.db.conn.executemany(
             "INSERT OR REPLACE INTO feature_values "
             "(entity_id, view, feature, value, as_of_ms, window_count) VALUES (?,?,?,?,?,?)",
@@ -386,7 +491,7 @@ class FeatureCache:
 
     def _reload(self, keys: Iterable[tuple[str, str]]) -> None:
         for entity, sensor in keys:
-            s = _Series(self._keep_ms[sensor])
+            s = _Series(self._keep_ms[sensor], self._windows_ms[sensor])
             rows = self.db.conn.execute(
                 "SELECT ts_ms, value FROM readings WHERE entity_id=? AND sensor=? "
                 "ORDER BY ts_ms DESC",
