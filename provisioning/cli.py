@@ -137,6 +137,9 @@ def _api_key(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             print(f"farmiq provision api-key: {exc}", file=sys.stderr)
             return 2
+    parsed = sa.engine.make_url(url)
+    if parsed.drivername.startswith("sqlite") and parsed.database:
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)  # before first start
     engine = sa.create_engine(url)
     create_audit_table(engine)
     actor = f"cli:{getpass.getuser()}"

@@ -139,7 +139,7 @@ def connect(
 
     def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         with state.lock:
-            state.received.append((msg.topic, msg.payload))
+            state.received.append((msg.topic, bytes(msg.payload)))
 
     c.on_connect = on_connect
     c.on_message = on_message

@@ -75,7 +75,7 @@ class Listener:
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         with self._lock:
-            self.messages.append((msg.topic, msg.payload))
+            self.messages.append((msg.topic, bytes(msg.payload)))
 
     def on(self, topic: str) -> list[bytes]:
         with self._lock:

@@ -12,6 +12,7 @@ import datetime as dt
 import io
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -48,7 +49,7 @@ def signers(tfleet: FleetPaths) -> list[Signer]:
     return [Signer.load(p) for p in tfleet.targets_keys()]
 
 
-def bundle(signers: list[Signer], version: int, **kw: object) -> bytes:
+def bundle(signers: list[Signer], version: int, **kw: Any) -> bytes:
     return build_bundle(
         scale_model(float(version)),
         name=NAME,
@@ -56,7 +57,7 @@ def bundle(signers: list[Signer], version: int, **kw: object) -> bytes:
         signers=signers,
         task="regression",
         **kw,
-    )  # type: ignore[arg-type]
+    )
 
 
 @pytest.fixture()
