@@ -1,0 +1,1 @@
+"""Fleet rollouts: device registry, staged waves gated on health, chunked transfers."""
