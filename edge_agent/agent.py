@@ -114,6 +114,10 @@ class Agent:
         leaf = parsed[1]
         if leaf == topics.BUNDLE:
             await self.handle_bundle(payload)
+        elif leaf == topics.TRUST:  # root rotation (issue 8)
+            from edge_agent.trust_updates import handle_trust_update
+
+            await handle_trust_update(self, payload)
         else:
             log.debug("ignoring message on %s", topic)
 
