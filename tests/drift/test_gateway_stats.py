@@ -97,7 +97,8 @@ def test_merge_sums_counts_and_keeps_reservoir_bounded(reference: dict[str, Any]
     assert m["n"] == 800 and (m["start"], m["end"]) == (0.0, b["end"])
     for f in FEATURES:
         assert m["features"][f]["counts"] == [
-            p + q for p, q in zip(a["features"][f]["counts"], b["features"][f]["counts"])
+            p + q
+            for p, q in zip(a["features"][f]["counts"], b["features"][f]["counts"], strict=True)
         ]
     assert len(m["reservoir"]["rows"]) == 50 and m["reservoir"]["seen"] == 800
     assert m["id"] == merge_windows(b, a)["id"]  # deterministic: redelivery stays idempotent

@@ -87,8 +87,8 @@ async def _until(cond: Callable[[], bool], timeout: float = 20.0) -> None:
 
 
 def _stored(service: DriftService) -> int:
-    an, meta = service.analyze("barn", level="fleet", since=0, until=1e12)
-    return meta["windows"]
+    _, meta = service.analyze("barn", level="fleet", since=0, until=1e12)
+    return int(meta["windows"])
 
 
 async def test_outage_loses_nothing_and_redelivery_is_idempotent(

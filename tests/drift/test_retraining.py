@@ -52,7 +52,7 @@ def test_hysteresis_cooldown_and_reasons(service: DriftService, make_window: Win
     assert "no drift signal" in results[0].reasons[0]
     assert any("hysteresis" in r for r in results[1].reasons)  # one noisy hour is not enough
     assert any("already triggered" in r for r in results[3].reasons)  # latched
-    # hour 5 clears the episode; 6-7 drift again but the cooldown (6 h from the trigger at 3 h) holds
+    # hour 5 clears the episode; 6-7 drift again, but the 6 h cooldown (trigger at 3 h) holds
     assert any("cooldown" in r for r in results[7].reasons)
     assert results[2].metrics["drifted_features"] == ["temp_c", "humidity", "co2_ppm"]
     stored = decider.history("barn")
