@@ -63,6 +63,10 @@ class Agent:
         from edge_agent.api_routes import build_api
 
         self.api: LocalApi = build_api(self)
+        from edge_agent.rollout_agent import RolloutPart
+
+        self.rollout = RolloutPart(self)  # desired state, chunked transfers, shadow, health
+        self.shadow = self.rollout.shadow  # request path: agent.shadow.observe(...)
         self._server: Any = None
         self._stop = asyncio.Event()
         self.api_port: int | None = None
@@ -87,6 +91,7 @@ class Agent:
                 for m in self.models.all()
             },
             "platform": {"machine": platform.machine(), "python": platform.python_version()},
+            **self.rollout.reported_extra(),
             "ts": time.time(),
         }
 
@@ -106,6 +111,7 @@ class Agent:
     async def on_connect(self) -> None:
         await self.link.publish(topics.up(self.device_id, topics.STATUS), b"online", retain=True)
         await self.publish_state()
+        await self.rollout.on_connect()
 
     async def on_message(self, topic: str, payload: bytes) -> None:
         parsed = topics.parse_down(topic)
@@ -114,6 +120,8 @@ class Agent:
         leaf = parsed[1]
         if leaf == topics.BUNDLE:
             await self.handle_bundle(payload)
+        elif self.rollout.handles(leaf):  # down/desired, down/chunk (docs/rollout.md)
+            await self.rollout.on_message(leaf, payload)
         elif leaf == topics.TRUST:  # root rotation (issue 8)
             from edge_agent.trust_updates import handle_trust_update
 
@@ -121,14 +129,15 @@ class Agent:
         else:
             log.debug("ignoring message on %s", topic)
 
-    async def handle_bundle(self, bundle: bytes) -> InstallResult:
+    async def handle_bundle(self, bundle: bytes, ack: bool = True) -> InstallResult:
         async with self.install_lock:
             result = await asyncio.to_thread(self.installer.install, bundle)
         self.last_install = result
-        await self.link.publish(
-            topics.up(self.device_id, topics.INSTALL_ACK),
-            orjson.dumps({**result.as_dict(), "device_id": self.device_id, "ts": time.time()}),
-        )
+        if ack:  # rollouts acknowledge through the desired-state manager instead
+            await self.link.publish(
+                topics.up(self.device_id, topics.INSTALL_ACK),
+                orjson.dumps({**result.as_dict(), "device_id": self.device_id, "ts": time.time()}),
+            )
         if result.ok:
             await self.publish_state()
         return result
@@ -140,6 +149,7 @@ class Agent:
             log.info("serving installed models: %s", ", ".join(loaded))
         await self._start_api()
         await self.link.start()
+        self.rollout.start()
 
     async def _start_api(self) -> None:
         import uvicorn
@@ -174,6 +184,7 @@ class Agent:
         if self._server is not None:
             self._server.should_exit = True
             await self._server_task
+        self.rollout.stop()
         await self.link.stop(final=(topics.up(self.device_id, topics.STATUS), b"offline"))
 
     async def run_forever(self) -> None:

@@ -41,6 +41,20 @@ class CloudSettings(BaseModel):
     timeout_ms: float = Field(default=200.0, gt=0)
 
 
+class RolloutAgentSettings(BaseModel):
+    """Fleet rollouts on the gateway: chunked transfers, probation, shadow, health."""
+
+    model_config = ConfigDict(extra="forbid")
+    chunk_window: int = Field(default=4, ge=1, le=64)  # chunks requested at a time
+    chunk_timeout_s: float = Field(default=5.0, gt=0)  # ask again for chunks not seen by then
+    byte_budget: int | None = Field(default=None, ge=0)  # bytes per period on this link
+    budget_period_s: float = Field(default=86400.0, gt=0)
+    probation_s: float = Field(default=2.0, ge=0)  # health-check again this long after install
+    probation_max_error_rate: float = Field(default=0.2, ge=0, le=1)
+    health_interval_s: float = Field(default=30.0, gt=0)
+    shadow_report_s: float = Field(default=5.0, gt=0)
+
+
 class AgentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     device_id: str
@@ -54,6 +68,7 @@ class AgentConfig(BaseModel):
     mqtt: MqttSettings = MqttSettings()
     api: ApiSettings = ApiSettings()
     cloud: CloudSettings = CloudSettings()
+    rollout: RolloutAgentSettings = RolloutAgentSettings()
     mcu_ports: list[str] = []  # serial URLs: /dev/serial/by-id/..., socket://, loop://
 
     @field_validator("device_id")
