@@ -36,6 +36,7 @@ class TrainedModel:
     accuracy: float
     X_test: np.ndarray
     y_test: np.ndarray
+    reference: dict  # drift reference statistics of the training data (farmiq.drift_reference)
 
 
 def train_barn_model(n: int = 4000, seed: int = 0, hidden: int | None = None) -> TrainedModel:
@@ -65,4 +66,11 @@ def train_barn_model(n: int = 4000, seed: int = 0, hidden: int | None = None) ->
         options={id(pipe.steps[-1][1]): {"zipmap": False}},
         target_opset={"": 17, "ai.onnx.ml": 3},
     )
-    return TrainedModel(onx.SerializeToString(), acc, X[split:], y[split:])
+    from farmiq.drift_reference import build_reference
+
+    reference = build_reference(
+        {f: X[:split, i] for i, f in enumerate(FEATURES)},
+        prediction=pipe.predict(X[:split]),
+        prediction_categorical=True,
+    )
+    return TrainedModel(onx.SerializeToString(), acc, X[split:], y[split:], reference)

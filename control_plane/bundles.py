@@ -52,7 +52,7 @@ class BundleService:
             labels=meta.get("labels"),
             feature_names=meta.get("feature_names"),
             feature_schema=(schema["name"], schema["version"]) if schema else None,
-            reference=meta.get("reference"),
+            reference=self.registry.reference(name, version),
             serving=serving or meta.get("serving"),
             targeting=targeting,
             expires_in=self.expiry,

@@ -142,7 +142,9 @@ def run_demo(workdir: Path, keep_running: bool = False) -> int:
         say(f"[4/7] trained       barn ventilation model (scikit-learn -> ONNX, {len(trained.onnx_bytes)} bytes, accuracy {trained.accuracy:.2f})")
 
         meta = {"task": "classification", "labels": LABELS, "feature_names": FEATURES}
-        r = httpx.post(f"{api}/api/v1/models/register", files={"file": ("model.onnx", trained.onnx_bytes)},
+        r = httpx.post(f"{api}/api/v1/models/register",
+                       files={"file": ("model.onnx", trained.onnx_bytes),
+                              "reference": ("reference.json", __import__("json").dumps(trained.reference))},
                        data={"name": "barn-ventilation", "meta": __import__("json").dumps(meta)}, timeout=120)
         r.raise_for_status()
         version = r.json()["version"]

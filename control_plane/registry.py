@@ -22,6 +22,7 @@ ARCHIVED_TAG = "farmiq.archived"
 ARCHIVED_ALIASES_TAG = "farmiq.archived_aliases"
 META_TAG = "farmiq.meta"  # JSON: task, labels, feature names, feature schema
 EXPERIMENT = "farmiq-registry"
+REFERENCE_ARTIFACT = "farmiq/reference.json"
 
 
 class RegistryError(Exception):
@@ -95,8 +96,16 @@ class ModelRegistry:
 
     # -- API -------------------------------------------------------------------------------
     def register_onnx(
-        self, name: str, model_bytes: bytes, *, meta: dict[str, Any] | None = None, description: str = ""
+        self,
+        name: str,
+        model_bytes: bytes,
+        *,
+        meta: dict[str, Any] | None = None,
+        description: str = "",
+        reference: dict[str, Any] | None = None,
     ) -> ModelVersionInfo:
+        """Log the ONNX model to a run (with its drift reference statistics as an artifact,
+        when given) and register it as a new version of ``name``."""
         import onnx
         from mlflow.onnx import log_model
 
@@ -107,6 +116,14 @@ class ModelRegistry:
             raise RegistryError(422, f"not a valid ONNX model: {exc}") from None
         with self._mlflow.start_run(experiment_id=self.experiment_id, run_name=f"register-{name}") as run:
             self._mlflow.set_tags({"farmiq.kind": "registration", "farmiq.model": name})
+            if reference is not None:
+                from farmiq.drift_reference import validate_reference
+
+                try:
+                    validate_reference(reference)
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise RegistryError(422, f"invalid drift reference: {exc}") from None
+                self._mlflow.log_dict(reference, REFERENCE_ARTIFACT)
             info = log_model(
                 model, name="model", pip_requirements=["onnxruntime"], registered_model_name=name
             )
@@ -200,6 +217,20 @@ class ModelRegistry:
             self.client.set_registered_model_alias(name, alias, str(version))
         self.client.set_registered_model_tag(name, ARCHIVED_TAG, "false")
         return self.get(name)
+
+    def reference(self, name: str, version: int) -> dict[str, Any] | None:
+        """The drift reference logged with a version, or None."""
+        mv = self._version(name, version)
+        if not mv.run_id:
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                path = self._mlflow.artifacts.download_artifacts(
+                    run_id=mv.run_id, artifact_path=REFERENCE_ARTIFACT, dst_path=tmp
+                )
+            except Exception:
+                return None
+            return json.loads(Path(path).read_text())  # type: ignore[no-any-return]
 
     def model_bytes(self, name: str, version: int) -> bytes:
         """The ONNX file of a registered version."""

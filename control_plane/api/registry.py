@@ -49,8 +49,15 @@ async def register(request: Request, ctx: ControlPlaneContext = Depends(get_ctx)
             if len(data) > MAX_MODEL_BYTES:
                 raise HTTPException(413, "model file too large")
             meta = json.loads(str(form.get("meta") or "{}"))
+            ref_part = form.get("reference")
+            reference = None
+            if ref_part is not None:
+                raw = await ref_part.read() if hasattr(ref_part, "read") else str(ref_part).encode()
+                reference = json.loads(raw)
             RegisterUri(name=name, source_uri="upload")  # validates the name
-            mv = await run_in_threadpool(ctx.registry.register_onnx, name, data, meta=meta)
+            mv = await run_in_threadpool(
+                ctx.registry.register_onnx, name, data, meta=meta, reference=reference
+            )
         else:
             body = RegisterUri.model_validate(await request.json())
             meta = body.model_dump(exclude={"name", "source_uri"}, exclude_none=True)
