@@ -12,7 +12,6 @@ import asyncio
 import logging
 import os
 import platform
-import signal
 import time
 from typing import Any
 
@@ -22,6 +21,7 @@ from farmiq import __version__, topics
 from farmiq.bundle.trust import TrustRoot
 from edge_agent.config import AgentConfig
 from edge_agent.inference import InferenceService
+from edge_agent.router import Router
 from edge_agent.installer import Installer, InstallResult
 from edge_agent.local_api import LocalApi
 from edge_agent.model_store import ModelStore
@@ -48,7 +48,8 @@ class Agent:
             max_bundle_bytes=config.max_bundle_bytes,
             intra_op_threads=config.intra_op_threads,
         )
-        self.inference = InferenceService(self.models)
+        self.router = Router.for_agent(self)  # hybrid router: edge, MCU, cloud (issue 3)
+        self.inference = InferenceService(self.router)
         self.started_at = time.time()
         self.install_lock = asyncio.Lock()
         self.last_install: InstallResult | None = None
@@ -67,6 +68,12 @@ class Agent:
 
         self.rollout = RolloutPart(self)  # desired state, chunked transfers, shadow, health
         self.shadow = self.rollout.shadow  # request path: agent.shadow.observe(...)
+        from edge_agent.lifecycle import Lifecycle
+        from edge_agent.observability import install_metrics
+
+        self.config_path: str | None = None  # set by run(); SIGHUP re-reads it
+        self.lifecycle = Lifecycle(self)
+        self.metrics = install_metrics(self)
         self._server: Any = None
         self._stop = asyncio.Event()
         self.api_port: int | None = None
@@ -100,7 +107,10 @@ class Agent:
             return False, "no model installed"
         if not all(m.warm for m in self.models.all()):
             return False, "models warming up"
-        return True, "serving" + ("" if self.link.connected.is_set() else " (broker offline)")
+        broker = self.lifecycle.broker_state()  # connected | offline (known) | connecting
+        if broker == "connecting":
+            return False, "connecting to the broker"
+        return True, "serving" + ("" if broker == "connected" else " (broker offline)")
 
     async def publish_state(self) -> None:
         await self.link.publish(
@@ -139,6 +149,8 @@ class Agent:
                 orjson.dumps({**result.as_dict(), "device_id": self.device_id, "ts": time.time()}),
             )
         if result.ok:
+            if result.name and result.code != "already-installed":
+                self.router.on_model_swap(result.name)  # new state, cached answers dropped
             await self.publish_state()
         return result
 
@@ -181,30 +193,39 @@ class Agent:
         self._stop.set()
 
     async def stop(self) -> None:
+        self.lifecycle.begin_stop()
         if self._server is not None:
+            self.lifecycle.prepare_http_drain(self._server)
             self._server.should_exit = True
             await self._server_task
+        await self.lifecycle.after_http_drained()
+        await self.router.close()
         self.rollout.stop()
         await self.link.stop(final=(topics.up(self.device_id, topics.STATUS), b"offline"))
 
     async def run_forever(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.request_stop)
+        self.lifecycle.install_signal_handlers()  # SIGTERM/SIGINT stop, SIGHUP reloads
         await self.start()
         port_file = os.environ.get("FARMIQ_AGENT_PORT_FILE")
         if port_file:
             with open(port_file, "w") as fh:
                 fh.write(str(self.api_port))
+        self.lifecycle.started()
         await self._stop.wait()
         log.info("stopping")
         await self.stop()
+        self.lifecycle.finished()
 
 
-def run(config: AgentConfig) -> None:
+def run(config: AgentConfig, config_path: str | None = None) -> None:
+    async def main() -> None:
+        agent = Agent(config)
+        agent.config_path = config_path
+        await agent.run_forever()
+
     try:
         import uvloop
 
-        uvloop.run(Agent(config).run_forever())
+        uvloop.run(main())
     except ImportError:
-        asyncio.run(Agent(config).run_forever())
+        asyncio.run(main())

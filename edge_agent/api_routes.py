@@ -1,17 +1,49 @@
-"""The agent's local API routes (see docs/ARCHITECTURE.md for the full list)."""
+"""The agent's local API routes (see docs/inference.md for the request and answer shapes).
+
+``POST /api/v1/inference`` is the hot path: one orjson parse, a dict lookup for the
+model's pre-resolved routing state, the router, one orjson dump. No pydantic, no
+framework; errors become 4xx answers that say what is wrong.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from edge_agent.local_api import ApiError, LocalApi, Request, Response, json_response
+from edge_agent.router import RoutingError
 
 if TYPE_CHECKING:
     from edge_agent.agent import Agent
 
+MAX_BATCH_REQUESTS = 256  # requests in one POST /api/v1/inference/batch
+_OPT = orjson.OPT_SERIALIZE_NUMPY
+_BODY_HELP = 'body must be {"model": name, "inputs": rows or {input: rows}, "latency_budget_ms"?: number}'
+
+
+def _budget(body: dict[str, Any]) -> float | None:
+    budget = body.get("latency_budget_ms")
+    if budget is not None and (type(budget) not in (int, float) or budget <= 0):
+        raise ApiError(422, "latency_budget_ms must be a positive number")
+    return budget  # type: ignore[no-any-return]
+
+
+def _request_fields(body: Any) -> tuple[str, Any, float | None, bool]:
+    if type(body) is not dict:
+        raise ApiError(422, _BODY_HELP)
+    name = body.get("model")
+    inputs = body.get("inputs")
+    if type(name) is not str or inputs is None:
+        raise ApiError(422, _BODY_HELP)
+    use_cache = body.get("cache", True)
+    return name, inputs, _budget(body), use_cache is not False
+
 
 def build_api(agent: Agent) -> LocalApi:
     api = LocalApi()
+    router = agent.router
 
     @api.route("GET", "/health")
     async def health(req: Request) -> Response:
@@ -24,26 +56,94 @@ def build_api(agent: Agent) -> LocalApi:
 
     @api.route("GET", "/api/v1/models")
     async def list_models(req: Request) -> Response:
-        return json_response({"models": [_model_info(m) for m in agent.models.all()]})
+        return json_response({"models": [_model_info(agent, m) for m in agent.models.all()]})
 
     @api.route("GET", "/api/v1/models/{name}")
     async def get_model(req: Request) -> Response:
-        m = agent.inference.model(req.params["name"])
+        m = agent.models.get(req.params["name"])
+        if m is None:
+            raise ApiError(404, f"unknown model {req.params['name']!r}", known=[x.name for x in agent.models.all()])
         prev = agent.store.previous(m.name)
-        info = _model_info(m)
+        info = _model_info(agent, m)
         info["manifest"] = m.manifest.model_dump(mode="json")
         info["previous_version"] = prev.version if prev else None
+        info["routing"] = router.snapshot()["models"].get(m.name)
         return json_response(info)
 
     @api.route("POST", "/api/v1/inference")
     async def infer(req: Request) -> Response:
+        name, inputs, budget, use_cache = _request_fields(req.json())
+        try:
+            res = await router.infer(name, inputs, budget_ms=budget, use_cache=use_cache)
+        except RoutingError as exc:
+            if exc.status >= 500:
+                agent.rollout.record_error(name)  # rollout error-rate gate (docs/rollout.md)
+            raise ApiError(exc.status, exc.message, **exc.extra) from None
+        out = res.as_dict()
+        agent.rollout.observe(name, inputs, out)  # health stats + shadow mode, never raises
+        return Response(orjson.dumps(out, option=_OPT))
+
+    @api.route("POST", "/api/v1/inference/batch")
+    async def infer_batch(req: Request) -> Response:
         body = req.json()
-        if not isinstance(body, dict) or "model" not in body or "inputs" not in body:
-            raise ApiError(422, 'body must be {"model": name, "inputs": rows or {input: rows}}')
-        budget = body.get("latency_budget_ms")
-        if budget is not None and (not isinstance(budget, int | float) or budget <= 0):
-            raise ApiError(422, "latency_budget_ms must be a positive number")
-        return json_response(await agent.inference.infer(body["model"], body["inputs"], budget_ms=budget))
+        reqs = body.get("requests") if type(body) is dict else None
+        if type(reqs) is not list or not reqs:
+            raise ApiError(422, 'body must be {"requests": [{"model": ..., "inputs": ...}, ...]}')
+        if len(reqs) > MAX_BATCH_REQUESTS:
+            raise ApiError(413, f"batch of {len(reqs)} requests exceeds the limit {MAX_BATCH_REQUESTS}")
+
+        async def one(i: int, item: Any) -> dict[str, Any]:
+            try:
+                name, inputs, budget, use_cache = _request_fields(item)
+                res = await router.infer(name, inputs, budget_ms=budget, use_cache=use_cache)
+                return {"index": i, "status": 200, **res.as_dict()}
+            except ApiError as exc:
+                return {"index": i, "status": exc.status, "error": exc.message}
+            except RoutingError as exc:
+                return {"index": i, "status": exc.status, "error": exc.message, **exc.extra}
+
+        results = await asyncio.gather(*(one(i, r) for i, r in enumerate(reqs)))
+        ok = sum(1 for r in results if r["status"] == 200)
+        return Response(orjson.dumps({"ok": ok, "failed": len(results) - ok, "results": results}, option=_OPT))
+
+    @api.route("GET", "/api/v1/metrics")
+    async def metrics(req: Request) -> Response:
+        return json_response(router.snapshot())
+
+    @api.route("POST", "/api/v1/models/warmup")
+    async def warmup(req: Request) -> Response:
+        body = req.json() if req.body else {}
+        names = body.get("models") if isinstance(body, dict) else None
+        if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
+            raise ApiError(422, 'body must be {"models"?: [name, ...], "runs"?: int}')
+        runs = body.get("runs", 5) if isinstance(body, dict) else 5
+        if not isinstance(runs, int) or not 1 <= runs <= 1000:
+            raise ApiError(422, "runs must be an integer from 1 to 1000")
+        try:
+            return json_response({"warmed": await router.warmup(names, runs)})
+        except RoutingError as exc:
+            raise ApiError(exc.status, exc.message, **exc.extra) from None
+
+    @api.route("GET", "/api/v1/resources/status")
+    async def resources(req: Request) -> Response:
+        from edge_agent.resources import resource_status
+
+        return json_response(resource_status(agent))
+
+    @api.route("POST", "/api/v1/cache/clear")
+    async def cache_clear(req: Request) -> Response:
+        body = req.json() if req.body else {}
+        model = body.get("model") if isinstance(body, dict) else None
+        if model is not None and not isinstance(model, str):
+            raise ApiError(422, '"model" must be a model name')
+        return json_response({"cleared": router.clear_cache(model), "model": model})
+
+    @api.route("GET", "/api/v1/escalations")
+    async def escalations(req: Request) -> Response:
+        store = router.escalations
+        if store is None:
+            return json_response({"entries": [], "stats": None})
+        return json_response({"stats": store.stats(), "entries": store.entries(limit=100)})
 
     @api.route("POST", "/api/v1/models/{name}/rollback")
     async def rollback(req: Request) -> Response:
@@ -51,10 +151,9 @@ def build_api(agent: Agent) -> LocalApi:
         if agent.models.get(name) is None:
             raise ApiError(404, f"unknown model {name!r}")
         async with agent.install_lock:
-            import asyncio
-
             result = await asyncio.to_thread(agent.installer.rollback, name)
         if result.ok:
+            router.on_model_swap(name)
             await agent.publish_state()
         return json_response(result.as_dict(), 200 if result.ok else 409)
 
@@ -75,12 +174,13 @@ def build_api(agent: Agent) -> LocalApi:
     return api
 
 
-def _model_info(m) -> dict:  # type: ignore[no-untyped-def]
+def _model_info(agent: Agent, m: Any) -> dict[str, Any]:
     return {
         "name": m.name,
         "version": m.version,
         "bundle_id": m.manifest.bundle_id,
         "runtime": m.manifest.runtime,
+        "providers": getattr(m.runtime, "providers", None),
         "task": m.manifest.task,
         "warm": m.warm,
         "loaded_at": m.loaded_at,

@@ -41,6 +41,21 @@ class CloudSettings(BaseModel):
     timeout_ms: float = Field(default=200.0, gt=0)
 
 
+class InferenceSettings(BaseModel):
+    """The hybrid router's knobs (per-model choices live in each bundle's ``serving``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    cache_size: int = Field(default=1024, ge=0)  # 0 turns the result cache off
+    cache_ttl_s: float = Field(default=30.0, ge=0)
+    breaker_failures: int = Field(default=3, ge=1)  # consecutive link failures that open it
+    breaker_reset_s: float = Field(default=5.0, gt=0)  # open this long, then one probe
+    inline_max_us: float = Field(default=300.0, ge=0)  # faster models skip the batcher
+    serverless_cost: float = Field(default=2.0, ge=0)  # relative to cloud Triton = 1
+    serverless_cold_start_ms: float = Field(default=250.0, ge=0)
+    escalation_max_entries: int = Field(default=10_000, ge=1)
+    escalation_max_mb: float = Field(default=64.0, gt=0)
+
+
 class RolloutAgentSettings(BaseModel):
     """Fleet rollouts on the gateway: chunked transfers, probation, shadow, health."""
 
@@ -69,6 +84,7 @@ class AgentConfig(BaseModel):
     api: ApiSettings = ApiSettings()
     cloud: CloudSettings = CloudSettings()
     rollout: RolloutAgentSettings = RolloutAgentSettings()
+    inference: InferenceSettings = InferenceSettings()
     mcu_ports: list[str] = []  # serial URLs: /dev/serial/by-id/..., socket://, loop://
 
     @field_validator("device_id")

@@ -1,19 +1,15 @@
-"""Local inference: validate the request against the model's schema and run it.
-
-The hybrid router (edge_agent/router.py) builds on this to choose between local, MCU and
-cloud targets; this module is the "edge" target's request path.
-"""
+"""Thin compatibility layer: local inference now goes through the hybrid router
+(edge_agent/router.py). Kept so code that calls ``agent.inference`` keeps working."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
 
 from edge_agent.local_api import ApiError
-from edge_agent.serving import LoadedModel, ModelSet
-from edge_agent.validation import InputError, parse_inputs
+from edge_agent.router import Router, RoutingError
+from edge_agent.serving import LoadedModel
 
 
 def outputs_to_json(outs: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -21,29 +17,20 @@ def outputs_to_json(outs: dict[str, np.ndarray]) -> dict[str, Any]:
 
 
 class InferenceService:
-    def __init__(self, models: ModelSet) -> None:
-        self.models = models
+    def __init__(self, router: Router) -> None:
+        self.router = router
 
     def model(self, name: str) -> LoadedModel:
-        m = self.models.get(name)
+        m = self.router.models.get(name)
         if m is None:
-            raise ApiError(404, f"unknown model {name!r}", known=[x.name for x in self.models.all()])
+            raise ApiError(404, f"unknown model {name!r}", known=[x.name for x in self.router.models.all()])
         return m
 
     async def infer(self, name: str, inputs: Any, *, budget_ms: float | None = None) -> dict[str, Any]:
-        model = self.model(name)
         try:
-            arrays = parse_inputs(model.manifest, inputs, model.manifest.serving.max_batch)
-        except InputError as exc:
-            raise ApiError(422, str(exc)) from None
-        t0 = time.perf_counter()
-        outs = model.run(arrays)
-        latency = (time.perf_counter() - t0) * 1000
-        return {
-            "model": model.name,
-            "version": model.version,
-            "target": "edge",
-            "reason": "local model",
-            "latency_ms": round(latency, 4),
-            "outputs": outputs_to_json(outs),
-        }
+            res = await self.router.infer(name, inputs, budget_ms=budget_ms)
+        except RoutingError as exc:
+            raise ApiError(exc.status, exc.message, **exc.extra) from None
+        d = res.as_dict()
+        d["outputs"] = outputs_to_json(res.outputs)
+        return d

@@ -53,7 +53,9 @@ def load_runtime(manifest: Manifest, model_path: Path, intra_op_threads: int = 1
         from edge_agent.runtimes.onnx_runtime import OnnxRuntime, available_providers
 
         return OnnxRuntime(
-            str(model_path), intra_op_threads=intra_op_threads, providers=available_providers()
+            str(model_path),
+            intra_op_threads=intra_op_threads,
+            providers=available_providers(fp16=manifest.serving.fp16),
         )
     if manifest.runtime in ("litert", "mcu-tflite"):
         from edge_agent.runtimes.litert_runtime import LiteRtRuntime

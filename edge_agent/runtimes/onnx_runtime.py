@@ -7,21 +7,40 @@ used when the host has them.
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 import numpy as np
 import onnxruntime as ort
 
 
-def available_providers(prefer_gpu: bool = True) -> list[str]:
+def available_providers(prefer_gpu: bool = True, fp16: bool = False) -> list[Any]:
+    """Execution providers for a new session, best first: TensorRT, CUDA, then CPU.
+
+    ``fp16`` (from the bundle's ``serving.fp16``) lets TensorRT build FP16 engines; the
+    CUDA provider runs the graph as exported (FP32 unless the model itself is FP16).
+    TensorRT engines are cached next to nothing by default: set ``ORT_TENSORRT_CACHE_PATH``
+    on a real GPU gateway so a restart does not rebuild them.
+    """
     have = ort.get_available_providers()
-    order = ["TensorrtExecutionProvider", "CUDAExecutionProvider"] if prefer_gpu else []
-    return [p for p in order if p in have] + ["CPUExecutionProvider"]
+    out: list[Any] = []
+    if prefer_gpu and "TensorrtExecutionProvider" in have:
+        opts: dict[str, Any] = {"trt_fp16_enable": bool(fp16)}
+        cache = os.environ.get("ORT_TENSORRT_CACHE_PATH")
+        if cache:
+            opts.update(trt_engine_cache_enable=True, trt_engine_cache_path=cache)
+        out.append(("TensorrtExecutionProvider", opts))
+    if prefer_gpu and "CUDAExecutionProvider" in have:
+        out.append("CUDAExecutionProvider")
+    out.append("CPUExecutionProvider")
+    return out
 
 
 class OnnxRuntime:
     kind = "onnxruntime"
 
     def __init__(
-        self, model: bytes | str, *, intra_op_threads: int = 1, providers: list[str] | None = None
+        self, model: bytes | str, *, intra_op_threads: int = 1, providers: list[Any] | None = None
     ) -> None:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = intra_op_threads

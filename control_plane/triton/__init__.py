@@ -1,0 +1,1 @@
+"""Cloud Triton: model repository export, publishing on promotion, and a local server."""
