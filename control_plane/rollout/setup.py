@@ -29,8 +29,13 @@ def setup(ctx: ControlPlaneContext) -> None:
 
     transfers = TransferServer(ctx.db, ctx.bundles, ctx.mqtt,
                                chunk_size=int(os.environ.get("FARMIQ_ROLLOUT_CHUNK_SIZE", DEFAULT_CHUNK_SIZE)))
-    enrollment = ctx.services.get("enrollment")
-    is_active = getattr(enrollment, "is_active", None)  # no enrollment configured: nobody is revoked
+
+    def is_active(device_id: str) -> bool:
+        # Looked up per call: the security area's setup runs after this one. No enrollment
+        # configured: nobody is revoked.
+        enrollment = ctx.services.get("enrollment")
+        return enrollment is None or bool(enrollment.is_active(device_id))
+
     scheduler = Scheduler(
         ctx.db, ctx.bundles, transfers, ctx.mqtt,
         replica=os.environ.get("FARMIQ_ROLLOUT_REPLICA") or None,

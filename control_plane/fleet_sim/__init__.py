@@ -1,0 +1,1 @@
+"""Fleet simulator: many lightweight gateways in one asyncio process (``farmiq fleet simulate``)."""
