@@ -48,6 +48,12 @@ class Agent:
             max_bundle_bytes=config.max_bundle_bytes,
             intra_op_threads=config.intra_op_threads,
         )
+        # Feature cache (docs/features.md): a bundle whose feature schema it cannot serve
+        # is refused before anything is staged.
+        from edge_agent.feature_cache import FeatureCache
+
+        self.features = FeatureCache(config.state_dir / "features.db")
+        self.installer.checks.append(self._feature_schema_check)
         self.router = Router.for_agent(self)  # hybrid router: edge, MCU, cloud (issue 3)
         self.inference = InferenceService(self.router)
         self.started_at = time.time()
@@ -61,6 +67,32 @@ class Agent:
             will=(topics.up(config.device_id, topics.STATUS), b"offline"),
             on_connect=self.on_connect,
         )
+        # What the gateway owes the cloud goes through the durable outbox (docs/drift.md).
+        from edge_agent.drift_reporter import DriftReporter
+        from edge_agent.outbox import Outbox
+
+        self.outbox = Outbox(
+            config.state_dir / "outbox.db",
+            self.link.publish,
+            disk_budget_bytes=int(config.drift.outbox_budget_mb * 1024 * 1024),
+            ack_timeout_s=config.drift.outbox_ack_timeout_s,
+            is_connected=self.link.connected.is_set,
+        )
+        self.drift = DriftReporter(
+            config.device_id,
+            self.outbox,
+            farm_id=config.farm_id,
+            window_s=config.drift.window_s,
+            reservoir_size=config.drift.reservoir_size,
+        )
+        self.models.listeners.append(self._on_model_swap)
+        self.router.observers.append(self.drift.observe)  # drift windows see every answer
+        self.mcu: Any = None
+        if config.mcu_ports:
+            from edge_agent.mcu_service import McuService
+
+            self.mcu = McuService(self)
+        self._background: list[asyncio.Task[None]] = []
         from edge_agent.api_routes import build_api
 
         self.api: LocalApi = build_api(self)
@@ -132,6 +164,18 @@ class Agent:
             await self.handle_bundle(payload)
         elif self.rollout.handles(leaf):  # down/desired, down/chunk (docs/rollout.md)
             await self.rollout.on_message(leaf, payload)
+        elif leaf == topics.OUTBOX_ACK:  # the control plane stored these outbox items
+            self.outbox.handle_ack_message(payload)
+        elif leaf == topics.FEATURES:  # cloud-side features for our entities
+            try:
+                self.features.apply_cloud_features(payload)
+            except ValueError as exc:
+                log.warning("cloud features refused: %s", exc)
+        elif leaf == topics.ACTUATOR:
+            if self.mcu is None:
+                log.warning("actuator command but no MCU is configured")
+            else:
+                await self.mcu.handle_command(payload)
         elif leaf == topics.TRUST:  # root rotation (issue 8)
             from edge_agent.trust_updates import handle_trust_update
 
@@ -154,6 +198,18 @@ class Agent:
             await self.publish_state()
         return result
 
+    def _feature_schema_check(self, manifest: Any) -> str | None:
+        ref = manifest.feature_schema
+        if ref is None:
+            return None
+        ok, reason = self.features.can_serve(ref.name, ref.version)
+        return None if ok else f"feature schema {ref.name}:{ref.version}: {reason}"
+
+    def _on_model_swap(self, new: Any, old: Any) -> None:
+        if old is not None and old.version != new.version:
+            self.drift.unregister(old.name, old.version)
+        self.drift.register(new)
+
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
         loaded = await asyncio.to_thread(self.installer.load_installed)
@@ -161,6 +217,12 @@ class Agent:
             log.info("serving installed models: %s", ", ".join(loaded))
         await self._start_api()
         await self.link.start()
+        self._background += [
+            asyncio.create_task(self.outbox.run(), name="outbox"),
+            asyncio.create_task(self.drift.run(), name="drift-windows"),
+        ]
+        if self.mcu is not None:
+            await self.mcu.start()
         self.rollout.start()
 
     async def _start_api(self) -> None:
@@ -198,8 +260,13 @@ class Agent:
             self.lifecycle.prepare_http_drain(self._server)
             self._server.should_exit = True
             await self._server_task
+        self.drift.flush()  # running drift windows into the outbox before it is flushed
         await self.lifecycle.after_http_drained()
         await self.router.close()
+        for task in self._background:
+            task.cancel()
+        self.outbox.close()
+        self.features.close()
         self.rollout.stop()
         await self.link.stop(final=(topics.up(self.device_id, topics.STATUS), b"offline"))
 

@@ -70,6 +70,16 @@ class RolloutAgentSettings(BaseModel):
     shadow_report_s: float = Field(default=5.0, gt=0)
 
 
+class DriftSettings(BaseModel):
+    """Drift statistics windows (docs/drift.md) and the durable outbox that carries them."""
+
+    model_config = ConfigDict(extra="forbid")
+    window_s: float = Field(default=3600.0, gt=0)
+    reservoir_size: int = Field(default=200, ge=0, le=100_000)
+    outbox_budget_mb: float = Field(default=64.0, gt=0)
+    outbox_ack_timeout_s: float = Field(default=30.0, gt=0)
+
+
 class AgentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     device_id: str
@@ -85,6 +95,8 @@ class AgentConfig(BaseModel):
     cloud: CloudSettings = CloudSettings()
     rollout: RolloutAgentSettings = RolloutAgentSettings()
     inference: InferenceSettings = InferenceSettings()
+    drift: DriftSettings = DriftSettings()
+    barn_id: str = "barn-1"  # the barn entity this gateway's MCU sensors belong to
     mcu_ports: list[str] = []  # serial URLs: /dev/serial/by-id/..., socket://, loop://
 
     @field_validator("device_id")

@@ -7,7 +7,9 @@ bundle swap never drops in-flight requests.
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,9 +88,14 @@ def health_check(model: LoadedModel, runs: int = 3) -> None:
     model.warm = True
 
 
+SwapListener = Callable[[LoadedModel, "LoadedModel | None"], None]
+
+
 class ModelSet:
     def __init__(self) -> None:
         self._models: dict[str, LoadedModel] = {}
+        # Called after every swap with (new, old): drift statistics, caches, reports.
+        self.listeners: list[SwapListener] = []
 
     def get(self, name: str) -> LoadedModel | None:
         return self._models.get(name)
@@ -96,6 +103,11 @@ class ModelSet:
     def swap(self, model: LoadedModel) -> LoadedModel | None:
         old = self._models.get(model.name)
         self._models[model.name] = model
+        for listener in self.listeners:
+            try:
+                listener(model, old)
+            except Exception:
+                logging.getLogger(__name__).exception("model swap listener failed")
         return old
 
     def remove(self, name: str) -> LoadedModel | None:
