@@ -41,6 +41,28 @@ def _request_fields(body: Any) -> tuple[str, Any, float | None, bool]:
     return name, inputs, _budget(body), use_cache is not False
 
 
+def _entity_inputs(agent: Agent, body: dict[str, Any]) -> tuple[list[list[float]], list[str]]:
+    """Assemble the model's input row from the feature cache for the given entity keys."""
+    from edge_agent.feature_cache import FeatureUnavailable
+
+    model = agent.models.get(str(body.get("model")))
+    if model is None:
+        raise ApiError(404, f"unknown model {body.get('model')!r}")
+    ref = model.manifest.feature_schema
+    if ref is None:
+        raise ApiError(422, f"model {model.name!r} names no feature schema; send 'inputs'")
+    entity = body["entity"]
+    if type(entity) is not dict:
+        raise ApiError(422, "'entity' must be an object of entity keys, e.g. {\"barn_id\": \"b1\"}")
+    try:
+        vector, flags = agent.features.vector(ref.name, entity)
+    except FeatureUnavailable as exc:
+        raise ApiError(409, f"feature unavailable: {exc}") from None
+    except KeyError as exc:
+        raise ApiError(422, f"missing entity key {exc}") from None
+    return [vector.tolist()], list(flags)
+
+
 def build_api(agent: Agent) -> LocalApi:
     api = LocalApi()
     router = agent.router
@@ -72,7 +94,11 @@ def build_api(agent: Agent) -> LocalApi:
 
     @api.route("POST", "/api/v1/inference")
     async def infer(req: Request) -> Response:
-        name, inputs, budget, use_cache = _request_fields(req.json())
+        body = req.json()
+        flags = None
+        if type(body) is dict and "inputs" not in body and "entity" in body:
+            body["inputs"], flags = _entity_inputs(agent, body)
+        name, inputs, budget, use_cache = _request_fields(body)
         try:
             res = await router.infer(name, inputs, budget_ms=budget, use_cache=use_cache)
         except RoutingError as exc:
@@ -81,7 +107,15 @@ def build_api(agent: Agent) -> LocalApi:
             raise ApiError(exc.status, exc.message, **exc.extra) from None
         out = res.as_dict()
         agent.rollout.observe(name, inputs, out)  # health stats + shadow mode, never raises
+        if flags is not None:
+            out["feature_flags"] = flags
         return Response(orjson.dumps(out, option=_OPT))
+
+    @api.route("POST", "/api/v1/feedback")
+    async def feedback(req: Request) -> Response:
+        """Ground truth arriving later (weighed birds...) for concept-drift detection."""
+        status, doc = agent.drift.feedback(req.body)
+        return json_response(doc, status)
 
     @api.route("POST", "/api/v1/inference/batch")
     async def infer_batch(req: Request) -> Response:
