@@ -38,8 +38,10 @@ def _run(args: argparse.Namespace) -> int:
         print(f"farmiq agent: {exc}", file=sys.stderr)
         return 2
     from edge_agent.agent import run
+    from edge_agent.config import DEFAULT_PATH
 
-    run(cfg)
+    path = args.config or (DEFAULT_PATH if DEFAULT_PATH.exists() else None)
+    run(cfg, config_path=str(path) if path else None)  # SIGHUP re-reads this file
     return 0
 
 
