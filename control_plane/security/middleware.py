@@ -21,6 +21,7 @@ from typing import Any
 
 import anyio
 from fastapi import HTTPException
+from starlette._utils import get_route_path
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -48,7 +49,9 @@ class SecurityMiddleware:
             await self.app(scope, receive, send)
             return
         method: str = scope["method"]
-        path: str = scope["path"]
+        # The path the router matches (without any --root-path), so the gate and the
+        # routing can never disagree about which endpoint this is.
+        path = get_route_path(scope)
         if not (path == API_PREFIX or path.startswith(API_PREFIX + "/")):
             await self.app(scope, receive, send)
             return

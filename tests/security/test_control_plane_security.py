@@ -106,6 +106,9 @@ def test_every_api_endpoint_of_every_area_needs_a_key_with_its_role(secure_cp: S
             checked += 1
     # the areas' routers are all behind the gate: registry, deployments, audit, enrollment...
     assert checked >= 15, checked
+    # path spellings that reach no handler without a key
+    for trick in ("//api/v1/models", "/api/v1/models/", "/api/v1//models", "/API/v1/models"):
+        assert secure_cp.call("GET", trick).status_code in (401, 404, 307), trick
     assert secure_cp.call("GET", "/health").status_code == 200  # probes stay open
     assert secure_cp.call("GET", "/api/v1/trust-root").status_code == 200
 
