@@ -81,4 +81,8 @@ def create_app(
     security = _optional("control_plane.security.setup")
     if security is not None:
         security.install(app, settings)
+    # Request ids, JSON access logs and HTTP latency metrics (control_plane/observability.py).
+    from control_plane.observability import install as install_observability
+
+    install_observability(app)
     return app

@@ -15,6 +15,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--host", help="bind address (default from config: 127.0.0.1)")
     s.add_argument("--port", type=int, help="port (default from config: 8080)")
     s.set_defaults(func=_serve)
+    m = csub.add_parser(
+        "migrate",
+        help="apply the database migrations (Alembic) up to the newest, or to --revision",
+        description="Bring the control-plane database schema to the newest Alembic revision "
+        "(PostgreSQL under an advisory lock; the embedded SQLite default works too).",
+    )
+    m.add_argument("-c", "--config", type=Path, help="control-plane TOML (its database_url)")
+    m.add_argument(
+        "--database-url", help="override the database URL, e.g. postgresql+psycopg2://u@host/db"
+    )
+    m.add_argument("--revision", default="head", help="target revision (default: head)")
+    m.add_argument("--show", action="store_true", help="print current and newest revision only")
+    m.set_defaults(func=_migrate)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
     d = sub.add_parser(
@@ -42,6 +55,35 @@ def _serve(args: argparse.Namespace) -> int:
     from control_plane.app import create_app
 
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from control_plane.settings import load_settings
+    from farmiq.config import ConfigError
+
+    overrides = {"database_url": args.database_url} if args.database_url else {}
+    try:
+        settings = load_settings(args.config, **overrides)
+    except ConfigError as exc:
+        print(f"farmiq control-plane: {exc}", file=sys.stderr)
+        return 2
+    from control_plane.db import Database
+    from control_plane.schema import current_revision, head_revision, upgrade
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.resolved_database_url())
+    try:
+        if args.show:
+            print(f"current: {current_revision(db.engine) or '(none)'}  newest: {head_revision()}")
+            return 0
+        rev = upgrade(db, args.revision)
+    except Exception as exc:  # a clear message, not a traceback, for a bad URL or DB down
+        print(f"farmiq control-plane migrate: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        db.engine.dispose()
+    print(f"database at revision {rev}")
     return 0
 
 

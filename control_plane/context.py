@@ -73,7 +73,9 @@ class ControlPlaneContext:
 def build_context(settings: ControlPlaneSettings) -> ControlPlaneContext:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.resolved_database_url())
-    db.create_all()
+    from control_plane.schema import prepare_schema
+
+    prepare_schema(db)  # SQLite: create_all; PostgreSQL: Alembic upgrade to head
     registry = ModelRegistry(settings.resolved_mlflow_uri(), settings.data_dir / "mlartifacts")
     key_paths = settings.signing_keys or [settings.data_dir / "keys" / "bundle-signing.pem"]
     signers = [Signer.load_or_create(p) for p in key_paths]
