@@ -30,6 +30,7 @@ ROUTER_MODULES = [
     "control_plane.api.audit",
     "control_plane.api.dashboard",
     "control_plane.api.metrics",
+    "control_plane.api.actuators",
 ]
 
 # Per-area start-up hooks: ``setup(ctx)`` registers services, MQTT handlers, promotion hooks.
@@ -39,6 +40,7 @@ SETUP_MODULES = [
     "control_plane.rollout.setup",
     "control_plane.cloud_inference_setup",
     "control_plane.security.setup",
+    "control_plane.actuators",
 ]
 
 

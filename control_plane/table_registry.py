@@ -10,6 +10,7 @@ TABLE_MODULES = [
     "control_plane.drift.tables",
     "control_plane.security.tables",
     "control_plane.rollout.tables",
+    "control_plane.actuators",
 ]
 
 

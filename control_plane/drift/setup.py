@@ -76,6 +76,15 @@ def get_area(ctx: Any) -> DriftArea:
 
 def setup(ctx: Any) -> None:
     area = get_area(ctx)
+
+    def reference_on_promote(name: str, version: int) -> None:
+        # The reference registered with the version becomes the drift baseline for it, the
+        # same statistics its bundle carries to the gateways.
+        ref = ctx.registry.reference(name, version)
+        if ref is not None:
+            area.service.set_reference(name, ref, version=str(version))
+
+    ctx.promotion_hooks.append(reference_on_promote)
     mqtt = getattr(ctx, "mqtt", None)
     if mqtt is None:
         return

@@ -84,7 +84,8 @@ def build_bundle(
     model_file = f"model/model.{ext}"
     members: dict[str, bytes] = {model_file: model_bytes}
     if reference is not None:
-        members["reference.json"] = canonical_json(reference)
+        # Not canonical_json: the reference's feature order is the model's column order.
+        members["reference.json"] = orjson.dumps(reference)
     members.update(extra_members or {})
     if inputs is None or outputs is None:
         if runtime != "onnxruntime":

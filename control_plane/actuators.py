@@ -1,0 +1,96 @@
+"""Actuator commands for gateways' MCUs: send, and record what the MCU did.
+
+A command gets an id here; the gateway passes it to the MCU as the idempotency id, so a
+command redelivered by MQTT (or re-sent by an operator with the same id) never runs twice.
+Results come back through the gateway's durable outbox on ``up/actuator_result``; they
+are stored by command id and acknowledged on ``down/ack`` so the gateway can forget them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from sqlalchemy import JSON, Float, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from control_plane.db import Base, Database
+from farmiq import topics
+
+if TYPE_CHECKING:
+    from control_plane.context import ControlPlaneContext
+    from control_plane.mqtt_bus import MqttBus
+
+log = logging.getLogger(__name__)
+
+
+class ActuatorCommand(Base):
+    __tablename__ = "actuator_commands"
+    command_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(64), index=True)
+    mcu: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    actuator: Mapped[str] = mapped_column(String(32))
+    value: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16), default="sent")  # sent|ok|failed
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created: Mapped[float] = mapped_column(Float, default=time.time)
+    updated: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class ActuatorService:
+    def __init__(self, db: Database, bus: MqttBus | None) -> None:
+        self.db = db
+        self.bus = bus
+        if bus is not None:
+            bus.on(topics.ACTUATOR_RESULT, self.on_result)
+
+    def send(
+        self, device_id: str, actuator: str, value: float, *, mcu: str | None = None,
+        command_id: str | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        if self.bus is None:
+            raise RuntimeError("no broker connection: MQTT is disabled in the settings")
+        if not 0.0 <= value <= 1.0:
+            raise ValueError("actuator values are 0..1 (fraction of full power or opening)")
+        command_id = command_id or uuid.uuid4().hex
+        with self.db.session() as s:
+            row = s.get(ActuatorCommand, command_id)
+            if row is None:
+                s.add(ActuatorCommand(command_id=command_id, device_id=device_id, mcu=mcu,
+                                      actuator=actuator, value=value))
+        body = {"command_id": command_id, "actuator": actuator, "value": value, "mcu": mcu}
+        self.bus.publish(topics.down(device_id, topics.ACTUATOR), orjson.dumps(body), qos=1)
+        return self.get(command_id)
+
+    def get(self, command_id: str) -> dict[str, Any]:
+        with self.db.session() as s:
+            row = s.get(ActuatorCommand, command_id)
+            if row is None:
+                raise KeyError(command_id)
+            return {
+                "command_id": row.command_id, "device_id": row.device_id, "mcu": row.mcu,
+                "actuator": row.actuator, "value": row.value, "status": row.status,
+                "result": row.result, "created": row.created, "updated": row.updated,
+            }  # fmt: skip
+
+    def on_result(self, device_id: str, payload: bytes) -> None:
+        doc = orjson.loads(payload)
+        command_id = str(doc.get("command_id", ""))
+        with self.db.session() as s:
+            row = s.get(ActuatorCommand, command_id)
+            if row is not None and row.device_id == device_id:
+                row.status = "ok" if doc.get("ok") else "failed"
+                row.result = doc
+                row.updated = time.time()
+            else:
+                log.warning("result for unknown command %s from %s", command_id, device_id)
+        key = doc.get("key")
+        if key and self.bus is not None:  # stored (or unknowable): the gateway may forget it
+            self.bus.publish(topics.down(device_id, topics.OUTBOX_ACK), orjson.dumps({"keys": [key]}))
+
+
+def setup(ctx: ControlPlaneContext) -> None:
+    ctx.services["actuators"] = ActuatorService(ctx.db, ctx.mqtt)

@@ -1,0 +1,40 @@
+"""Operator API for actuator commands (fans, heaters, feeders) on gateways' MCUs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+
+from control_plane.context import ControlPlaneContext, get_ctx
+
+router = APIRouter(prefix="/api/v1/actuators", tags=["actuators"])
+
+
+class Command(BaseModel):
+    device_id: str
+    actuator: str = Field(description="fan, heater, feeder, light or water_valve")
+    value: float = Field(ge=0, le=1, description="fraction of full power or opening")
+    mcu: str | None = Field(default=None, description="MCU id; optional when the gateway has one")
+    command_id: str | None = Field(default=None, description="idempotency id; generated if absent")
+
+
+@router.post("", summary="Send an actuator command (runs at most once per command id)")
+async def send(body: Command, ctx: ControlPlaneContext = Depends(get_ctx)) -> dict[str, Any]:
+    svc = ctx.services["actuators"]
+    try:
+        return await run_in_threadpool(
+            svc.send, body.device_id, body.actuator, body.value, mcu=body.mcu, command_id=body.command_id
+        )
+    except (ValueError, RuntimeError) as exc:
+        raise HTTPException(409, str(exc)) from None
+
+
+@router.get("/{command_id}", summary="A command and what the MCU did")
+async def get(command_id: str, ctx: ControlPlaneContext = Depends(get_ctx)) -> dict[str, Any]:
+    try:
+        return await run_in_threadpool(ctx.services["actuators"].get, command_id)
+    except KeyError:
+        raise HTTPException(404, f"no command {command_id!r}") from None
