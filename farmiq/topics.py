@@ -47,6 +47,11 @@ OUTBOX = "outbox"  # generic durable items from the outbox
 TRANSFER = "transfer"  # chunk requests and transfer progress (application-level acks)
 SHADOW = "shadow"  # shadow-mode agreement of a candidate model with the served one
 
+# Control-plane alerts for operators' tools (not for gateways): farmiq/v1/cp/alert/<kind>.
+def cp_alert(kind: str) -> str:
+    return f"{ROOT}/cp/alert/{kind}"
+
+
 # Control-plane subscriptions (shared subscription so replicas split ingest).
 FLEET_UP = f"{ROOT}/gw/+/up/#"
 SHARED_GROUP = "farmiq-cp"

@@ -24,7 +24,7 @@ from farmiq import topics
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "farmiq-retraining"
-ALERT_TOPIC = f"{topics.ROOT}/cp/alert/drift"
+ALERT_TOPIC = topics.cp_alert("drift")
 
 
 class Hook(Protocol):
