@@ -1,0 +1,70 @@
+"""In-process ``infer()`` through the hybrid router vs a bare ``session.run`` on the same
+model and input, measured in the same run. Target: router <= 2x bare.
+
+    .venv/bin/python bench/inference_inproc.py [--n 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.inference_common import cuda_available  # noqa: E402
+
+
+def run(providers: list[str] | None, n: int, reps: int) -> dict[str, float]:
+    from control_plane.barn_model import train_barn_model
+    from edge_agent.model_from_bytes import loaded_model_from_onnx
+    from edge_agent.router import Router
+    from edge_agent.serving import ModelSet
+
+    tm = train_barn_model(n=2000, seed=1)
+    model = loaded_model_from_onnx(tm.onnx_bytes, name="barn", providers=providers)
+    ms = ModelSet()
+    ms.swap(model)
+    router = Router(ms)  # result cache off: every call runs the model
+    sess = model.runtime.session  # type: ignore[attr-defined]
+    x = {"X": tm.X_test[:1].copy()}
+
+    async def bench() -> tuple[list[float], list[float]]:
+        bare, routed = [], []
+        for _ in range(reps):  # interleaved so both see the same machine load
+            t0 = time.perf_counter()
+            for _ in range(n):
+                sess.run(None, x)
+            bare.append((time.perf_counter() - t0) / n * 1e6)
+            t0 = time.perf_counter()
+            for _ in range(n):
+                await router.infer("barn", x)
+            routed.append((time.perf_counter() - t0) / n * 1e6)
+        return bare, routed
+
+    asyncio.run(router.infer("barn", x))  # build the routing state once
+    bare, routed = asyncio.run(bench())
+    b, r = statistics.median(bare), statistics.median(routed)
+    return {"bare_us": b, "router_us": r, "ratio": r / b, "providers": model.runtime.providers}  # type: ignore[attr-defined,dict-item]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=20000, help="calls per repetition")
+    ap.add_argument("--reps", type=int, default=5)
+    a = ap.parse_args()
+    paths: list[tuple[str, list[str] | None]] = [("CPU", ["CPUExecutionProvider"])]
+    if cuda_available():
+        paths.append(("CUDA", ["CUDAExecutionProvider", "CPUExecutionProvider"]))
+    for label, prov in paths:
+        res = run(prov, a.n, a.reps)
+        print(f"[{label}] bare session.run {res['bare_us']:.2f} us/call | router.infer {res['router_us']:.2f} us/call "
+              f"| ratio {res['ratio']:.2f}x (target <= 2.0x) | providers {res['providers']}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
