@@ -36,6 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     d.add_argument("--workdir", type=Path, default=Path(".farmiq/demo"), help="where the demo keeps its state")
     d.add_argument("--keep-running", action="store_true", help="keep the services up and print their URLs")
+    d.add_argument(
+        "--embedded-broker", action="store_true",
+        help="use the embedded amqtt broker even when Mosquitto is available",
+    )
     d.set_defaults(func=_demo)
 
 
@@ -90,4 +94,4 @@ def _migrate(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from control_plane.demo import run_demo
 
-    return run_demo(args.workdir, keep_running=args.keep_running)
+    return run_demo(args.workdir, keep_running=args.keep_running, embedded_broker=args.embedded_broker)

@@ -49,23 +49,29 @@ def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = N
     raise TimeoutError(f"{url} did not answer within {timeout:.0f}s")
 
 
-def start_broker(workdir: Path) -> tuple[int, subprocess.Popen | None]:
-    """The local Mosquitto on 1883 if it runs; else start one on a free port."""
-    if port_open("127.0.0.1", 1883):
-        return 1883, None
-    exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
-    if exe is None:
-        raise RuntimeError("no MQTT broker: install mosquitto (apt-get install mosquitto)")
+def start_broker(workdir: Path, embedded: bool = False) -> tuple[int, subprocess.Popen | None, str]:
+    """The local Mosquitto on 1883 if it runs; else start Mosquitto on a free port; else
+    (or when asked) the embedded amqtt broker. Returns (port, our process, description)."""
+    if not embedded and port_open("127.0.0.1", 1883):
+        return 1883, None, "mosquitto on 127.0.0.1:1883 (already running)"
     port = free_port()
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 10
+    exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    if embedded:
+        exe = None
+    if exe is not None:
+        conf = workdir / "mosquitto.conf"
+        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        args, what = [exe, "-c", str(conf)], f"mosquitto on 127.0.0.1:{port} (started)"
+    else:
+        args = [sys.executable, "-m", "control_plane.embedded_broker", "--port", str(port)]
+        what = f"embedded broker (amqtt, MQTT 3.1.1) on 127.0.0.1:{port}: install mosquitto for real use"
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 15
     while not port_open("127.0.0.1", port):
         if time.time() > deadline or proc.poll() is not None:
-            raise RuntimeError("mosquitto did not start")
+            raise RuntimeError(f"the MQTT broker did not start: {' '.join(args)}")
         time.sleep(0.05)
-    return port, proc
+    return port, proc, what
 
 
 class Procs:
@@ -87,7 +93,7 @@ class Procs:
                 p.kill()
 
 
-def run_demo(workdir: Path, keep_running: bool = False) -> int:
+def run_demo(workdir: Path, keep_running: bool = False, embedded_broker: bool = False) -> int:
     import httpx
     import onnxruntime as ort
 
@@ -105,16 +111,18 @@ def run_demo(workdir: Path, keep_running: bool = False) -> int:
     say = print
     try:
         t0 = time.time()
-        mqtt_port, broker = start_broker(workdir)
+        mqtt_port, broker, broker_desc = start_broker(workdir, embedded_broker)
         if broker:
             procs.add(broker)
-        say(f"[1/7] broker        mosquitto on 127.0.0.1:{mqtt_port}" + (" (started)" if broker else " (already running)"))
+        say(f"[1/7] broker        {broker_desc}")
+        embedded = "amqtt" in broker_desc
 
         cp_port = free_port()
         cp_conf = workdir / "control-plane.toml"
         cp_conf.write_text(dump_toml({"data_dir": str(workdir / "control-plane"), "host": "127.0.0.1", "port": cp_port,
                                       "mqtt": {"port": mqtt_port, "client_id": f"farmiq-cp-demo-{cp_port}",
-                                               "share_group": f"farmiq-demo-{cp_port}"}}))
+                                               "share_group": f"farmiq-demo-{cp_port}",
+                                               "shared_subscription": not embedded}}))
         cp = procs.add(subprocess.Popen([py, "-m", "farmiq", "control-plane", "serve", "-c", str(cp_conf)],
                                         env=env, stdout=open(logs / "control-plane.log", "wb"), stderr=subprocess.STDOUT))
         api = f"http://127.0.0.1:{cp_port}"

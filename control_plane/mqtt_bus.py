@@ -31,7 +31,9 @@ class MqttBus:
         self._queue: queue.Queue[tuple[str, bytes] | None] = queue.Queue(maxsize=100_000)
         self.connected = threading.Event()
         self._filter = (
-            topics.shared(topics.FLEET_UP, settings.share_group) if shared_ingest else topics.FLEET_UP
+            topics.shared(topics.FLEET_UP, settings.share_group)
+            if shared_ingest and settings.shared_subscription
+            else topics.FLEET_UP
         )
         c = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,

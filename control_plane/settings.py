@@ -28,6 +28,7 @@ class CpMqtt(BaseModel):
     # Replicas share one group so each fleet message is processed once. Sessions are clean:
     # a departed replica must not keep a share of the fleet's messages queued for itself.
     share_group: str = "farmiq-cp"
+    shared_subscription: bool = True  # off only for brokers without $share (the demo's amqtt)
     enabled: bool = True
 
 
