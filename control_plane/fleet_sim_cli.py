@@ -21,17 +21,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     s.add_argument("--gateways", type=int, default=100, help="number of gateways (default 100)")
     s.add_argument("--broker", default="127.0.0.1:1883", help="host:port of the MQTT broker")
-    s.add_argument("--trust-root", type=Path, required=True, help="trust root JSON the gateways verify against")
+    s.add_argument(
+        "--trust-root", type=Path, required=True, help="trust root JSON the gateways verify against"
+    )
     s.add_argument("--model", default="barn-ventilation", help="model the gateways start with")
-    s.add_argument("--initial-version", type=int, default=1, help="version installed at start (0: none)")
+    s.add_argument(
+        "--initial-version", type=int, default=1, help="version installed at start (0: none)"
+    )
     s.add_argument("--prefix", default="sim", help="device id prefix (ids are PREFIX-00000...)")
-    s.add_argument("--fail-rate", type=float, default=0.0, help="share of gateways whose installs fail")
-    s.add_argument("--error-rate", type=float, default=0.0, help="inference error rate failing gateways report")
+    s.add_argument(
+        "--fail-rate", type=float, default=0.0, help="share of gateways whose installs fail"
+    )
+    s.add_argument(
+        "--error-rate", type=float, default=0.0, help="inference error rate failing gateways report"
+    )
     s.add_argument("--slow-link", type=float, default=0.0, help="share of gateways on a slow link")
-    s.add_argument("--slow-bps", type=float, default=256 * 1024, help="bandwidth of a slow link, bytes/s")
-    s.add_argument("--offline-rate", type=float, default=0.0, help="share of gateways that go offline for a while")
+    s.add_argument(
+        "--slow-bps", type=float, default=256 * 1024, help="bandwidth of a slow link, bytes/s"
+    )
+    s.add_argument(
+        "--offline-rate",
+        type=float,
+        default=0.0,
+        help="share of gateways that go offline for a while",
+    )
     s.add_argument("--offline-s", type=float, default=10.0, help="how long an offline period lasts")
-    s.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: run until Ctrl-C)")
+    s.add_argument(
+        "--duration",
+        type=float,
+        default=0.0,
+        help="stop after this many seconds (0: run until Ctrl-C)",
+    )
     s.set_defaults(func=_simulate)
 
 
@@ -41,10 +61,18 @@ def _simulate(args: argparse.Namespace) -> int:
 
     host, _, port = args.broker.rpartition(":")
     cfg = FleetConfig(
-        gateways=args.gateways, host=host or "127.0.0.1", port=int(port), model=args.model,
-        initial_version=args.initial_version or None, prefix=args.prefix, fail_rate=args.fail_rate,
-        error_rate=args.error_rate, slow_link=args.slow_link, slow_bps=args.slow_bps,
-        offline_rate=args.offline_rate, offline_s=args.offline_s,
+        gateways=args.gateways,
+        host=host or "127.0.0.1",
+        port=int(port),
+        model=args.model,
+        initial_version=args.initial_version or None,
+        prefix=args.prefix,
+        fail_rate=args.fail_rate,
+        error_rate=args.error_rate,
+        slow_link=args.slow_link,
+        slow_bps=args.slow_bps,
+        offline_rate=args.offline_rate,
+        offline_s=args.offline_s,
     )
     trust = TrustRoot.load(args.trust_root)
 
@@ -57,7 +85,10 @@ def _simulate(args: argparse.Namespace) -> int:
         try:
             while not args.duration or time.time() - t0 < args.duration:
                 await asyncio.sleep(2)
-                vs = ", ".join(f"v{k}: {v}" for k, v in sorted(fleet.versions().items(), key=lambda kv: kv[0] or 0))
+                vs = ", ".join(
+                    f"v{k}: {v}"
+                    for k, v in sorted(fleet.versions().items(), key=lambda kv: kv[0] or 0)
+                )
                 print(f"[{time.time() - t0:6.1f}s] online {fleet.online()}  {vs}", flush=True)
         finally:
             churn.cancel()

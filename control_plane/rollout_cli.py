@@ -14,25 +14,41 @@ TERMINAL = ("succeeded", "failed", "aborted", "rolled_back")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = subparsers.add_parser("rollout", help="staged fleet rollouts (create, watch, pause, roll back)")
-    p.add_argument("--url", default=os.environ.get("FARMIQ_URL", "http://127.0.0.1:8080"),
-                   help="control-plane URL (default $FARMIQ_URL or http://127.0.0.1:8080)")
+    p = subparsers.add_parser(
+        "rollout", help="staged fleet rollouts (create, watch, pause, roll back)"
+    )
+    p.add_argument(
+        "--url",
+        default=os.environ.get("FARMIQ_URL", "http://127.0.0.1:8080"),
+        help="control-plane URL (default $FARMIQ_URL or http://127.0.0.1:8080)",
+    )
     p.add_argument("--api-key", default=os.environ.get("FARMIQ_API_KEY"), help="operator API key")
     sub = p.add_subparsers(dest="rollout_cmd", required=True)
     c = sub.add_parser("create", help="create and start a rollout")
     c.add_argument("model")
     c.add_argument("--version", type=int, help="registry version (default: production alias)")
-    c.add_argument("--waves", default="1,10,50,100", help="cumulative percentages, e.g. 1,10,50,100; "
-                   "prefix s for a shadow wave: s5,5,50,100")
-    c.add_argument("--tag", action="append", default=[], help="target devices with this tag (repeatable)")
-    c.add_argument("--farm", action="append", default=[], help="target devices of this farm (repeatable)")
+    c.add_argument(
+        "--waves",
+        default="1,10,50,100",
+        help="cumulative percentages, e.g. 1,10,50,100; prefix s for a shadow wave: s5,5,50,100",
+    )
+    c.add_argument(
+        "--tag", action="append", default=[], help="target devices with this tag (repeatable)"
+    )
+    c.add_argument(
+        "--farm", action="append", default=[], help="target devices of this farm (repeatable)"
+    )
     c.add_argument("--device", action="append", default=[], help="target this device (repeatable)")
     c.add_argument("--hardware", action="append", default=[], help="target this hardware class")
-    c.add_argument("--percent", type=float, default=100.0, help="stable share of the matching devices")
+    c.add_argument(
+        "--percent", type=float, default=100.0, help="stable share of the matching devices"
+    )
     c.add_argument("--rate", type=int, default=120, help="devices started per minute")
     c.add_argument("--max-concurrent", type=int, default=50, help="devices installing at once")
     c.add_argument("--soak", type=float, default=300.0, help="minimum soak per wave, seconds")
-    c.add_argument("--wave-timeout", type=float, default=1800.0, help="stop waiting for silent devices")
+    c.add_argument(
+        "--wave-timeout", type=float, default=1800.0, help="stop waiting for silent devices"
+    )
     c.add_argument("--min-install-success", type=float, default=0.95)
     c.add_argument("--max-error-rate", type=float, default=0.05)
     c.add_argument("--max-p99-ms", type=float, default=None)
@@ -46,13 +62,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     ls = sub.add_parser("list", help="list rollouts")
     ls.add_argument("--status", help="only this state")
     ls.set_defaults(func=_list)
-    for action, helptext in (("pause", "stop starting devices"), ("resume", "continue (reruns a failed wave)"),
-                             ("abort", "stop and roll the current wave back"),
-                             ("rollback", "roll every device of the rollout back")):
+    for action, helptext in (
+        ("pause", "stop starting devices"),
+        ("resume", "continue (reruns a failed wave)"),
+        ("abort", "stop and roll the current wave back"),
+        ("rollback", "roll every device of the rollout back"),
+    ):
         a = sub.add_parser(action, help=helptext)
         a.add_argument("rollout_id")
-        a.set_defaults(func=lambda ns, act=action: _print(
-            _req(ns, "POST", f"/api/v1/rollouts/{ns.rollout_id}/{act}")))
+        a.set_defaults(
+            func=lambda ns, act=action: _print(
+                _req(ns, "POST", f"/api/v1/rollouts/{ns.rollout_id}/{act}")
+            )
+        )
     w = sub.add_parser("watch", help="live progress view until the rollout ends")
     w.add_argument("rollout_id")
     w.add_argument("--interval", type=float, default=1.0)
@@ -86,13 +108,27 @@ def parse_waves(text: str) -> list[dict[str, Any]]:
 
 def _create(args: argparse.Namespace) -> int:
     body = {
-        "model": args.model, "version": args.version, "waves": parse_waves(args.waves),
-        "targeting": {"tags": args.tag, "farms": args.farm, "devices": args.device,
-                      "hardware": args.hardware, "percent": args.percent},
-        "gates": {"min_install_success": args.min_install_success, "max_error_rate": args.max_error_rate,
-                  "max_p99_ms": args.max_p99_ms, "min_shadow_agreement": args.min_shadow_agreement},
-        "rate_per_minute": args.rate, "max_concurrent": args.max_concurrent, "soak_s": args.soak,
-        "wave_timeout_s": args.wave_timeout, "on_gate_failure": args.on_gate_failure,
+        "model": args.model,
+        "version": args.version,
+        "waves": parse_waves(args.waves),
+        "targeting": {
+            "tags": args.tag,
+            "farms": args.farm,
+            "devices": args.device,
+            "hardware": args.hardware,
+            "percent": args.percent,
+        },
+        "gates": {
+            "min_install_success": args.min_install_success,
+            "max_error_rate": args.max_error_rate,
+            "max_p99_ms": args.max_p99_ms,
+            "min_shadow_agreement": args.min_shadow_agreement,
+        },
+        "rate_per_minute": args.rate,
+        "max_concurrent": args.max_concurrent,
+        "soak_s": args.soak,
+        "wave_timeout_s": args.wave_timeout,
+        "on_gate_failure": args.on_gate_failure,
     }
     doc = _req(args, "POST", "/api/v1/rollouts", body)
     if args.watch:
@@ -108,7 +144,14 @@ def _list(args: argparse.Namespace) -> int:
     path = "/api/v1/rollouts" + (f"?status={args.status}" if args.status else "")
     t = Table("id", "model", "version", "status", "wave", "reason")
     for r in _req(args, "GET", path)["rollouts"]:
-        t.add_row(r["id"], r["model"], str(r["version"]), r["status"], str(r["current_wave"]), r["reason"] or "")
+        t.add_row(
+            r["id"],
+            r["model"],
+            str(r["version"]),
+            r["status"],
+            str(r["current_wave"]),
+            r["reason"] or "",
+        )
     Console().print(t)
     return 0
 
@@ -120,17 +163,29 @@ def render(doc: dict[str, Any]) -> Any:
     from rich.table import Table
     from rich.text import Text
 
-    head = Text(f"rollout {doc['id']}  {doc['model']} v{doc['version']}  [{doc['status']}]", style="bold")
-    t = Table("wave", "share", "mode", "state", "progress", "installed", "failed", "in flight", "gate")
+    head = Text(
+        f"rollout {doc['id']}  {doc['model']} v{doc['version']}  [{doc['status']}]", style="bold"
+    )
+    t = Table(
+        "wave", "share", "mode", "state", "progress", "installed", "failed", "in flight", "gate"
+    )
     for w in doc["waves"]:
         d = w["devices"]
         n = sum(d.values())
         done = d.get("installed", 0)
         gate = w.get("gate") or {}
         gate_txt = "" if not gate else ("pass" if gate.get("passed") else "FAIL")
-        t.add_row(str(w["index"]), f"{w['percent']:g}%", w["mode"], w["status"],
-                  ProgressBar(total=max(n, 1), completed=done, width=24), f"{done}/{n}",
-                  str(d.get("failed", 0)), str(d.get("sent", 0)), gate_txt)
+        t.add_row(
+            str(w["index"]),
+            f"{w['percent']:g}%",
+            w["mode"],
+            w["status"],
+            ProgressBar(total=max(n, 1), completed=done, width=24),
+            f"{done}/{n}",
+            str(d.get("failed", 0)),
+            str(d.get("sent", 0)),
+            gate_txt,
+        )
     parts: list[Any] = [head, t]
     if doc.get("reason"):
         parts.append(Text(doc["reason"], style="red"))

@@ -31,9 +31,9 @@ from typing import Any, Protocol
 
 import orjson
 
+from edge_agent.transfer_receiver import TransferFailed, TransferReceiver
 from farmiq import topics
 from farmiq.rollout_wire import DesiredDoc, DesiredModel, WireError
-from edge_agent.transfer_receiver import TransferFailed, TransferReceiver
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +46,20 @@ class DesiredHost(Protocol):
     async def install(self, bundle: bytes) -> dict[str, Any]: ...  # InstallResult.as_dict()
     async def revert(self, name: str) -> dict[str, Any]: ...
     async def probation(self, name: str) -> str | None: ...  # reason to revert, or None
-    async def load_shadow(self, name: str, bundle: bytes, rollout: str | None) -> dict[str, Any]: ...
+    async def load_shadow(
+        self, name: str, bundle: bytes, rollout: str | None
+    ) -> dict[str, Any]: ...
     def shadow_bundle(self, name: str) -> str | None: ...
     async def publish(self, leaf: str, payload: bytes, retain: bool = False) -> None: ...
 
 
 class DesiredStateManager:
     def __init__(
-        self, host: DesiredHost, device_id: str, receiver: TransferReceiver, state_dir: Path | None = None
+        self,
+        host: DesiredHost,
+        device_id: str,
+        receiver: TransferReceiver,
+        state_dir: Path | None = None,
     ) -> None:
         self.host = host
         self.device_id = device_id
@@ -85,12 +91,16 @@ class DesiredStateManager:
         if self.path is None:
             return
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_bytes(orjson.dumps({
-            "doc": self.doc.model_dump(mode="json"),
-            "blocked": {k: sorted(v) for k, v in self.blocked.items()},
-            "failed": sorted(self.failed),
-            "acked": sorted(self.acked)[-256:],
-        }))
+        tmp.write_bytes(
+            orjson.dumps(
+                {
+                    "doc": self.doc.model_dump(mode="json"),
+                    "blocked": {k: sorted(v) for k, v in self.blocked.items()},
+                    "failed": sorted(self.failed),
+                    "acked": sorted(self.acked)[-256:],
+                }
+            )
+        )
         os.replace(tmp, self.path)
 
     # -- the installer's veto (also covers bundles pushed directly on down/bundle) -------
@@ -144,7 +154,11 @@ class DesiredStateManager:
         cur = self.host.installed().get(name)
         if cur is not None and cur[0] in blocked:
             prev = self.host.previous_version(name)
-            if prev is not None and prev not in blocked and (d.version is None or d.version == prev):
+            if (
+                prev is not None
+                and prev not in blocked
+                and (d.version is None or d.version == prev)
+            ):
                 await self._revert(name, d)
                 return
             if d.version is None:
@@ -163,11 +177,22 @@ class DesiredStateManager:
                     self.failed.add(d.bundle_id)
                 await self._ack(name, d, res, force=True)
             else:
-                await self._ack(name, d, {"ok": True, "code": "shadow-loaded", "reason": "candidate loaded"})
+                await self._ack(
+                    name, d, {"ok": True, "code": "shadow-loaded", "reason": "candidate loaded"}
+                )
             return
         if cur is not None and cur[0] == d.version:
-            await self._ack(name, d, {"ok": True, "code": "already-installed", "reason": "version installed",
-                                      "version": d.version, "bundle_id": cur[1]})
+            await self._ack(
+                name,
+                d,
+                {
+                    "ok": True,
+                    "code": "already-installed",
+                    "reason": "version installed",
+                    "version": d.version,
+                    "bundle_id": cur[1],
+                },
+            )
             return
         if d.bundle_id in self.failed:
             return
@@ -208,15 +233,22 @@ class DesiredStateManager:
                 await task
             raise
 
-    async def _ack(self, name: str, d: DesiredModel, res: dict[str, Any], force: bool = False) -> None:
+    async def _ack(
+        self, name: str, d: DesiredModel, res: dict[str, Any], force: bool = False
+    ) -> None:
         key = f"{name}:{d.bundle_id}:{d.rollout}:{d.mode}"
         if key in self.acked and not force:
             return
         self.acked.add(key)
         self._save()
         body = {
-            "name": name, "version": d.version, **{k: v for k, v in res.items() if v is not None},
-            "desired_bundle_id": d.bundle_id, "rollout": d.rollout, "mode": d.mode,
-            "device_id": self.device_id, "ts": time.time(),
+            "name": name,
+            "version": d.version,
+            **{k: v for k, v in res.items() if v is not None},
+            "desired_bundle_id": d.bundle_id,
+            "rollout": d.rollout,
+            "mode": d.mode,
+            "device_id": self.device_id,
+            "ts": time.time(),
         }
         await self.host.publish(topics.INSTALL_ACK, orjson.dumps(body))

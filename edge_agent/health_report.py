@@ -29,7 +29,9 @@ class InferenceStats:
     def __init__(self) -> None:
         self._by_model: dict[str, _Counters] = {}
 
-    def record(self, model: str, version: int | None, latency_ms: float | None, error: bool) -> None:
+    def record(
+        self, model: str, version: int | None, latency_ms: float | None, error: bool
+    ) -> None:
         c = self._by_model.get(model)
         if c is None or (version is not None and c.version != version):
             c = self._by_model[model] = _Counters(version or 0)

@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from farmiq import topics
-from farmiq.bundle.format import Manifest
-from farmiq.bundle.verifier import BundleRejected
 from edge_agent.desired_state import DesiredStateManager
 from edge_agent.health_report import InferenceStats, resources
 from edge_agent.serving import LoadedModel, health_check, load_runtime
 from edge_agent.shadow import ShadowRunner
 from edge_agent.transfer_receiver import ByteBudget, TransferReceiver
+from farmiq import topics
+from farmiq.bundle.format import Manifest
+from farmiq.bundle.verifier import BundleRejected
 
 if TYPE_CHECKING:
     from edge_agent.agent import Agent
@@ -35,10 +35,15 @@ class RolloutPart:
         state = agent.config.state_dir
         self.stats = InferenceStats()
         self.shadow = ShadowRunner(self._publish_shadow, report_every_s=cfg.shadow_report_s)
-        self.budget = ByteBudget(cfg.byte_budget, cfg.budget_period_s, state / "transfer-budget.json")
+        self.budget = ByteBudget(
+            cfg.byte_budget, cfg.budget_period_s, state / "transfer-budget.json"
+        )
         self.receiver = TransferReceiver(
-            self._publish_transfer, state_dir=state, window=cfg.chunk_window,
-            request_timeout_s=cfg.chunk_timeout_s, budget=self.budget,
+            self._publish_transfer,
+            state_dir=state,
+            window=cfg.chunk_window,
+            request_timeout_s=cfg.chunk_timeout_s,
+            budget=self.budget,
         )
         self.desired = DesiredStateManager(self, agent.device_id, self.receiver, state)
         agent.installer.checks.append(self._not_blocked)
@@ -73,12 +78,17 @@ class RolloutPart:
         link = self.agent.link
         return {
             "resources": resources(self.agent.config.state_dir),
-            "link": {"connected": link.connected.is_set(), "reconnects": link.reconnects,
-                     "bytes_received": self.receiver.bytes_received},
+            "link": {
+                "connected": link.connected.is_set(),
+                "reconnects": link.reconnects,
+                "bytes_received": self.receiver.bytes_received,
+            },
             "transfer": self.receiver.progress(),
             "desired_rev": self.desired.doc.rev,
             "blocked": {k: sorted(v) for k, v in self.desired.blocked.items()},
-            "shadow": {n: r["candidate_version"] for r in self.shadow.report() for n in [r["model"]]},
+            "shadow": {
+                n: r["candidate_version"] for r in self.shadow.report() for n in [r["model"]]
+            },
         }
 
     def observe(self, model: str, inputs: Any, result: dict[str, Any]) -> None:
@@ -130,7 +140,10 @@ class RolloutPart:
         except Exception as exc:
             return f"health check after install failed: {exc}"
         errors, requests = self.stats.errors_since_load(name)
-        if requests >= 20 and errors / requests > self.agent.config.rollout.probation_max_error_rate:
+        if (
+            requests >= 20
+            and errors / requests > self.agent.config.rollout.probation_max_error_rate
+        ):
             return f"{errors}/{requests} requests failed during probation"
         return None
 
@@ -145,8 +158,14 @@ class RolloutPart:
         except Exception as exc:
             return {"ok": False, "code": "health-check", "reason": str(exc), "name": name}
         self.shadow.set_candidate(model, rollout)
-        return {"ok": True, "code": "shadow-loaded", "reason": "candidate runs in shadow mode",
-                "name": name, "version": model.version, "bundle_id": model.manifest.bundle_id}
+        return {
+            "ok": True,
+            "code": "shadow-loaded",
+            "reason": "candidate runs in shadow mode",
+            "name": name,
+            "version": model.version,
+            "bundle_id": model.manifest.bundle_id,
+        }
 
     def _load_candidate(self, manifest: Manifest, members: dict[str, bytes]) -> LoadedModel:
         d = self.agent.config.state_dir / "shadow" / manifest.name
@@ -155,7 +174,9 @@ class RolloutPart:
             p = d / member
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_bytes(blob)
-        runtime = load_runtime(manifest, d / manifest.model_file, self.agent.config.intra_op_threads)
+        runtime = load_runtime(
+            manifest, d / manifest.model_file, self.agent.config.intra_op_threads
+        )
         model = LoadedModel(manifest, runtime, d)
         health_check(model)
         return model

@@ -39,8 +39,14 @@ class _Candidate:
 
 
 class ShadowRunner:
-    def __init__(self, publish: Publish, *, report_every_s: float = 5.0, max_queue: int = 256,
-                 rtol: float = 0.05) -> None:
+    def __init__(
+        self,
+        publish: Publish,
+        *,
+        report_every_s: float = 5.0,
+        max_queue: int = 256,
+        rtol: float = 0.05,
+    ) -> None:
         self.publish = publish
         self.report_every_s = report_every_s
         self.rtol = rtol
@@ -83,7 +89,11 @@ class ShadowRunner:
             if m.manifest.task == "classification":
                 same = cand.reshape(len(cand), -1)[:, 0] == ref.reshape(len(ref), -1)[:, 0]
             else:
-                same = np.isclose(cand, ref, rtol=self.rtol, atol=1e-6).reshape(len(cand), -1).all(axis=1)
+                same = (
+                    np.isclose(cand, ref, rtol=self.rtol, atol=1e-6)
+                    .reshape(len(cand), -1)
+                    .all(axis=1)
+                )
             c.rows += int(same.size)
             c.agree += int(same.sum())
         except (InputError, KeyError, ValueError, RuntimeError) as exc:
@@ -92,9 +102,18 @@ class ShadowRunner:
 
     def report(self) -> list[dict[str, Any]]:
         return [
-            {"model": n, "candidate_version": c.model.version, "bundle_id": c.model.manifest.bundle_id,
-             "rollout": c.rollout, "rows": c.rows, "agree": c.agree, "errors": c.errors,
-             "dropped": c.dropped, "agreement": (c.agree / c.rows) if c.rows else None, "ts": time.time()}
+            {
+                "model": n,
+                "candidate_version": c.model.version,
+                "bundle_id": c.model.manifest.bundle_id,
+                "rollout": c.rollout,
+                "rows": c.rows,
+                "agree": c.agree,
+                "errors": c.errors,
+                "dropped": c.dropped,
+                "agreement": (c.agree / c.rows) if c.rows else None,
+                "ts": time.time(),
+            }
             for n, c in self._cands.items()
         ]
 
@@ -113,7 +132,10 @@ class ShadowRunner:
                     pass
 
     def start(self) -> None:
-        self._tasks = [asyncio.ensure_future(self._work()), asyncio.ensure_future(self._report_loop())]
+        self._tasks = [
+            asyncio.ensure_future(self._work()),
+            asyncio.ensure_future(self._report_loop()),
+        ]
 
     def stop(self) -> None:
         for t in self._tasks:

@@ -40,7 +40,9 @@ class TransferFailed(Exception):
 class ByteBudget:
     """At most ``limit`` bytes received per ``period_s``; the ledger survives restarts."""
 
-    def __init__(self, limit: int | None, period_s: float = 86400.0, path: Path | None = None) -> None:
+    def __init__(
+        self, limit: int | None, period_s: float = 86400.0, path: Path | None = None
+    ) -> None:
         self.limit = limit
         self.period_s = period_s
         self.path = path
@@ -106,8 +108,12 @@ class _ChunkStore:
                     if hashlib.sha256(blob).hexdigest() == self.spec.chunks[i]:
                         self.have.add(i)
         if self.have:
-            log.info("resuming transfer of %s: %d/%d chunks held", self.spec.bundle_id,
-                     len(self.have), len(self.spec.chunks))
+            log.info(
+                "resuming transfer of %s: %d/%d chunks held",
+                self.spec.bundle_id,
+                len(self.have),
+                len(self.spec.chunks),
+            )
 
     def _len(self, i: int) -> int:
         return min(self.spec.chunk_size, self.spec.size - i * self.spec.chunk_size)
@@ -168,7 +174,11 @@ class TransferReceiver:
         self.bytes_received += len(payload)
         self.budget.spend(len(payload))  # the link carried it, wanted or not
         store = self._store
-        if store is None or bundle_id != store.spec.bundle_id or not 0 <= index < len(store.spec.chunks):
+        if (
+            store is None
+            or bundle_id != store.spec.bundle_id
+            or not 0 <= index < len(store.spec.chunks)
+        ):
             return  # a late answer for a transfer we no longer run
         self._inflight.pop(index, None)
         if index in store.have:
@@ -223,15 +233,32 @@ class TransferReceiver:
                     for i in want:
                         self._inflight[i] = now
                     self.state = "fetching"
-                    await self.publish(transfer_request(
-                        spec.bundle_id, want, received=len(store.have), total=n, state="fetching"))
+                    await self.publish(
+                        transfer_request(
+                            spec.bundle_id,
+                            want,
+                            received=len(store.have),
+                            total=n,
+                            state="fetching",
+                        )
+                    )
                 elif budget_blocked and not self._inflight:
                     self.state = "budget-exhausted"
-                    await self.publish(transfer_request(
-                        spec.bundle_id, [], received=len(store.have), total=n, state=self.state,
-                        resumes_at=self.budget.resumes_at()))
-                    log.warning("byte budget spent; transfer of %s waits until %s",
-                                spec.bundle_id, time.ctime(self.budget.resumes_at()))
+                    await self.publish(
+                        transfer_request(
+                            spec.bundle_id,
+                            [],
+                            received=len(store.have),
+                            total=n,
+                            state=self.state,
+                            resumes_at=self.budget.resumes_at(),
+                        )
+                    )
+                    log.warning(
+                        "byte budget spent; transfer of %s waits until %s",
+                        spec.bundle_id,
+                        time.ctime(self.budget.resumes_at()),
+                    )
                     await asyncio.sleep(max(1.0, self.budget.resumes_at() - time.time()))
                     continue
                 self._arrived.clear()
@@ -245,7 +272,9 @@ class TransferReceiver:
                 self.discard(spec.bundle_id)
                 raise TransferFailed("assembled bundle does not match its sha256")
             self.state = "complete"
-            await self.publish(transfer_request(spec.bundle_id, [], received=n, total=n, state="complete"))
+            await self.publish(
+                transfer_request(spec.bundle_id, [], received=n, total=n, state="complete")
+            )
             return data
         finally:
             self._store = None

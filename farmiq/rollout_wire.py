@@ -62,7 +62,10 @@ class DesiredDoc(BaseModel):
 
 
 def chunk_hashes(data: bytes, chunk_size: int = DEFAULT_CHUNK_SIZE) -> list[str]:
-    return [hashlib.sha256(data[i : i + chunk_size]).hexdigest() for i in range(0, len(data), chunk_size)]
+    return [
+        hashlib.sha256(data[i : i + chunk_size]).hexdigest()
+        for i in range(0, len(data), chunk_size)
+    ]
 
 
 def desired_for_bundle(

@@ -18,8 +18,16 @@ router = APIRouter(prefix="/api/v1/bundles", tags=["bundles"])
 
 
 def _row(b: BundleRecord) -> dict[str, Any]:
-    return {"bundle_id": b.bundle_id, "name": b.name, "version": b.version, "sha256": b.sha256,
-            "size": b.size, "registry_uri": b.registry_uri, "targeting": b.targeting, "created": b.created}
+    return {
+        "bundle_id": b.bundle_id,
+        "name": b.name,
+        "version": b.version,
+        "sha256": b.sha256,
+        "size": b.size,
+        "registry_uri": b.registry_uri,
+        "targeting": b.targeting,
+        "created": b.created,
+    }
 
 
 class BuildRequest(BaseModel):
@@ -30,7 +38,8 @@ class BuildRequest(BaseModel):
 
 @router.get("", summary="Bundles built, newest first")
 async def list_bundles(
-    model: str | None = Query(default=None), limit: int = Query(default=100, ge=1, le=1000),
+    model: str | None = Query(default=None),
+    limit: int = Query(default=100, ge=1, le=1000),
     ctx: ControlPlaneContext = Depends(get_ctx),
 ) -> dict[str, Any]:
     def q() -> list[dict[str, Any]]:
@@ -47,8 +56,9 @@ async def list_bundles(
 async def build(body: BuildRequest, ctx: ControlPlaneContext = Depends(get_ctx)) -> dict[str, Any]:
     def go() -> dict[str, Any]:
         mv = ctx.registry.resolve(body.model, body.version)
-        rec, _ = ctx.bundles.build(body.model, mv.version,
-                                   targeting={"hardware": body.hardware} if body.hardware else None)
+        rec, _ = ctx.bundles.build(
+            body.model, mv.version, targeting={"hardware": body.hardware} if body.hardware else None
+        )
         return _row(rec)
 
     try:
@@ -70,8 +80,11 @@ async def get_bundle(bundle_id: str, ctx: ControlPlaneContext = Depends(get_ctx)
     return row
 
 
-@router.get("/{bundle_id}/download", summary="The signed bundle bytes (application/octet-stream)",
-            response_class=Response)
+@router.get(
+    "/{bundle_id}/download",
+    summary="The signed bundle bytes (application/octet-stream)",
+    response_class=Response,
+)
 async def download(bundle_id: str, ctx: ControlPlaneContext = Depends(get_ctx)) -> Response:
     got = await run_in_threadpool(ctx.bundles.load, bundle_id)
     if got is None:

@@ -24,8 +24,11 @@ async def list_devices(
     limit: int = Query(default=1000, ge=1, le=10000),
     ctx: ControlPlaneContext = Depends(get_ctx),
 ) -> dict[str, Any]:
-    devs = await run_in_threadpool(lambda: query_devices(
-        ctx.db, tag=tag, farm=farm, model=model, version=version, health=health, limit=limit))
+    devs = await run_in_threadpool(
+        lambda: query_devices(
+            ctx.db, tag=tag, farm=farm, model=model, version=version, health=health, limit=limit
+        )
+    )
     return {"count": len(devs), "devices": devs}
 
 

@@ -31,7 +31,9 @@ async def _call(fn: Any, *args: Any) -> Any:
 
 
 @router.post("", summary="Create a staged rollout of a registry version (waves, rate, soak, gates)")
-async def create_rollout(body: RolloutSpec, ctx: ControlPlaneContext = Depends(get_ctx)) -> dict[str, Any]:
+async def create_rollout(
+    body: RolloutSpec, ctx: ControlPlaneContext = Depends(get_ctx)
+) -> dict[str, Any]:
     return await _call(_svc(ctx).create, body)  # type: ignore[no-any-return]
 
 
@@ -41,20 +43,28 @@ async def list_rollouts(
     limit: int = Query(default=100, ge=1, le=1000),
     ctx: ControlPlaneContext = Depends(get_ctx),
 ) -> dict[str, Any]:
-    return {"rollouts": await _call(_svc(ctx).list, status, limit)}
+    return {"rollouts": await _call(_svc(ctx).list_rollouts, status, limit)}
 
 
-@router.get("/{rollout_id}", summary="A rollout with its waves, per-wave device counts, gates and events")
-async def get_rollout(rollout_id: str, ctx: ControlPlaneContext = Depends(get_ctx)) -> dict[str, Any]:
+@router.get(
+    "/{rollout_id}", summary="A rollout with its waves, per-wave device counts, gates and events"
+)
+async def get_rollout(
+    rollout_id: str, ctx: ControlPlaneContext = Depends(get_ctx)
+) -> dict[str, Any]:
     return await _call(_svc(ctx).get, rollout_id)  # type: ignore[no-any-return]
 
 
 @router.get("/{rollout_id}/devices", summary="Every device of a rollout: wave, status, reason")
-async def rollout_devices(rollout_id: str, ctx: ControlPlaneContext = Depends(get_ctx)) -> dict[str, Any]:
+async def rollout_devices(
+    rollout_id: str, ctx: ControlPlaneContext = Depends(get_ctx)
+) -> dict[str, Any]:
     return {"devices": await _call(_svc(ctx).devices, rollout_id)}
 
 
-@router.post("/{rollout_id}/pause", summary="Stop giving devices the new version (nothing is undone)")
+@router.post(
+    "/{rollout_id}/pause", summary="Stop giving devices the new version (nothing is undone)"
+)
 async def pause(rollout_id: str, ctx: ControlPlaneContext = Depends(get_ctx)) -> dict[str, Any]:
     return await _call(_svc(ctx).pause, rollout_id)  # type: ignore[no-any-return]
 
@@ -69,6 +79,9 @@ async def abort(rollout_id: str, ctx: ControlPlaneContext = Depends(get_ctx)) ->
     return await _call(_svc(ctx).abort, rollout_id)  # type: ignore[no-any-return]
 
 
-@router.post("/{rollout_id}/rollback", summary="Roll every device of the rollout back to its previous version")
+@router.post(
+    "/{rollout_id}/rollback",
+    summary="Roll every device of the rollout back to its previous version",
+)
 async def rollback(rollout_id: str, ctx: ControlPlaneContext = Depends(get_ctx)) -> dict[str, Any]:
     return await _call(_svc(ctx).rollback, rollout_id)  # type: ignore[no-any-return]

@@ -15,7 +15,9 @@ from farmiq.bundle.trust import TrustRoot
 
 
 def _share(salt: str, device_id: str) -> float:
-    return int.from_bytes(hashlib.sha256(f"{salt}:{device_id}".encode()).digest()[:8], "big") / 2**64
+    return (
+        int.from_bytes(hashlib.sha256(f"{salt}:{device_id}".encode()).digest()[:8], "big") / 2**64
+    )
 
 
 @dataclass
@@ -47,16 +49,25 @@ class Fleet:
     async def start(self) -> None:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft < min(hard, self.cfg.gateways * 2 + 256):  # one socket per gateway
-            resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, self.cfg.gateways * 2 + 256), hard))
+            resource.setrlimit(
+                resource.RLIMIT_NOFILE, (min(hard, self.cfg.gateways * 2 + 256), hard)
+            )
         c = self.cfg
         for i in range(c.gateways):
             dev = f"{c.prefix}-{i:05d}"
             gw = SimGateway(
-                dev, host=c.host, port=c.port, trust=self.trust, model=c.model, version=c.initial_version,
-                farm_id=f"farm-{i % max(1, c.farms):03d}", tags=list(c.tags),
+                dev,
+                host=c.host,
+                port=c.port,
+                trust=self.trust,
+                model=c.model,
+                version=c.initial_version,
+                farm_id=f"farm-{i % max(1, c.farms):03d}",
+                tags=list(c.tags),
                 fails=_share("fail", dev) < c.fail_rate,
                 error_rate=c.error_rate if _share("fail", dev) < c.fail_rate else 0.0,
-                slow_bps=c.slow_bps if _share("slow", dev) < c.slow_link else None, window=c.window,
+                slow_bps=c.slow_bps if _share("slow", dev) < c.slow_link else None,
+                window=c.window,
             )
             self.gateways.append(gw)
             gw.connect()
@@ -68,12 +79,16 @@ class Fleet:
 
     async def offline_churn(self, duration_s: float) -> None:
         """Take ``offline_rate`` of the fleet offline once, at random times in the run."""
-        chosen = [g for g in self.gateways if _share("offline", g.device_id) < self.cfg.offline_rate]
+        chosen = [
+            g for g in self.gateways if _share("offline", g.device_id) < self.cfg.offline_rate
+        ]
+
         async def one(g: SimGateway) -> None:
             await asyncio.sleep(random.random() * max(0.1, duration_s - self.cfg.offline_s))
             g.go_offline()
             await asyncio.sleep(self.cfg.offline_s)
             g.connect()
+
         await asyncio.gather(*(one(g) for g in chosen))
 
     def versions(self) -> Counter[int | None]:

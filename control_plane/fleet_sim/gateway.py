@@ -59,12 +59,18 @@ class SimGateway:
         self.installed_at: float | None = None
         self.online = False
         self.loop = asyncio.get_running_loop()
-        self.receiver = TransferReceiver(self._publish_transfer, window=window, request_timeout_s=chunk_timeout_s)
+        self.receiver = TransferReceiver(
+            self._publish_transfer, window=window, request_timeout_s=chunk_timeout_s
+        )
         self.desired = DesiredStateManager(self, device_id, self.receiver)
         self._misc: asyncio.TimerHandle | None = None
         self._want_online = True
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"farmiq-sim-{device_id}",
-                        clean_session=False, protocol=mqtt.MQTTv311)
+        c = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=f"farmiq-sim-{device_id}",
+            clean_session=False,
+            protocol=mqtt.MQTTv311,
+        )
         c.max_inflight_messages_set(50)
         c.max_queued_messages_set(0)
         c.will_set(topics.up(device_id, topics.STATUS), b"offline", qos=1, retain=True)
@@ -72,10 +78,10 @@ class SimGateway:
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         # paho without its own thread: the event loop watches the socket (one loop, N gateways)
-        c.on_socket_open = lambda cl, ud, sock: self.loop.add_reader(sock, cl.loop_read)
-        c.on_socket_close = lambda cl, ud, sock: self.loop.remove_reader(sock)
-        c.on_socket_register_write = lambda cl, ud, sock: self.loop.add_writer(sock, cl.loop_write)
-        c.on_socket_unregister_write = lambda cl, ud, sock: self.loop.remove_writer(sock)
+        c.on_socket_open = lambda cl, ud, sock: self.loop.add_reader(sock, cl.loop_read)  # type: ignore[assignment,arg-type]
+        c.on_socket_close = lambda cl, ud, sock: self.loop.remove_reader(sock)  # type: ignore[assignment,arg-type]
+        c.on_socket_register_write = lambda cl, ud, sock: self.loop.add_writer(sock, cl.loop_write)  # type: ignore[arg-type]
+        c.on_socket_unregister_write = lambda cl, ud, sock: self.loop.remove_writer(sock)  # type: ignore[assignment,arg-type]
         self.client = c
 
     # -- connection ----------------------------------------------------------------------
@@ -100,7 +106,9 @@ class SimGateway:
         self.client.disconnect()
         self.online = False
 
-    def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
+    def _on_connect(
+        self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any = None
+    ) -> None:
         if rc.is_failure:
             return
         self.online = True
@@ -109,7 +117,9 @@ class SimGateway:
         self._publish_state()
         self._publish_health()
 
-    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
+    def _on_disconnect(
+        self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any = None
+    ) -> None:
         self.online = False
         if self._want_online:
             if self._misc:
@@ -132,21 +142,38 @@ class SimGateway:
     # -- reports -------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         return {
-            "device_id": self.device_id, "farm_id": self.farm_id, "tags": self.tags,
-            "hardware_class": self.hardware_class, "agent_version": f"{__version__}-sim",
+            "device_id": self.device_id,
+            "farm_id": self.farm_id,
+            "tags": self.tags,
+            "hardware_class": self.hardware_class,
+            "agent_version": f"{__version__}-sim",
             "models": {n: {"version": v, "bundle_id": b} for n, (v, b) in self.models.items()},
-            "link": {"simulated": True, "slow_bps": self.slow_bps}, "ts": time.time(),
+            "link": {"simulated": True, "slow_bps": self.slow_bps},
+            "ts": time.time(),
         }
 
     def _publish_state(self) -> None:
-        self.client.publish(topics.up(self.device_id, topics.STATE), orjson.dumps(self.state()), qos=1, retain=True)
+        self.client.publish(
+            topics.up(self.device_id, topics.STATE), orjson.dumps(self.state()), qos=1, retain=True
+        )
 
     def _publish_health(self) -> None:
         n = 100
-        models = {name: {"version": v, "requests": n, "errors": int(n * self.error_rate),
-                         "error_rate": self.error_rate, "p99_ms": 1.0} for name, (v, _) in self.models.items()}
-        self.client.publish(topics.up(self.device_id, topics.HEALTH),
-                            orjson.dumps({"device_id": self.device_id, "models": models, "ts": time.time()}), qos=1)
+        models = {
+            name: {
+                "version": v,
+                "requests": n,
+                "errors": int(n * self.error_rate),
+                "error_rate": self.error_rate,
+                "p99_ms": 1.0,
+            }
+            for name, (v, _) in self.models.items()
+        }
+        self.client.publish(
+            topics.up(self.device_id, topics.HEALTH),
+            orjson.dumps({"device_id": self.device_id, "models": models, "ts": time.time()}),
+            qos=1,
+        )
 
     async def _publish_transfer(self, payload: bytes) -> None:
         self.client.publish(topics.up(self.device_id, topics.TRANSFER), payload, qos=1)
@@ -166,9 +193,15 @@ class SimGateway:
 
             name = Manifest.model_validate_json(read_container(bundle)[0]).name
             cur = self.models.get(name)
-            return verify_bundle(bundle, self.trust, VerifyPolicy(
-                device_id=self.device_id, hardware_class=self.hardware_class,
-                installed_version=cur[0] if cur else None))
+            return verify_bundle(
+                bundle,
+                self.trust,
+                VerifyPolicy(
+                    device_id=self.device_id,
+                    hardware_class=self.hardware_class,
+                    installed_version=cur[0] if cur else None,
+                ),
+            )
 
         try:
             vb = await asyncio.to_thread(verify)
@@ -181,7 +214,12 @@ class SimGateway:
         if self.desired.is_blocked(m.name, m.version):
             return {"ok": False, "code": "incompatible", "reason": "version was rolled back", **ids}
         if self.fails:
-            return {"ok": False, "code": "health-check", "reason": "simulated health-check failure", **ids}
+            return {
+                "ok": False,
+                "code": "health-check",
+                "reason": "simulated health-check failure",
+                **ids,
+            }
         if m.name in self.models:
             self.previous[m.name] = self.models[m.name]
         self.models[m.name] = (m.version, m.bundle_id)
@@ -197,24 +235,50 @@ class SimGateway:
         self.previous[name] = self.models[name]
         self.models[name] = prev
         self._publish_state()
-        return {"ok": True, "code": "rolled-back", "reason": "previous restored", "name": name,
-                "version": prev[0], "bundle_id": prev[1]}
+        return {
+            "ok": True,
+            "code": "rolled-back",
+            "reason": "previous restored",
+            "name": name,
+            "version": prev[0],
+            "bundle_id": prev[1],
+        }
 
     async def probation(self, name: str) -> str | None:
         return None
 
     async def load_shadow(self, name: str, bundle: bytes, rollout: str | None) -> dict[str, Any]:
         try:
-            vb = await asyncio.to_thread(verify_bundle, bundle, self.trust, VerifyPolicy(device_id=self.device_id))
+            vb = await asyncio.to_thread(
+                verify_bundle, bundle, self.trust, VerifyPolicy(device_id=self.device_id)
+            )
         except BundleRejected as exc:
             return {"ok": False, "code": exc.code, "reason": exc.reason}
         self.shadow[name] = vb.manifest.bundle_id
         agree = 80 if self.fails else 100
-        self.client.publish(topics.up(self.device_id, topics.SHADOW), orjson.dumps({
-            "model": name, "candidate_version": vb.manifest.version, "rollout": rollout,
-            "rows": 100, "agree": agree, "agreement": agree / 100, "ts": time.time()}), qos=1)
-        return {"ok": True, "code": "shadow-loaded", "reason": "candidate loaded (simulated)",
-                "name": name, "version": vb.manifest.version, "bundle_id": vb.manifest.bundle_id}
+        self.client.publish(
+            topics.up(self.device_id, topics.SHADOW),
+            orjson.dumps(
+                {
+                    "model": name,
+                    "candidate_version": vb.manifest.version,
+                    "rollout": rollout,
+                    "rows": 100,
+                    "agree": agree,
+                    "agreement": agree / 100,
+                    "ts": time.time(),
+                }
+            ),
+            qos=1,
+        )
+        return {
+            "ok": True,
+            "code": "shadow-loaded",
+            "reason": "candidate loaded (simulated)",
+            "name": name,
+            "version": vb.manifest.version,
+            "bundle_id": vb.manifest.bundle_id,
+        }
 
     def shadow_bundle(self, name: str) -> str | None:
         return self.shadow.get(name)

@@ -22,7 +22,9 @@ def _doc(row: DesiredState) -> DesiredDoc:
     return DesiredDoc.model_validate(row.doc or {})
 
 
-def set_model(s: Session, device_id: str, model: str, entry: DesiredModel, *, lock: bool) -> Publish:
+def set_model(
+    s: Session, device_id: str, model: str, entry: DesiredModel, *, lock: bool
+) -> Publish:
     row = s.get(DesiredState, device_id, with_for_update=lock)
     if row is None:
         row = DesiredState(device_id=device_id, doc={}, rev=0)

@@ -46,7 +46,9 @@ class GateResult:
         return {"passed": self.passed, "checks": [asdict(c) for c in self.checks]}
 
     def why(self) -> str:
-        return "; ".join(f"{c.name} {c.value} vs {c.threshold}" for c in self.checks if not c.passed)
+        return "; ".join(
+            f"{c.name} {c.value} vs {c.threshold}" for c in self.checks if not c.passed
+        )
 
 
 def install_budget_exceeded(t: GateThresholds, wave_size: int, failed: int) -> bool:
@@ -69,9 +71,15 @@ def evaluate(
     failed = sum(1 for s in statuses.values() if s == "failed")
     answered = installed + failed
     ratio = installed / answered if answered else None
-    checks.append(Check("install_success", ratio, t.min_install_success,
-                        ratio is not None and ratio >= t.min_install_success,
-                        f"{installed} installed, {failed} failed, {len(statuses) - answered} silent"))
+    checks.append(
+        Check(
+            "install_success",
+            ratio,
+            t.min_install_success,
+            ratio is not None and ratio >= t.min_install_success,
+            f"{installed} installed, {failed} failed, {len(statuses) - answered} silent",
+        )
+    )
     if mode == "install":
         reqs = errs = 0
         p99s = []
@@ -87,12 +95,26 @@ def evaluate(
                 p99s.append(float(m["p99_ms"]))
         if t.max_error_rate is not None:
             rate = errs / reqs if reqs else None
-            checks.append(Check("error_rate", rate, t.max_error_rate,
-                                rate is None or rate <= t.max_error_rate, f"{errs}/{reqs} requests failed"))
+            checks.append(
+                Check(
+                    "error_rate",
+                    rate,
+                    t.max_error_rate,
+                    rate is None or rate <= t.max_error_rate,
+                    f"{errs}/{reqs} requests failed",
+                )
+            )
         if t.max_p99_ms is not None:
             p99 = statistics.median(p99s) if p99s else None
-            checks.append(Check("p99_ms", p99, t.max_p99_ms, p99 is None or p99 <= t.max_p99_ms,
-                                f"median of {len(p99s)} device p99s"))
+            checks.append(
+                Check(
+                    "p99_ms",
+                    p99,
+                    t.max_p99_ms,
+                    p99 is None or p99 <= t.max_p99_ms,
+                    f"median of {len(p99s)} device p99s",
+                )
+            )
     elif t.min_shadow_agreement is not None:
         rows = agree = 0
         for rep in shadow.values():
@@ -102,7 +124,13 @@ def evaluate(
                 agree += int(r.get("agree") or 0)
         agreement = agree / rows if rows else None
         enough = rows >= t.min_shadow_rows
-        checks.append(Check("shadow_agreement", agreement, t.min_shadow_agreement,
-                            enough and (agreement is None or agreement >= t.min_shadow_agreement),
-                            f"{agree}/{rows} rows agreed"))
+        checks.append(
+            Check(
+                "shadow_agreement",
+                agreement,
+                t.min_shadow_agreement,
+                enough and (agreement is None or agreement >= t.min_shadow_agreement),
+                f"{agree}/{rows} rows agreed",
+            )
+        )
     return GateResult(all(c.passed for c in checks), checks)

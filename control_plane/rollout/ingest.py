@@ -44,8 +44,12 @@ class RolloutIngest:
         if ack is None or not ack.get("rollout"):
             return  # a direct deployment's ack: control_plane/deployments.py handles it
         with self.db.session() as s:
-            row = s.scalars(select(RolloutDevice).where(
-                RolloutDevice.rollout_id == str(ack["rollout"]), RolloutDevice.device_id == device_id)).first()
+            row = s.scalars(
+                select(RolloutDevice).where(
+                    RolloutDevice.rollout_id == str(ack["rollout"]),
+                    RolloutDevice.device_id == device_id,
+                )
+            ).first()
             if row is None:
                 return
             ok = bool(ack.get("ok"))
@@ -80,5 +84,8 @@ class RolloutIngest:
             return
         with self.db.session() as s:
             row = self._health_row(s, device_id)
-            row.transfer = {k: progress.get(k) for k in ("bundle_id", "state", "received", "total", "resumes_at")}
+            row.transfer = {
+                k: progress.get(k)
+                for k in ("bundle_id", "state", "received", "total", "resumes_at")
+            }
             row.updated = time.time()

@@ -31,12 +31,18 @@ def health_of(dev: Device, h: DeviceHealth | None, now: float) -> str:
 def in_sync(reported: dict[str, Any], desired: dict[str, Any]) -> bool:
     have = {n: (m or {}).get("version") for n, m in (reported.get("models") or {}).items()}
     for name, d in (desired.get("models") or {}).items():
-        if d.get("mode", "install") == "install" and d.get("version") is not None and have.get(name) != d["version"]:
+        if (
+            d.get("mode", "install") == "install"
+            and d.get("version") is not None
+            and have.get(name) != d["version"]
+        ):
             return False
     return True
 
 
-def device_view(dev: Device, d: DesiredState | None, h: DeviceHealth | None, now: float) -> dict[str, Any]:
+def device_view(
+    dev: Device, d: DesiredState | None, h: DeviceHealth | None, now: float
+) -> dict[str, Any]:
     rep = dev.reported or {}
     return {
         "device_id": dev.device_id,
@@ -48,7 +54,9 @@ def device_view(dev: Device, d: DesiredState | None, h: DeviceHealth | None, now
         "hardware_class": rep.get("hardware_class"),
         "agent_version": rep.get("agent_version"),
         "models": {n: (m or {}).get("version") for n, m in (rep.get("models") or {}).items()},
-        "feature_schemas": {n: (m or {}).get("feature_schema") for n, m in (rep.get("models") or {}).items()},
+        "feature_schemas": {
+            n: (m or {}).get("feature_schema") for n, m in (rep.get("models") or {}).items()
+        },
         "mcu": rep.get("mcu"),
         "resources": rep.get("resources") or (h.health.get("resources") if h else None),
         "link": rep.get("link"),
@@ -77,8 +85,14 @@ def query_devices(
             q = q.where(Device.farm_id == farm)
         devs = list(s.scalars(q))
         ids = [d.device_id for d in devs]
-        desired = {r.device_id: r for r in s.scalars(select(DesiredState).where(DesiredState.device_id.in_(ids)))}
-        hl = {r.device_id: r for r in s.scalars(select(DeviceHealth).where(DeviceHealth.device_id.in_(ids)))}
+        desired = {
+            r.device_id: r
+            for r in s.scalars(select(DesiredState).where(DesiredState.device_id.in_(ids)))
+        }
+        hl = {
+            r.device_id: r
+            for r in s.scalars(select(DeviceHealth).where(DeviceHealth.device_id.in_(ids)))
+        }
         out = []
         for dev in devs:
             v = device_view(dev, desired.get(dev.device_id), hl.get(dev.device_id), now)
@@ -101,4 +115,6 @@ def get_device(db: Database, device_id: str) -> dict[str, Any] | None:
         dev = s.get(Device, device_id)
         if dev is None:
             return None
-        return device_view(dev, s.get(DesiredState, device_id), s.get(DeviceHealth, device_id), time.time())
+        return device_view(
+            dev, s.get(DesiredState, device_id), s.get(DeviceHealth, device_id), time.time()
+        )

@@ -32,7 +32,13 @@ from control_plane.db import Database
 from control_plane.mqtt_bus import MqttBus
 from control_plane.rollout import desired, gates
 from control_plane.rollout import state_machine as sm
-from control_plane.rollout.tables import DeviceHealth, Rollout, RolloutDevice, RolloutEvent, RolloutWave
+from control_plane.rollout.tables import (
+    DeviceHealth,
+    Rollout,
+    RolloutDevice,
+    RolloutEvent,
+    RolloutWave,
+)
 from control_plane.rollout.targeting import Targeting, assign_waves, resolve
 from control_plane.rollout.transfer import TransferServer
 from control_plane.tables import Device
@@ -61,16 +67,24 @@ class RolloutLock:
             res = s.execute(
                 update(Rollout)
                 .where(Rollout.id == rid)
-                .where(or_(Rollout.lease_owner.is_(None), Rollout.lease_owner == self.owner,
-                           Rollout.lease_until < now))
+                .where(
+                    or_(
+                        Rollout.lease_owner.is_(None),
+                        Rollout.lease_owner == self.owner,
+                        Rollout.lease_until < now,
+                    )
+                )
                 .values(lease_owner=self.owner, lease_until=now + self.lease_s)
             )
             return res.rowcount == 1  # type: ignore[attr-defined, no-any-return]
 
     def _drop_lease(self, rid: str) -> None:
         with self.db.session() as s:
-            s.execute(update(Rollout).where(Rollout.id == rid, Rollout.lease_owner == self.owner)
-                      .values(lease_owner=None, lease_until=0.0))
+            s.execute(
+                update(Rollout)
+                .where(Rollout.id == rid, Rollout.lease_owner == self.owner)
+                .values(lease_owner=None, lease_until=0.0)
+            )
 
     @contextmanager
     def hold(self, rid: str, *, wait: bool) -> Iterator[tuple[Session, Rollout] | None]:
@@ -169,11 +183,18 @@ class Scheduler:
             self.bus.publish(topic, payload, qos=1, retain=True)
 
     def event(self, s: Session, rid: str, kind: str, **detail: Any) -> None:
-        s.add(RolloutEvent(rollout_id=rid, replica=self.replica, kind=kind, detail=detail, ts=time.time()))
+        s.add(
+            RolloutEvent(
+                rollout_id=rid, replica=self.replica, kind=kind, detail=detail, ts=time.time()
+            )
+        )
 
     def _waves(self, s: Session, rid: str) -> list[RolloutWave]:
-        return list(s.scalars(select(RolloutWave).where(RolloutWave.rollout_id == rid)
-                              .order_by(RolloutWave.index)))
+        return list(
+            s.scalars(
+                select(RolloutWave).where(RolloutWave.rollout_id == rid).order_by(RolloutWave.index)
+            )
+        )
 
     def _step(self, s: Session, r: Rollout, pubs: list[Publish]) -> None:
         now = time.time()
@@ -189,14 +210,28 @@ class Scheduler:
         thresholds = gates.GateThresholds.model_validate(r.gates or {})
         if w.status == sm.PENDING:
             self._start_wave(s, r, w, waves)
-        rows = list(s.scalars(select(RolloutDevice).where(
-            RolloutDevice.rollout_id == r.id, RolloutDevice.wave == w.index)))
+        rows = list(
+            s.scalars(
+                select(RolloutDevice).where(
+                    RolloutDevice.rollout_id == r.id, RolloutDevice.wave == w.index
+                )
+            )
+        )
         if w.status == sm.RUNNING:
             failed = sum(1 for d in rows if d.status == "failed")
             if gates.install_budget_exceeded(thresholds, len(rows), failed):
-                res = gates.GateResult(False, [gates.Check(
-                    "install_success", None, thresholds.min_install_success, False,
-                    f"{failed} of {len(rows)} devices failed to install")])
+                res = gates.GateResult(
+                    False,
+                    [
+                        gates.Check(
+                            "install_success",
+                            round(1 - failed / len(rows), 3),  # even if every other device succeeds
+                            thresholds.min_install_success,
+                            False,
+                            f"{failed} of {len(rows)} devices failed to install",
+                        )
+                    ],
+                )
                 self._gate_failed(s, r, w, rows, res, pubs)
                 return
             self._send(s, r, w, rows, now, pubs)
@@ -209,9 +244,15 @@ class Scheduler:
                 self.event(s, r.id, "wave_soaking", wave=w.index, soak_s=r.soak_s)
         if w.status == sm.SOAKING and now >= (w.soak_until or 0):
             ids = [d.device_id for d in rows]
-            health = {h.device_id: h for h in s.scalars(select(DeviceHealth).where(DeviceHealth.device_id.in_(ids)))}
+            health = {
+                h.device_id: h
+                for h in s.scalars(select(DeviceHealth).where(DeviceHealth.device_id.in_(ids)))
+            }
             res = gates.evaluate(
-                thresholds, model=r.model, version=r.version, mode=w.mode,
+                thresholds,
+                model=r.model,
+                version=r.version,
+                mode=w.mode,
                 statuses={d.device_id: d.status for d in rows},
                 health={k: v.health for k, v in health.items()},
                 shadow={k: v.shadow for k, v in health.items()},
@@ -236,8 +277,14 @@ class Scheduler:
     def _start_wave(self, s: Session, r: Rollout, w: RolloutWave, waves: list[RolloutWave]) -> None:
         targets = resolve(Targeting.model_validate(r.targeting or {}), r.model, self._fleet(s))
         where = assign_waves(r.id, targets, [x.percent for x in waves])
-        existing = {d.device_id: d for d in s.scalars(select(RolloutDevice).where(RolloutDevice.rollout_id == r.id))}
-        reported = {d.device_id: d.reported or {} for d in s.scalars(select(Device).where(Device.device_id.in_(targets)))}
+        existing = {
+            d.device_id: d
+            for d in s.scalars(select(RolloutDevice).where(RolloutDevice.rollout_id == r.id))
+        }
+        reported = {
+            d.device_id: d.reported or {}
+            for d in s.scalars(select(Device).where(Device.device_id.in_(targets)))
+        }
         added = 0
         for dev in targets:
             if where[dev] > w.index:
@@ -245,35 +292,66 @@ class Scheduler:
             row = existing.get(dev)
             if row is None:
                 cur = ((reported.get(dev) or {}).get("models") or {}).get(r.model) or {}
-                row = RolloutDevice(rollout_id=r.id, device_id=dev, wave=w.index, status="pending",
-                                    from_version=cur.get("version"), updated=time.time())
+                row = RolloutDevice(
+                    rollout_id=r.id,
+                    device_id=dev,
+                    wave=w.index,
+                    status="pending",
+                    from_version=cur.get("version"),
+                    updated=time.time(),
+                )
                 if self.is_active is not None and not self.is_active(dev):
                     row.status, row.code, row.reason = "skipped", "revoked", "device is revoked"
                 s.add(row)
                 added += 1
             elif row.status == "installed" and waves[row.wave].mode != w.mode:
-                row.wave, row.status, row.updated = w.index, "pending", time.time()  # shadow -> install
+                row.wave, row.status, row.updated = (
+                    w.index,
+                    "pending",
+                    time.time(),
+                )  # shadow -> install
                 added += 1
         w.status = sm.check_wave(w.status, sm.RUNNING)
         w.started = time.time()
         s.flush()
-        self.event(s, r.id, "wave_started", wave=w.index, percent=w.percent, mode=w.mode, devices=added)
+        self.event(
+            s, r.id, "wave_started", wave=w.index, percent=w.percent, mode=w.mode, devices=added
+        )
 
     def _entry(self, r: Rollout, mode: str) -> DesiredModel:
         return self.transfers.spec(r.bundle_id, mode=mode, rollout=r.id)
 
-    def _send(self, s: Session, r: Rollout, w: RolloutWave, rows: list[RolloutDevice], now: float,
-              pubs: list[Publish]) -> None:
+    def _send(
+        self,
+        s: Session,
+        r: Rollout,
+        w: RolloutWave,
+        rows: list[RolloutDevice],
+        now: float,
+        pubs: list[Publish],
+    ) -> None:
         for d in rows:  # a lost or never-published desired state: publish it again
             if d.status == "sent" and d.sent_at and now - max(d.sent_at, d.updated) > self.resend_s:
                 again = desired.current(s, d.device_id)
                 if again:
                     pubs.append(again)
                     d.updated, d.sends = now, d.sends + 1
-        recent = s.scalar(select(func.count()).select_from(RolloutDevice).where(
-            RolloutDevice.rollout_id == r.id, RolloutDevice.sent_at >= now - 60)) or 0
-        inflight = s.scalar(select(func.count()).select_from(RolloutDevice).where(
-            RolloutDevice.rollout_id == r.id, RolloutDevice.status == "sent")) or 0
+        recent = (
+            s.scalar(
+                select(func.count())
+                .select_from(RolloutDevice)
+                .where(RolloutDevice.rollout_id == r.id, RolloutDevice.sent_at >= now - 60)
+            )
+            or 0
+        )
+        inflight = (
+            s.scalar(
+                select(func.count())
+                .select_from(RolloutDevice)
+                .where(RolloutDevice.rollout_id == r.id, RolloutDevice.status == "sent")
+            )
+            or 0
+        )
         budget = min(r.rate_per_minute - recent, r.max_concurrent - inflight)
         if budget <= 0:
             return
@@ -285,8 +363,15 @@ class Scheduler:
             d.status, d.sent_at, d.updated, d.sends = "sent", now, now, d.sends + 1
             self.event(s, r.id, "desired_sent", wave=w.index, device=d.device_id, mode=w.mode)
 
-    def _gate_failed(self, s: Session, r: Rollout, w: RolloutWave, rows: list[RolloutDevice],
-                     res: gates.GateResult, pubs: list[Publish]) -> None:
+    def _gate_failed(
+        self,
+        s: Session,
+        r: Rollout,
+        w: RolloutWave,
+        rows: list[RolloutDevice],
+        res: gates.GateResult,
+        pubs: list[Publish],
+    ) -> None:
         w.status = sm.check_wave(w.status, sm.FAILED)
         w.gate_result = res.as_dict()
         w.finished = time.time()
@@ -298,7 +383,9 @@ class Scheduler:
         log.warning("rollout %s: %s; %s", r.id, r.reason, to)
 
     # -- rollback (also used by the operator's abort/rollback) -----------------------------
-    def rollback_devices(self, s: Session, r: Rollout, rows: list[RolloutDevice], pubs: list[Publish]) -> int:
+    def rollback_devices(
+        self, s: Session, r: Rollout, rows: list[RolloutDevice], pubs: list[Publish]
+    ) -> int:
         n = 0
         for d in rows:
             if d.status not in ("sent", "installed", "failed"):
@@ -324,8 +411,12 @@ class Scheduler:
         known = dict(r.rollback_bundles or {})
         if key not in known:
             t = Targeting.model_validate(r.targeting or {})
-            rec, _ = self.bundles.build(r.model, from_version, rollback_of=r.version,
-                                        targeting={"hardware": t.hardware} if t.hardware else None)
+            rec, _ = self.bundles.build(
+                r.model,
+                from_version,
+                rollback_of=r.version,
+                targeting={"hardware": t.hardware} if t.hardware else None,
+            )
             known[key] = rec.bundle_id
             r.rollback_bundles = known
         return str(known[key])

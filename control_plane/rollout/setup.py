@@ -27,8 +27,12 @@ def setup(ctx: ControlPlaneContext) -> None:
     from control_plane.rollout.service import RolloutService
     from control_plane.rollout.transfer import TransferServer
 
-    transfers = TransferServer(ctx.db, ctx.bundles, ctx.mqtt,
-                               chunk_size=int(os.environ.get("FARMIQ_ROLLOUT_CHUNK_SIZE", DEFAULT_CHUNK_SIZE)))
+    transfers = TransferServer(
+        ctx.db,
+        ctx.bundles,
+        ctx.mqtt,
+        chunk_size=int(os.environ.get("FARMIQ_ROLLOUT_CHUNK_SIZE", DEFAULT_CHUNK_SIZE)),
+    )
 
     def is_active(device_id: str) -> bool:
         # Looked up per call: the security area's setup runs after this one. No enrollment
@@ -37,7 +41,10 @@ def setup(ctx: ControlPlaneContext) -> None:
         return enrollment is None or bool(enrollment.is_active(device_id))
 
     scheduler = Scheduler(
-        ctx.db, ctx.bundles, transfers, ctx.mqtt,
+        ctx.db,
+        ctx.bundles,
+        transfers,
+        ctx.mqtt,
         replica=os.environ.get("FARMIQ_ROLLOUT_REPLICA") or None,
         tick_s=float(os.environ.get("FARMIQ_ROLLOUT_TICK_S", "1.0")),
         resend_s=float(os.environ.get("FARMIQ_ROLLOUT_RESEND_S", "30")),

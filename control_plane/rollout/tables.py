@@ -28,7 +28,9 @@ class Rollout(Base):
     on_gate_failure: Mapped[str] = mapped_column(String(8), default="pause")  # pause|abort
     current_wave: Mapped[int] = mapped_column(Integer, default=0)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
-    rollback_bundles: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # from-version -> id
+    rollback_bundles: Mapped[dict[str, Any]] = mapped_column(
+        JSON, default=dict
+    )  # from-version -> id
     lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
     lease_until: Mapped[float] = mapped_column(Float, default=0.0)
     created: Mapped[float] = mapped_column(Float, default=time.time)

@@ -19,8 +19,12 @@ class Targeting(BaseModel):
     model_config = ConfigDict(extra="forbid")
     tags: list[str] = Field(default=[], description="devices carrying all of these tags")
     farms: list[str] = Field(default=[], description="devices of any of these farms")
-    devices: list[str] = Field(default=[], description="explicit device ids (known or not yet seen)")
-    hardware: list[str] = Field(default=[], description="hardware classes (also signed into the bundle)")
+    devices: list[str] = Field(
+        default=[], description="explicit device ids (known or not yet seen)"
+    )
+    hardware: list[str] = Field(
+        default=[], description="hardware classes (also signed into the bundle)"
+    )
     percent: float = Field(default=100.0, gt=0, le=100, description="a stable share of the matches")
 
 
@@ -39,12 +43,12 @@ def matches(t: Targeting, device_id: str, reported: dict[str, Any], farm_id: str
         return False
     if t.farms and (farm_id or reported.get("farm_id")) not in t.farms:
         return False
-    if t.hardware and reported.get("hardware_class") not in t.hardware:
-        return False
-    return True
+    return not (t.hardware and reported.get("hardware_class") not in t.hardware)
 
 
-def resolve(t: Targeting, model: str, fleet: Iterable[tuple[str, dict[str, Any], str | None]]) -> list[str]:
+def resolve(
+    t: Targeting, model: str, fleet: Iterable[tuple[str, dict[str, Any], str | None]]
+) -> list[str]:
     """Device ids targeted, from (device_id, reported, farm_id) rows plus explicit ids."""
     out = {d for d, rep, farm in fleet if matches(t, d, rep, farm)}
     out |= set(t.devices)

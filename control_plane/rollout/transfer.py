@@ -28,8 +28,14 @@ log = logging.getLogger(__name__)
 
 
 class TransferServer:
-    def __init__(self, db: Database, bundles: BundleService, bus: MqttBus | None,
-                 chunk_size: int = DEFAULT_CHUNK_SIZE, cache_bundles: int = 8) -> None:
+    def __init__(
+        self,
+        db: Database,
+        bundles: BundleService,
+        bus: MqttBus | None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        cache_bundles: int = 8,
+    ) -> None:
         self.db = db
         self.bundles = bundles
         self.bus = bus
@@ -52,7 +58,9 @@ class TransferServer:
         if loaded is None:
             return None
         rec, data = loaded
-        spec = desired_for_bundle(data, version=rec.version, bundle_id=bundle_id, chunk_size=self.chunk_size)
+        spec = desired_for_bundle(
+            data, version=rec.version, bundle_id=bundle_id, chunk_size=self.chunk_size
+        )
         with self._lock:
             self._cache[bundle_id] = (data, spec)
             while len(self._cache) > self._cache_max:
@@ -89,7 +97,9 @@ class TransferServer:
         if not wanted:
             return req  # progress only (complete, budget-exhausted)
         if self.bus is None or not self._may_fetch(device_id, bundle_id):
-            log.warning("device %s asked for bundle %s it is not meant to have", device_id, bundle_id)
+            log.warning(
+                "device %s asked for bundle %s it is not meant to have", device_id, bundle_id
+            )
             return None
         got = self._get(bundle_id)
         if got is None:

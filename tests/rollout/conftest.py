@@ -35,21 +35,29 @@ def start_cp(workdir: Path, mqtt_port: int, replica: str = "", **settings: Any) 
 def register_versions(cp: ControlPlaneProc, n: int = 3) -> list[int]:
     from control_plane.barn_model import train_barn_model
 
-    meta = {"task": "classification", "labels": ["off", "low", "high"],
-            "feature_names": ["temperature_c", "humidity_pct", "ammonia_ppm", "co2_ppm"]}
+    meta = {
+        "task": "classification",
+        "labels": ["off", "low", "high"],
+        "feature_names": ["temperature_c", "humidity_pct", "ammonia_ppm", "co2_ppm"],
+    }
     out = []
     with cp.client() as c:
         for seed in range(n):
             m = train_barn_model(n=600, seed=seed)
-            r = c.post("/api/v1/models/register", files={"file": ("m.onnx", m.onnx_bytes)},
-                       data={"name": MODEL, "meta": json.dumps(meta)})
+            r = c.post(
+                "/api/v1/models/register",
+                files={"file": ("m.onnx", m.onnx_bytes)},
+                data={"name": MODEL, "meta": json.dumps(meta)},
+            )
             assert r.status_code == 200, r.text
             out.append(r.json()["version"])
     return out
 
 
 @pytest.fixture(scope="module")
-def rollout_cp(tmp_path_factory: pytest.TempPathFactory, mqtt_port: int) -> Iterator[ControlPlaneProc]:
+def rollout_cp(
+    tmp_path_factory: pytest.TempPathFactory, mqtt_port: int
+) -> Iterator[ControlPlaneProc]:
     cp = start_cp(tmp_path_factory.mktemp("rollout-cp"), mqtt_port)
     cp.versions = register_versions(cp)  # type: ignore[attr-defined]
     yield cp
@@ -72,6 +80,7 @@ class FleetThread:
     def versions(self) -> dict[int | None, int]:
         async def get() -> dict[int | None, int]:
             return dict(self.fleet.versions())
+
         return self.call(get())  # type: ignore[no-any-return]
 
     def gateway(self, device_id: str) -> Any:
@@ -99,8 +108,13 @@ def fleet_factory(mqtt_port: int) -> Iterator[Callable[..., FleetThread]]:
         f.stop()
 
 
-def wait_rollout(cp: ControlPlaneProc, rid: str, pred: Callable[[dict[str, Any]], bool],
-                 timeout: float = 60, what: str = "rollout state") -> dict[str, Any]:
+def wait_rollout(
+    cp: ControlPlaneProc,
+    rid: str,
+    pred: Callable[[dict[str, Any]], bool],
+    timeout: float = 60,
+    what: str = "rollout state",
+) -> dict[str, Any]:
     deadline = time.time() + timeout
     doc: dict[str, Any] = {}
     with cp.client() as c:

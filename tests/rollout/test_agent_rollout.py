@@ -20,28 +20,47 @@ def test_agent_installs_in_chunks_and_reverts_to_previous_after_offline_rollback
 ):
     cp = rollout_cp
     v1, v2, _ = cp.versions
-    agent = agent_factory(device_id, cp.trust_root(), tags=["real-agent"],
-                          rollout={"probation_s": 0.2, "health_interval_s": 1.0})
+    agent = agent_factory(
+        device_id,
+        cp.trust_root(),
+        tags=["real-agent"],
+        rollout={"probation_s": 0.2, "health_interval_s": 1.0},
+    )
     agent.wait_for(lambda s: s["broker_connected"], what="broker")
     with cp.client() as c:
         for v in (v1, v2):
-            r = c.post("/api/v1/rollouts", json={"model": MODEL, "version": v, "targeting": {"devices": [device_id]},
-                                                 "waves": [{"percent": 100}], "soak_s": 0.2})
+            r = c.post(
+                "/api/v1/rollouts",
+                json={
+                    "model": MODEL,
+                    "version": v,
+                    "targeting": {"devices": [device_id]},
+                    "waves": [{"percent": 100}],
+                    "soak_s": 0.2,
+                },
+            )
             assert r.status_code == 200, r.text
             wait_rollout(cp, r.json()["id"], lambda d: d["status"] == "succeeded", timeout=60)
             assert agent.installed_version(MODEL) == v
         rid = r.json()["id"]
         dev = c.get(f"/api/v1/devices/{device_id}").json()
-        assert dev["transfer"]["state"] == "complete" and dev["transfer"]["total"] > 1  # really chunked
+        assert (
+            dev["transfer"]["state"] == "complete" and dev["transfer"]["total"] > 1
+        )  # really chunked
         assert dev["in_sync"] and dev["models"][MODEL] == v2
         assert dev["agent_version"] and dev["resources"] and "link" in dev
 
         agent.stop()  # the barn loses its link
         assert c.post(f"/api/v1/rollouts/{rid}/rollback").json()["status"] == "rolled_back"
         agent.start()  # ...and comes back: the retained desired state says v1, v2 blocked
-        agent.wait_for(lambda s: s["state"]["models"].get(MODEL, {}).get("version") == v1, timeout=30,
-                       what="revert to v1")
-        wait_rollout(cp, rid, lambda d: d["devices"].get("rolled_back") == 1, what="rollback confirmed")
+        agent.wait_for(
+            lambda s: s["state"]["models"].get(MODEL, {}).get("version") == v1,
+            timeout=30,
+            what="revert to v1",
+        )
+        wait_rollout(
+            cp, rid, lambda d: d["devices"].get("rolled_back") == 1, what="rollback confirmed"
+        )
         assert agent.get(f"/api/v1/models/{MODEL}").json()["version"] == v1
         # after a restart it still refuses to go back to v2
         agent.restart()
@@ -54,8 +73,15 @@ def _bundle(n: int = 10 * 4096 + 123) -> bytes:
     return hashlib.sha256(b"seed").digest() * (n // 32) + b"x" * (n % 32)
 
 
-async def _serve(recv_box: list[TransferReceiver], data: bytes, spec, asked: list[int], corrupt: set[int],
-                 drop: set[int], link_up_for: int = 10**9):
+async def _serve(
+    recv_box: list[TransferReceiver],
+    data: bytes,
+    spec,
+    asked: list[int],
+    corrupt: set[int],
+    drop: set[int],
+    link_up_for: int = 10**9,
+):
     async def publish(payload: bytes) -> None:
         import orjson
 
@@ -67,12 +93,13 @@ async def _serve(recv_box: list[TransferReceiver], data: bytes, spec, asked: lis
             if i in drop:
                 drop.discard(i)  # lost once, then delivered on the retry
                 continue
-            blob = data[i * spec.chunk_size:(i + 1) * spec.chunk_size]
+            blob = data[i * spec.chunk_size : (i + 1) * spec.chunk_size]
             if i in corrupt:
                 corrupt.discard(i)
                 blob = b"\0" + blob[1:]
             msg = encode_chunk(spec.bundle_id, i, len(spec.chunks), blob)
             asyncio.get_running_loop().call_soon(recv_box[0].on_chunk, msg)
+
     return publish
 
 
@@ -90,7 +117,7 @@ def test_transfer_resumes_from_last_good_chunk_after_reboot_and_rejects_bad_chun
         task = asyncio.ensure_future(r.fetch(spec))
         while len(asked) <= 8:
             await asyncio.sleep(0.01)
-        held = r.progress()["received"]
+        held = int(r.progress()["received"])  # type: ignore[call-overload]
         task.cancel()  # power cut
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -129,7 +156,9 @@ def test_byte_budget_stops_the_transfer_and_says_so(tmp_path):
             await inner(payload)
 
         budget = ByteBudget(3 * 4096 + 1000, 3600, tmp_path / "budget.json")
-        r = TransferReceiver(publish, state_dir=tmp_path, window=1, request_timeout_s=0.2, budget=budget)
+        r = TransferReceiver(
+            publish, state_dir=tmp_path, window=1, request_timeout_s=0.2, budget=budget
+        )
         box.append(r)
         task = asyncio.ensure_future(r.fetch(spec))
         for _ in range(200):
@@ -138,7 +167,9 @@ def test_byte_budget_stops_the_transfer_and_says_so(tmp_path):
             await asyncio.sleep(0.01)
         task.cancel()
         assert r.progress()["received"] == 3
-        assert ByteBudget(3 * 4096 + 1000, 3600, tmp_path / "budget.json").used >= 3 * 4096  # survives restart
+        assert (
+            ByteBudget(3 * 4096 + 1000, 3600, tmp_path / "budget.json").used >= 3 * 4096
+        )  # survives restart
 
     asyncio.run(run())
     assert "budget-exhausted" in states

@@ -24,16 +24,24 @@ def test_waves_complete_and_survive_a_control_plane_restart_mid_wave(rollout_cp,
     tag = f"t{uuid.uuid4().hex[:6]}"
     fleet = fleet_factory(cp, gateways=20, prefix=tag, tags=[tag], initial_version=v1)
     wait_devices_known(cp, tag, 20)
-    doc = _create(cp, version=v2, targeting={"tags": [tag]},
-                  waves=[{"percent": 10}, {"percent": 50}, {"percent": 100}],
-                  soak_s=2.0, rate_per_minute=600, max_concurrent=20)
+    doc = _create(
+        cp,
+        version=v2,
+        targeting={"tags": [tag]},
+        waves=[{"percent": 10}, {"percent": 50}, {"percent": 100}],
+        soak_s=2.0,
+        rate_per_minute=600,
+        max_concurrent=20,
+    )
     rid = doc["id"]
     assert doc["status"] in ("pending", "running")
     # kill the control plane while the canary wave soaks, then start it again
     wait_rollout(cp, rid, lambda d: d["waves"][0]["status"] == "soaking", what="canary soaking")
     cp.stop(signal.SIGKILL)
     cp.start()
-    done = wait_rollout(cp, rid, lambda d: d["status"] in ("succeeded", "failed", "paused"), timeout=90)
+    done = wait_rollout(
+        cp, rid, lambda d: d["status"] in ("succeeded", "failed", "paused"), timeout=90
+    )
     assert done["status"] == "succeeded", done
     assert fleet.versions() == {v2: 20}
     assert [w["status"] for w in done["waves"]] == ["succeeded"] * 3
@@ -50,23 +58,35 @@ def test_waves_complete_and_survive_a_control_plane_restart_mid_wave(rollout_cp,
     assert inv["count"] == 20 and all(d["in_sync"] for d in inv["devices"])
 
 
-def test_failing_canaries_stop_the_rollout_at_the_canary_wave_and_roll_it_back(rollout_cp, fleet_factory):
+def test_failing_canaries_stop_the_rollout_at_the_canary_wave_and_roll_it_back(
+    rollout_cp, fleet_factory
+):
     cp = rollout_cp
-    v1, v2, v3 = cp.versions
+    _, v2, v3 = cp.versions
     tag = f"f{uuid.uuid4().hex[:6]}"
-    fleet = fleet_factory(cp, gateways=30, prefix=tag, tags=[tag], initial_version=v2, fail_rate=0.3)
+    fleet = fleet_factory(
+        cp, gateways=30, prefix=tag, tags=[tag], initial_version=v2, fail_rate=0.3
+    )
     wait_devices_known(cp, tag, 30)
-    doc = _create(cp, version=v3, targeting={"tags": [tag]},
-                  waves=[{"percent": 30}, {"percent": 100}], soak_s=0.5,
-                  gates={"min_install_success": 0.95}, rate_per_minute=600)
+    doc = _create(
+        cp,
+        version=v3,
+        targeting={"tags": [tag]},
+        waves=[{"percent": 30}, {"percent": 100}],
+        soak_s=0.5,
+        gates={"min_install_success": 0.95},
+        rate_per_minute=600,
+    )
     rid = doc["id"]
     done = wait_rollout(cp, rid, lambda d: d["status"] in ("paused", "failed", "succeeded"))
     assert done["status"] == "paused", done
     assert done["waves"][0]["status"] == "failed" and done["waves"][1]["status"] == "pending"
     assert "install_success" in done["reason"]
+
     # nobody outside the canary wave got v3, and the canaries that took it are back on v2
     def settled(d):
         return d["waves"][0]["devices"].get("rolling_back", 0) == 0
+
     wait_rollout(cp, rid, settled, what="canary rollback confirmed")
     assert fleet.versions().get(v3, 0) == 0
     with cp.client() as c:
@@ -83,8 +103,15 @@ def test_failing_canaries_stop_the_rollout_at_the_canary_wave_and_roll_it_back(r
 def test_operator_api_is_documented(rollout_cp):
     with rollout_cp.client() as c:
         paths = c.get("/openapi.json").json()["paths"]
-    for p in ("/api/v1/rollouts", "/api/v1/rollouts/{rollout_id}", "/api/v1/rollouts/{rollout_id}/pause",
-              "/api/v1/rollouts/{rollout_id}/resume", "/api/v1/rollouts/{rollout_id}/abort",
-              "/api/v1/rollouts/{rollout_id}/rollback", "/api/v1/devices", "/api/v1/bundles"):
+    for p in (
+        "/api/v1/rollouts",
+        "/api/v1/rollouts/{rollout_id}",
+        "/api/v1/rollouts/{rollout_id}/pause",
+        "/api/v1/rollouts/{rollout_id}/resume",
+        "/api/v1/rollouts/{rollout_id}/abort",
+        "/api/v1/rollouts/{rollout_id}/rollback",
+        "/api/v1/devices",
+        "/api/v1/bundles",
+    ):
         assert p in paths, p
         assert all(op.get("summary") for op in paths[p].values())
