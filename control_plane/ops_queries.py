@@ -193,7 +193,15 @@ def drift(ctx: ControlPlaneContext, max_models: int = 5) -> list[dict[str, Any]]
         try:
             an, meta = area.service.analyze(model, level="device")
         except KeyError:
-            out.append({"model": model, "status": "no_reference", "features": [], "devices": []})
+            out.append(
+                {
+                    "model": model,
+                    "status": "no_reference",
+                    "features": [],
+                    "devices": [],
+                    "ranked": [],
+                }
+            )
             continue
         except Exception as exc:
             log.warning("drift analysis of %s failed: %s", model, exc)
@@ -220,11 +228,19 @@ def drift(ctx: ControlPlaneContext, max_models: int = 5) -> list[dict[str, Any]]
                 "status": "drift" if drifted_devices else ("ok" if an.labels else "no_data"),
                 "features": features,
                 "devices": list(an.labels),
+                "ranked": sorted(an.labels, key=lambda d: _drift_rank(cells[d])),
                 "drifted_devices": drifted_devices,
                 "cells": cells,
             }
         )
     return out
+
+
+def _drift_rank(row: dict[str, dict[str, Any]]) -> tuple[int, float]:
+    """Gateways with drifting features first, then by their largest PSI."""
+    drifting = sum(c["verdict"] == "drift" for c in row.values())
+    worst = max((c["psi"] or 0.0 for c in row.values()), default=0.0)
+    return (-drifting, -worst)
 
 
 # -- models -------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 # The unit's TimeoutStopSec is 30 s; the steps below are capped well inside it.
 HTTP_DRAIN_S = 10.0
 OUTBOX_FLUSH_S = 5.0
+OUTBOX_STALL_S = 1.0  # give up early when no acknowledgement arrives
 STEP_TIMEOUT_S = 5.0
 
 # Configuration fields a running agent cannot change under its feet.
@@ -269,10 +270,16 @@ class Lifecycle:
             return
         deadline = time.monotonic() + OUTBOX_FLUSH_S
         try:
-            while self.agent.link.connected.is_set() and time.monotonic() < deadline:
-                if await asyncio.to_thread(outbox.pending) == 0:
-                    break
+            left = await asyncio.to_thread(outbox.pending)
+            progress_at = time.monotonic()
+            while left and self.agent.link.connected.is_set() and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
+                now_left = await asyncio.to_thread(outbox.pending)
+                if now_left < left:
+                    progress_at = time.monotonic()
+                elif time.monotonic() - progress_at > OUTBOX_STALL_S:
+                    break  # nobody is acknowledging (control plane away): keep it on disk
+                left = now_left
             left = await asyncio.to_thread(outbox.pending)
         except Exception as exc:
             log.warning("outbox flush failed: %s", exc)

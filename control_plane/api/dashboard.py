@@ -24,10 +24,13 @@ router = APIRouter(tags=["dashboard"])
 templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent.parent / "templates"))
 
 ACTIVE = ("pending", "running", "soaking", "paused")
+FLEET_ROWS = 25  # rows shown before "show all"
+HEAT_ROWS = 30  # heatmap rows per model, most drifted gateways first
 
 
 def collect(ctx: ControlPlaneContext) -> dict[str, Any]:
-    devices = ops_queries.fleet(ctx)
+    # Most recently heard from first: the rows an operator looks at first.
+    devices = sorted(ops_queries.fleet(ctx), key=lambda d: -(d["last_seen"] or 0))
     rollouts = ops_queries.rollouts(ctx)
     drift = ops_queries.drift(ctx)
     models = ops_queries.models(ctx)
@@ -52,7 +55,8 @@ def collect(ctx: ControlPlaneContext) -> dict[str, Any]:
 @router.get("/dashboard", response_class=HTMLResponse, summary="Operator dashboard (HTML)")
 async def dashboard(request: Request, ctx: ControlPlaneContext = Depends(get_ctx)) -> HTMLResponse:
     data = await run_in_threadpool(collect, ctx)
-    return templates.TemplateResponse(request, "dashboard.html", {"d": data, "active": ACTIVE})
+    context = {"d": data, "active": ACTIVE, "fleet_rows": FLEET_ROWS, "heat_rows": HEAT_ROWS}
+    return templates.TemplateResponse(request, "dashboard.html", context)
 
 
 @router.get("/dashboard/data", summary="The dashboard's data as JSON")

@@ -84,7 +84,9 @@ class NotifySocket:
             fields = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
             self.messages.append((time.monotonic(), fields))
 
-    def wait_for(self, pred: Callable[[dict[str, str]], bool], timeout: float = 30) -> dict[str, str]:
+    def wait_for(
+        self, pred: Callable[[dict[str, str]], bool], timeout: float = 30
+    ) -> dict[str, str]:
         deadline = time.monotonic() + timeout
         seen = 0
         while time.monotonic() < deadline:

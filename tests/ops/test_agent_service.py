@@ -22,7 +22,9 @@ from tests.ops.conftest import MODEL, NotifySocket, publish, retained
 STOP_TIMEOUT_S = 30  # TimeoutStopSec of systemd/farmiq-agent.service
 
 
-def _start(agent: Any, notify: NotifySocket | None = None, watchdog_usec: int | None = None) -> None:
+def _start(
+    agent: Any, notify: NotifySocket | None = None, watchdog_usec: int | None = None
+) -> None:
     env = dict(agent.env)
     if notify is not None:
         env["NOTIFY_SOCKET"] = notify.name
@@ -68,7 +70,9 @@ def test_notify_ready_watchdog_status_stopping(
     assert "draining" in stopping["STATUS"]
 
 
-def test_no_watchdog_pings_without_watchdog_usec(agent_factory, device_id, ops_trust, notify_socket):
+def test_no_watchdog_pings_without_watchdog_usec(
+    agent_factory, device_id, ops_trust, notify_socket
+):
     agent = agent_factory(device_id, ops_trust, start=False)
     _start(agent, notify_socket)
     notify_socket.wait_for(lambda m: m.get("READY") == "1")
@@ -169,7 +173,9 @@ def test_sighup_reloads_configuration_and_keeps_serving(
     agent.config_path.write_text(original)
 
 
-def test_health_and_ready_mean_what_they_say(agent_factory, device_id, ops_trust, mqtt_port, barn_bundle):
+def test_health_and_ready_mean_what_they_say(
+    agent_factory, device_id, ops_trust, mqtt_port, barn_bundle
+):
     agent = agent_factory(device_id, ops_trust)
     assert agent.get("/health").json()["status"] == "ok"
     r = agent.get("/ready")
@@ -213,9 +219,14 @@ def test_metrics_count_inferences_models_and_broker(
     r = agent.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     text = r.text
-    assert _metric(text, "farmiq_agent_inference_latency_seconds_count", model=MODEL, target="edge") == 5
+    assert (
+        _metric(text, "farmiq_agent_inference_latency_seconds_count", model=MODEL, target="edge")
+        == 5
+    )
     assert _metric(text, "farmiq_agent_request_latency_seconds_count", model=MODEL) == 5
-    slow = _metric(text, "farmiq_agent_inference_latency_seconds_bucket", model=MODEL, target="edge", le="+Inf")
+    slow = _metric(
+        text, "farmiq_agent_inference_latency_seconds_bucket", model=MODEL, target="edge", le="+Inf"
+    )
     assert slow == 5
     assert _metric(text, "farmiq_agent_routing_decisions_total", model=MODEL, target="edge") == 5
     assert _metric(text, "farmiq_agent_inference_rejected_total", model=MODEL) == 1
@@ -233,12 +244,20 @@ def test_logs_are_json_with_the_request_id(
 
     agent = agent_factory(device_id, ops_trust)
     _install(agent, mqtt_port, barn_bundle)
-    v2 = build_bundle(barn_model.onnx_bytes, name=MODEL, version=2, signers=[ops_signer], labels=["off", "low", "high"])
+    v2 = build_bundle(
+        barn_model.onnx_bytes,
+        name=MODEL,
+        version=2,
+        signers=[ops_signer],
+        labels=["off", "low", "high"],
+    )
     publish(mqtt_port, topics.down(device_id, topics.BUNDLE), v2)
     agent.wait_for(lambda s: (s["last_install"] or {}).get("version") == 2, what="v2")
     # An operator's rollback: what it logs carries the operator's request id.
     r = httpx.post(
-        agent.url + f"/api/v1/models/{MODEL}/rollback", headers={"X-Request-Id": "op-rollback-42"}, timeout=30
+        agent.url + f"/api/v1/models/{MODEL}/rollback",
+        headers={"X-Request-Id": "op-rollback-42"},
+        timeout=30,
     )
     assert r.status_code == 200, r.text
     assert agent.installed_version(MODEL) == 1
@@ -259,12 +278,20 @@ def test_sd_notify_path_socket_and_no_socket(tmp_path):
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     srv.bind(path)
     try:
-        n = SdNotifier(environ={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "30000000", "WATCHDOG_PID": str(os.getpid())})
+        n = SdNotifier(
+            environ={
+                "NOTIFY_SOCKET": path,
+                "WATCHDOG_USEC": "30000000",
+                "WATCHDOG_PID": str(os.getpid()),
+            }
+        )
         assert n.watchdog_interval() == 15.0
         assert n.ready("serving") and n.watchdog()
         assert srv.recv(100) == b"READY=1\nSTATUS=serving"
         assert srv.recv(100) == b"WATCHDOG=1"
-        other = SdNotifier(environ={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"})
+        other = SdNotifier(
+            environ={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}
+        )
         assert other.watchdog_interval() is None  # the watchdog is meant for another process
     finally:
         srv.close()
