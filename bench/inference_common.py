@@ -32,7 +32,9 @@ def mlp_onnx(d_in: int = 256, hidden: int = 1024, d_out: int = 10, seed: int = 0
     rng = np.random.default_rng(seed)
 
     def w(name: str, shape: tuple[int, ...]) -> onnx.TensorProto:
-        return numpy_helper.from_array((rng.standard_normal(shape) / np.sqrt(shape[0])).astype(np.float32), name)
+        return numpy_helper.from_array(
+            (rng.standard_normal(shape) / np.sqrt(shape[0])).astype(np.float32), name
+        )
 
     inits = [w("W1", (d_in, hidden)), w("b1", (hidden,)), w("W2", (hidden, hidden)), w("b2", (hidden,)),
              w("W3", (hidden, d_out)), w("b3", (d_out,))]  # fmt: skip

@@ -34,7 +34,7 @@ from control_plane.demo import free_port, wait_http  # noqa: E402
 
 MODEL = "barn-ventilation"
 
-EMPTY_APP = textwrap.dedent('''
+EMPTY_APP = textwrap.dedent("""
     import sys, uvicorn, uvloop
     from edge_agent.local_api import LocalApi, Response
     api = LocalApi()
@@ -48,9 +48,9 @@ EMPTY_APP = textwrap.dedent('''
     cfg = uvicorn.Config(api, host="127.0.0.1", port=int(sys.argv[1]), loop="none", http="httptools",
                          lifespan="off", access_log=False, log_level="warning")
     uvloop.run(uvicorn.Server(cfg).serve())
-''')
+""")
 
-BARE_APP = textwrap.dedent('''
+BARE_APP = textwrap.dedent("""
     import sys, orjson, uvicorn, uvloop, numpy as np, onnxruntime as ort
     opts = ort.SessionOptions(); opts.intra_op_num_threads = 1; opts.inter_op_num_threads = 1
     sess = ort.InferenceSession(sys.argv[2], sess_options=opts, providers=["CPUExecutionProvider"])
@@ -74,7 +74,7 @@ BARE_APP = textwrap.dedent('''
     cfg = uvicorn.Config(app, host="127.0.0.1", port=int(sys.argv[1]), loop="none", http="httptools",
                          lifespan="off", access_log=False, log_level="warning")
     uvloop.run(uvicorn.Server(cfg).serve())
-''')
+""")
 
 
 def _wrk(url: str, body: bytes, seconds: int, conns: int, workdir: Path) -> dict[str, float]:
@@ -85,7 +85,9 @@ def _wrk(url: str, body: bytes, seconds: int, conns: int, workdir: Path) -> dict
     )
     out = subprocess.run(
         ["wrk", "-t2", f"-c{conns}", f"-d{seconds}s", "--latency", "-s", str(lua), url],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
 
     def lat(label: str) -> float:
@@ -102,19 +104,21 @@ def _wrk(url: str, body: bytes, seconds: int, conns: int, workdir: Path) -> dict
 
 
 def _start_agent(work: Path, model_bytes: bytes) -> tuple[subprocess.Popen[bytes], str]:
+    from edge_agent.installer import Installer
+    from edge_agent.model_store import ModelStore
+    from edge_agent.serving import ModelSet
     from farmiq.bundle.builder import build_bundle
     from farmiq.bundle.signing import Signer
     from farmiq.bundle.trust import TrustRoot
     from farmiq.config import dump_toml
-    from edge_agent.installer import Installer
-    from edge_agent.model_store import ModelStore
-    from edge_agent.serving import ModelSet
 
     signer = Signer.generate()
     trust = work / "trust.json"
     TrustRoot.for_signers([signer]).save(trust)
     state = work / "state"
-    bundle = build_bundle(model_bytes, name=MODEL, version=1, signers=[signer], labels=["off", "low", "high"])
+    bundle = build_bundle(
+        model_bytes, name=MODEL, version=1, signers=[signer], labels=["off", "low", "high"]
+    )
     inst = Installer(ModelStore(state), ModelSet(), TrustRoot.load(trust), device_id="bench-gw",
                      hardware_class="generic-linux", max_bundle_bytes=64 << 20)  # fmt: skip
     assert inst.install(bundle).ok
@@ -132,7 +136,9 @@ def _start_agent(work: Path, model_bytes: bytes) -> tuple[subprocess.Popen[bytes
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=16)
     a = ap.parse_args()
@@ -154,7 +160,9 @@ def main() -> int:
             procs.append(agent)
             ep, bp = free_port(), free_port()
             empty = subprocess.Popen([sys.executable, "-c", EMPTY_APP, str(ep)], cwd=ROOT)
-            bare = subprocess.Popen([sys.executable, "-c", BARE_APP, str(bp), str(work / "m.onnx")], cwd=ROOT)
+            bare = subprocess.Popen(
+                [sys.executable, "-c", BARE_APP, str(bp), str(work / "m.onnx")], cwd=ROOT
+            )
             procs += [empty, bare]
             targets = [
                 ("agent API (router, tiny model inline)", agent_url, agent),
@@ -165,17 +173,25 @@ def main() -> int:
                 wait_http(f"{url}/health", 60, proc)
             for name, url, _ in targets:
                 _wrk(url + "/api/v1/inference", body, 2, a.connections, work)  # warm
-                results[name] = _wrk(url + "/api/v1/inference", body, a.duration, a.connections, work)
+                results[name] = _wrk(
+                    url + "/api/v1/inference", body, a.duration, a.connections, work
+                )
                 time.sleep(0.5)
         finally:
             for p in procs:
                 p.terminate()
             for p in procs:
                 p.wait(10)
-    print(f"wrk -t2 -c{a.connections} -d{a.duration}s, POST one row, {os.cpu_count()} cores, all on one machine")
-    print(f"{'server':42s} {'req/s':>9s} {'p50 ms':>8s} {'p90 ms':>8s} {'p99 ms':>8s} {'non-2xx':>8s}")
+    print(
+        f"wrk -t2 -c{a.connections} -d{a.duration}s, POST one row, {os.cpu_count()} cores, all on one machine"
+    )
+    print(
+        f"{'server':42s} {'req/s':>9s} {'p50 ms':>8s} {'p90 ms':>8s} {'p99 ms':>8s} {'non-2xx':>8s}"
+    )
     for name, r in results.items():
-        print(f"{name:42s} {r['rps']:9.0f} {r['p50']:8.2f} {r['p90']:8.2f} {r['p99']:8.2f} {r['non2xx']:8.0f}")
+        print(
+            f"{name:42s} {r['rps']:9.0f} {r['p50']:8.2f} {r['p90']:8.2f} {r['p99']:8.2f} {r['non2xx']:8.0f}"
+        )
     ours = results["agent API (router, tiny model inline)"]
     bare_r = results["bare ASGI + orjson + session.run"]
     empty_r = results["empty endpoint, same stack (LocalApi)"]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.inference_common import cuda_available  # noqa: E402
+from bench.inference_common import cuda_available
 
 
 def run(providers: list[str] | None, n: int, reps: int) -> dict[str, float]:
@@ -52,7 +52,9 @@ def run(providers: list[str] | None, n: int, reps: int) -> dict[str, float]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--n", type=int, default=20000, help="calls per repetition")
     ap.add_argument("--reps", type=int, default=5)
     a = ap.parse_args()

@@ -18,10 +18,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.inference_common import cuda_available, mlp_onnx, pct  # noqa: E402
+from bench.inference_common import cuda_available, mlp_onnx, pct
 
 
-def measure(model_bytes: bytes, max_batch: int, callers: int, seconds: float, providers: list[str]) -> dict[str, float]:
+def measure(
+    model_bytes: bytes, max_batch: int, callers: int, seconds: float, providers: list[str]
+) -> dict[str, float]:
     from edge_agent.model_from_bytes import loaded_model_from_onnx
     from edge_agent.router import Router
     from edge_agent.serving import ModelSet
@@ -60,7 +62,9 @@ def measure(model_bytes: bytes, max_batch: int, callers: int, seconds: float, pr
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--callers", type=int, default=64)
     a = ap.parse_args()
@@ -74,7 +78,9 @@ def main() -> int:
         for name, r in (("unbatched (max_batch=1)", un), ("micro-batched (max_batch=64)", ba)):
             print(f"[{label}] {name:30s} {r['rps']:8.0f} req/s  p50 {r['p50_ms']:7.2f} ms  "
                   f"p99 {r['p99_ms']:7.2f} ms  mean batch {r['mean_batch']}")  # fmt: skip
-        print(f"[{label}] batched / unbatched throughput at {a.callers} callers: {ba['rps'] / un['rps']:.2f}x (target >= 3x)")
+        print(
+            f"[{label}] batched / unbatched throughput at {a.callers} callers: {ba['rps'] / un['rps']:.2f}x (target >= 3x)"
+        )
     return 0
 
 

@@ -21,7 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--n", type=int, default=500)
     a = ap.parse_args()
     import tritonclient.grpc.aio as grpc_aio
@@ -41,9 +43,9 @@ def main() -> int:
         srv = TritonServer(Path(tmp) / "repo", Path(tmp) / "run")
         srv.start()
         try:
-            TritonPublisher(srv.http_url, srv.repository, variant="python", kind="KIND_CPU").publish_bytes(
-                "barn", 1, tm.onnx_bytes
-            )
+            TritonPublisher(
+                srv.http_url, srv.repository, variant="python", kind="KIND_CPU"
+            ).publish_bytes("barn", 1, tm.onnx_bytes)
 
             async def bench(proto: str) -> tuple[float, float, float, float]:
                 url = srv.http_url if proto == "http" else srv.grpc_url
@@ -64,7 +66,11 @@ def main() -> int:
                     r.as_numpy("label"), r.as_numpy("probabilities")
 
                 ms = ModelSet()
-                ms.swap(loaded_model_from_onnx(tm.onnx_bytes, name="barn", serving={"targets": ["cloud", "edge"]}))
+                ms.swap(
+                    loaded_model_from_onnx(
+                        tm.onnx_bytes, name="barn", serving={"targets": ["cloud", "edge"]}
+                    )
+                )
                 router = Router(ms, remotes={"cloud": TritonTarget(url)}, remote_timeout_ms=5000)
                 inputs = {"X": x}
                 for _ in range(50):
@@ -81,7 +87,12 @@ def main() -> int:
                     assert res.target == "cloud", res.reason
                 await raw.close()
                 await router.close()
-                return statistics.median(rt) * 1000, statistics.median(ro) * 1000, statistics.fmean(rt) * 1000, statistics.fmean(ro) * 1000
+                return (
+                    statistics.median(rt) * 1000,
+                    statistics.median(ro) * 1000,
+                    statistics.fmean(rt) * 1000,
+                    statistics.fmean(ro) * 1000,
+                )
 
             for proto in ("http", "grpc"):
                 r50, o50, rm, om = asyncio.run(bench(proto))
@@ -93,8 +104,17 @@ def main() -> int:
     # Breaker open: cloud-first model, cloud skipped at once, edge answers.
     async def breaker() -> tuple[float, float]:
         ms = ModelSet()
-        ms.swap(loaded_model_from_onnx(tm.onnx_bytes, name="barn", serving={"targets": ["cloud", "edge"]}))
-        cloud_first = Router(ms, remotes={"cloud": TritonTarget("http://127.0.0.1:9")}, breaker_failures=1, breaker_reset_s=3600)
+        ms.swap(
+            loaded_model_from_onnx(
+                tm.onnx_bytes, name="barn", serving={"targets": ["cloud", "edge"]}
+            )
+        )
+        cloud_first = Router(
+            ms,
+            remotes={"cloud": TritonTarget("http://127.0.0.1:9")},
+            breaker_failures=1,
+            breaker_reset_s=3600,
+        )
         cloud_first.breakers["cloud"].record_failure("bench: link down")
         ms2 = ModelSet()
         ms2.swap(loaded_model_from_onnx(tm.onnx_bytes, name="barn"))

@@ -24,6 +24,8 @@ def setup(ctx: ControlPlaneContext) -> None:
     # CPU-only tritonserver of the nvidia-pytriton wheel has only the python backend.
     variant = os.environ.get("FARMIQ_TRITON_VARIANT", "onnxruntime_onnx")
     kind = "KIND_CPU" if variant == "python" else None
-    publisher = TritonPublisher(s.triton_url, repo, variant=variant, kind=kind, registry=ctx.registry)  # type: ignore[arg-type]
+    publisher = TritonPublisher(
+        s.triton_url, repo, variant=variant, kind=kind, registry=ctx.registry
+    )  # type: ignore[arg-type]
     ctx.services["cloud_inference"] = publisher
     ctx.promotion_hooks.append(publisher.on_promoted)

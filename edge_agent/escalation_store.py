@@ -21,7 +21,9 @@ import orjson
 
 
 class EscalationStore:
-    def __init__(self, directory: Path, max_entries: int = 10_000, max_bytes: int = 64 * 1024 * 1024) -> None:
+    def __init__(
+        self, directory: Path, max_entries: int = 10_000, max_bytes: int = 64 * 1024 * 1024
+    ) -> None:
         self.dir = directory
         self.max_entries = max_entries
         self.max_bytes = max_bytes

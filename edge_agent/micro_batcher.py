@@ -27,9 +27,11 @@ RunFn = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
 class _Pending:
-    __slots__ = ("inputs", "rows", "future", "t0")
+    __slots__ = ("future", "inputs", "rows", "t0")
 
-    def __init__(self, inputs: dict[str, np.ndarray], rows: int, future: asyncio.Future, t0: float) -> None:
+    def __init__(
+        self, inputs: dict[str, np.ndarray], rows: int, future: asyncio.Future, t0: float
+    ) -> None:
         self.inputs = inputs
         self.rows = rows
         self.future = future

@@ -37,7 +37,8 @@ def gpu_info() -> dict[str, Any]:
                         model = line.split(":", 1)[1].strip()
             devices.append({"bus": d.name, "model": model})
     return {
-        "available": "CUDAExecutionProvider" in providers or "TensorrtExecutionProvider" in providers,
+        "available": "CUDAExecutionProvider" in providers
+        or "TensorrtExecutionProvider" in providers,
         "onnxruntime_providers": providers,
         "devices": devices,
     }
@@ -51,7 +52,10 @@ def resource_status(agent: Agent) -> dict[str, Any]:
     mcus: list[Any] = []
     if mcu is not None:
         try:
-            mcus = [{"device_id": d.device_id, "online": d.online, "models": list(d.models)} for d in mcu.devices()]
+            mcus = [
+                {"device_id": d.device_id, "online": d.online, "models": list(d.models)}
+                for d in mcu.devices()
+            ]
         except Exception as exc:  # an MCU manager mid-reconnect must not fail the status
             mcus = [{"error": str(exc)}]
     return {

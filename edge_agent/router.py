@@ -128,9 +128,27 @@ class _ModelState:
     """Everything about one loaded model the router needs per request, resolved once."""
 
     __slots__ = (
-        "model", "name", "version", "manifest", "targets", "threshold", "prob_output",
-        "output_names", "batcher", "inline", "single_row_us", "ewma", "fast", "max_batch",
-        "cloud_name", "run", "specs", "edge_stats", "req_hist", "fast_count", "output_ranks",
+        "batcher",
+        "cloud_name",
+        "edge_stats",
+        "ewma",
+        "fast",
+        "fast_count",
+        "inline",
+        "manifest",
+        "max_batch",
+        "model",
+        "name",
+        "output_names",
+        "output_ranks",
+        "prob_output",
+        "req_hist",
+        "run",
+        "single_row_us",
+        "specs",
+        "targets",
+        "threshold",
+        "version",
     )  # fmt: skip
 
     def __init__(self, model: LoadedModel, inline_max_us: float, metrics: RoutingMetrics) -> None:
@@ -161,7 +179,10 @@ class _ModelState:
         self.batcher: MicroBatcher | None = None
         if not self.inline:
             self.batcher = MicroBatcher(
-                m.name, model.run, max_batch=m.serving.max_batch, max_delay_ms=m.serving.max_delay_ms
+                m.name,
+                model.run,
+                max_batch=m.serving.max_batch,
+                max_delay_ms=m.serving.max_delay_ms,
             )
         self.ewma: dict[str, float] = {EDGE: self.single_row_us / 1000.0}
         # The common case, taken with no planning at all: edge first, inline, no cascade.
@@ -315,7 +336,9 @@ class Router:
         if m is None:
             if st is not None:
                 self._drop(name)
-            raise RoutingError(404, f"unknown model {name!r}", known=[x.name for x in self.models.all()])
+            raise RoutingError(
+                404, f"unknown model {name!r}", known=[x.name for x in self.models.all()]
+            )
         return self._rebuild(name, m)
 
     def _rebuild(self, name: str, m: LoadedModel) -> _ModelState:
@@ -399,14 +422,18 @@ class Router:
             cache.put(key, result)
         return result
 
-    def _observe(self, model: LoadedModel, arrays: dict[str, np.ndarray], outs: dict[str, np.ndarray]) -> None:
+    def _observe(
+        self, model: LoadedModel, arrays: dict[str, np.ndarray], outs: dict[str, np.ndarray]
+    ) -> None:
         for fn in self.observers:
             try:
                 fn(model, arrays, outs)
             except Exception:
                 log.exception("inference observer failed")
 
-    def _plan(self, st: _ModelState, budget_ms: float | None) -> tuple[list[tuple[str, float]], list[str]]:
+    def _plan(
+        self, st: _ModelState, budget_ms: float | None
+    ) -> tuple[list[tuple[str, float]], list[str]]:
         """Targets to try, best first, with their expected latency; and why others are out."""
         cands: list[tuple[bool, int, float, str, float]] = []
         skipped: list[str] = []
@@ -475,7 +502,9 @@ class Router:
             self.metrics.target_ok(st.name, target, ms, rows)
             if tried:
                 code, why = "fallback", f"fell back to {target} after: {'; '.join(errors)}"
-            result = InferenceResult(st.name, st.version, target, why, 0.0, outs, fallback_from=tried)
+            result = InferenceResult(
+                st.name, st.version, target, why, 0.0, outs, fallback_from=tried
+            )
             if target == EDGE and st.threshold is not None:
                 await self._cascade(st, arrays, result, deadline)
             result.latency_ms = round((time.perf_counter() - t0) * 1000, 4)
@@ -483,10 +512,21 @@ class Router:
             return result
         self.metrics.request(st.name, "none", "failed", (time.perf_counter() - t0) * 1000)
         status = 504 if deadline is not None and time.perf_counter() >= deadline else 503
-        raise RoutingError(status, f"every target failed for {st.name!r}", tried=tried, errors=errors, skipped=skipped)
+        raise RoutingError(
+            status,
+            f"every target failed for {st.name!r}",
+            tried=tried,
+            errors=errors,
+            skipped=skipped,
+        )
 
     def _why(
-        self, st: _ModelState, first: str, plan: list[tuple[str, float]], skipped: list[str], budget: float | None
+        self,
+        st: _ModelState,
+        first: str,
+        plan: list[tuple[str, float]],
+        skipped: list[str],
+        budget: float | None,
     ) -> tuple[str, str]:
         pref = st.targets[0]
         exp = dict(plan)[first]
@@ -545,7 +585,11 @@ class Router:
         return outs
 
     async def _cascade(
-        self, st: _ModelState, arrays: dict[str, np.ndarray], result: InferenceResult, deadline: float | None
+        self,
+        st: _ModelState,
+        arrays: dict[str, np.ndarray],
+        result: InferenceResult,
+        deadline: float | None,
     ) -> None:
         assert st.threshold is not None and st.prob_output is not None
         conf = normalized_entropy_confidence(result.outputs[st.prob_output])
@@ -591,7 +635,9 @@ class Router:
             for k, v in cloud.items():
                 if k in result.outputs:
                     merged = np.array(result.outputs[k], copy=True)
-                    merged[idx] = np.asarray(v).astype(merged.dtype, copy=False).reshape(merged[idx].shape)
+                    merged[idx] = (
+                        np.asarray(v).astype(merged.dtype, copy=False).reshape(merged[idx].shape)
+                    )
                     result.outputs[k] = merged
             result.target = f"{EDGE}+{t}"
             result.escalated_rows = n_low
@@ -605,7 +651,9 @@ class Router:
             self.metrics.escalations[(st.name, "kept")] += 1
             if self.escalations is not None:
                 result.reason += "; input kept for re-check"
-                self._keep(st, sub, {k: v[idx] for k, v in result.outputs.items()}, conf[idx], why_not)
+                self._keep(
+                    st, sub, {k: v[idx] for k, v in result.outputs.items()}, conf[idx], why_not
+                )
         else:
             self.metrics.escalations[(st.name, "budget")] += 1
 
@@ -617,7 +665,13 @@ class Router:
         assert store is not None
         task = asyncio.get_running_loop().create_task(
             asyncio.to_thread(
-                store.add, st.name, st.version, inputs, outputs, [float(c) for c in conf], "; ".join(why)
+                store.add,
+                st.name,
+                st.version,
+                inputs,
+                outputs,
+                [float(c) for c in conf],
+                "; ".join(why),
             )
         )
         self._background.add(task)
@@ -640,7 +694,11 @@ class Router:
                 x = warmup_inputs(m.manifest, rows)
                 for _ in range(runs):
                     await asyncio.to_thread(m.run, x)
-            st = self._rebuild(m.name, m) if self._states.get(m.name) is None or self._states[m.name].model is not m else self._states[m.name]
+            st = (
+                self._rebuild(m.name, m)
+                if self._states.get(m.name) is None or self._states[m.name].model is not m
+                else self._states[m.name]
+            )
             st.single_row_us = _measure_single_row_us(m)
             st.ewma[EDGE] = st.single_row_us / 1000.0
             out[m.name] = {
@@ -652,7 +710,9 @@ class Router:
         if names:
             missing = sorted(set(names) - set(out))
             if missing:
-                raise RoutingError(404, f"unknown model(s) {missing}", known=[x.name for x in self.models.all()])
+                raise RoutingError(
+                    404, f"unknown model(s) {missing}", known=[x.name for x in self.models.all()]
+                )
         return out
 
     def clear_cache(self, model: str | None = None) -> int:

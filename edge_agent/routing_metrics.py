@@ -21,7 +21,7 @@ while _b < 60_000:
 
 
 class Histogram:
-    __slots__ = ("counts", "n", "total", "max")
+    __slots__ = ("counts", "max", "n", "total")
 
     def __init__(self) -> None:
         self.counts = [0] * (len(BOUNDS_MS) + 1)
@@ -59,7 +59,7 @@ class Histogram:
 
 
 class _TargetStats:
-    __slots__ = ("hist", "errors", "rows")
+    __slots__ = ("errors", "hist", "rows")
 
     def __init__(self) -> None:
         self.hist = Histogram()

@@ -18,7 +18,9 @@ router = APIRouter(prefix="/api/v1/cloud", tags=["cloud inference"])
 def _publisher(ctx: ControlPlaneContext) -> Any:
     pub = ctx.services.get("cloud_inference")
     if pub is None:
-        raise HTTPException(503, "no cloud Triton configured (set triton_url in the control-plane settings)")
+        raise HTTPException(
+            503, "no cloud Triton configured (set triton_url in the control-plane settings)"
+        )
     return pub
 
 
@@ -63,12 +65,16 @@ async def stats(name: str, ctx: ControlPlaneContext = Depends(get_ctx)) -> dict[
 
 
 @router.post("/models/{name}/warmup", summary="Send zero inputs through the model")
-async def warmup(name: str, body: Warmup | None = None, ctx: ControlPlaneContext = Depends(get_ctx)) -> dict[str, Any]:
+async def warmup(
+    name: str, body: Warmup | None = None, ctx: ControlPlaneContext = Depends(get_ctx)
+) -> dict[str, Any]:
     return await _guard(_publisher(ctx).warmup, name, (body or Warmup()).runs)  # type: ignore[no-any-return]
 
 
 @router.post("/models/{name}/publish", summary="Publish a registered version to Triton now")
-async def publish(name: str, body: Publish, ctx: ControlPlaneContext = Depends(get_ctx)) -> dict[str, Any]:
+async def publish(
+    name: str, body: Publish, ctx: ControlPlaneContext = Depends(get_ctx)
+) -> dict[str, Any]:
     from control_plane.registry import RegistryError
 
     try:

@@ -120,7 +120,7 @@ def _warmup_block(inputs: Sequence[TensorSpec]) -> str:
         )
     body = "\n    }\n    inputs {\n".join(parts)
     return (
-        "model_warmup [\n  {\n    name: \"zeros\"\n    batch_size: 1\n    inputs {\n"
+        'model_warmup [\n  {\n    name: "zeros"\n    batch_size: 1\n    inputs {\n'
         + body
         + "\n    }\n  }\n]"
     )

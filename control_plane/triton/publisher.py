@@ -17,9 +17,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from control_plane.triton.export import Variant, write_model_entry
 from farmiq.bundle.builder import onnx_io_specs
 from farmiq.bundle.format import Serving
-from control_plane.triton.export import Variant, write_model_entry
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,9 @@ class TritonPublisher:
     ) -> None:
         self.url = url.rstrip("/")
         if self.url.startswith("grpc://"):
-            raise ValueError("the publisher speaks Triton's HTTP repository API; give the http:// URL")
+            raise ValueError(
+                "the publisher speaks Triton's HTTP repository API; give the http:// URL"
+            )
         self.host = self.url.removeprefix("http://")
         self.repository = repository
         self.variant = variant
@@ -55,7 +57,9 @@ class TritonPublisher:
     def _client(self) -> Any:
         import tritonclient.http as th
 
-        return th.InferenceServerClient(self.host, connection_timeout=self.timeout_s, network_timeout=self.timeout_s)
+        return th.InferenceServerClient(
+            self.host, connection_timeout=self.timeout_s, network_timeout=self.timeout_s
+        )
 
     def _call(self, fn: str, *args: Any, **kw: Any) -> Any:
         from tritonclient.utils import InferenceServerException
@@ -88,7 +92,12 @@ class TritonPublisher:
             self.published[name] = version
         ms = (time.perf_counter() - t0) * 1000
         log.info("published %s v%s to Triton %s (load %.0f ms)", name, version, self.url, ms)
-        return {"model": name, "version": version, "load_ms": round(ms, 1), "ready": self.ready(name, version)}
+        return {
+            "model": name,
+            "version": version,
+            "load_ms": round(ms, 1),
+            "ready": self.ready(name, version),
+        }
 
     def publish(self, name: str, version: int) -> dict[str, Any]:
         if self.registry is None:

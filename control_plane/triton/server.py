@@ -108,7 +108,9 @@ class TritonServer:
         env["PYTHONPATH"] = os.pathsep.join(paths + [env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         env["FARMIQ_TRITON_SITE"] = os.pathsep.join(paths)  # read by the exported model.py
         libs = [str(root.parent.parent / "nvidia_pytriton.libs"), str(root / "external_libs")]
-        env["LD_LIBRARY_PATH"] = os.pathsep.join(libs + [env.get("LD_LIBRARY_PATH", "")]).rstrip(os.pathsep)
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(libs + [env.get("LD_LIBRARY_PATH", "")]).rstrip(
+            os.pathsep
+        )
         env.setdefault("OMP_NUM_THREADS", "1")
         return env
 
@@ -117,7 +119,11 @@ class TritonServer:
         self.repository.mkdir(parents=True, exist_ok=True)
         fh = open(self.log, "ab")
         self.proc = subprocess.Popen(
-            self.command(), env=self.env(), stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+            self.command(),
+            env=self.env(),
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.wait_ready(timeout)
 
@@ -125,7 +131,9 @@ class TritonServer:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"tritonserver exited ({self.proc.returncode}): {self.log_text()[-3000:]}")
+                raise RuntimeError(
+                    f"tritonserver exited ({self.proc.returncode}): {self.log_text()[-3000:]}"
+                )
             try:
                 if httpx.get(f"{self.http_url}/v2/health/ready", timeout=1).status_code == 200:
                     return
@@ -165,7 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--http-port", type=int, default=8000)
     p.add_argument("--grpc-port", type=int, default=8001)
     p.add_argument("--metrics-port", type=int, default=8002)
-    p.add_argument("--poll", action="store_true", help="load everything in the repository (no explicit control)")
+    p.add_argument(
+        "--poll",
+        action="store_true",
+        help="load everything in the repository (no explicit control)",
+    )
     a = p.parse_args(argv)
     srv = TritonServer(a.repository.resolve(), a.workdir.resolve(), http_port=a.http_port,
                        grpc_port=a.grpc_port, metrics_port=a.metrics_port, explicit=not a.poll)  # fmt: skip

@@ -66,7 +66,11 @@ class McuTarget:
         except ValueError as exc:
             raise TargetError("model", f"mcu {device}: {exc}") from None
         except Exception as exc:  # InferenceError and link errors of firmware_bridge
-            kind = "link" if "Link" in type(exc).__name__ or "Unavailable" in type(exc).__name__ else "model"
+            kind = (
+                "link"
+                if "Link" in type(exc).__name__ or "Unavailable" in type(exc).__name__
+                else "model"
+            )
             raise TargetError(kind, f"mcu {device}: {type(exc).__name__}: {exc}") from None
         y = np.asarray(y, dtype=np.float32)
         if y.ndim == 1:

@@ -105,17 +105,25 @@ class TritonTarget:
             req_outputs = [self._mod.InferRequestedOutput(o) for o in outputs]
         try:
             result = await asyncio.wait_for(
-                client.infer(remote, self._make_inputs(inputs), model_version=version, outputs=req_outputs),
+                client.infer(
+                    remote, self._make_inputs(inputs), model_version=version, outputs=req_outputs
+                ),
                 timeout_s,
             )
-        except (TimeoutError, asyncio.TimeoutError):
-            raise TargetError("link", f"{self.name}: no answer within {timeout_s * 1000:.0f} ms") from None
+        except TimeoutError:
+            raise TargetError(
+                "link", f"{self.name}: no answer within {timeout_s * 1000:.0f} ms"
+            ) from None
         except InferenceServerException as exc:
             status = str(exc.status())
             msg = exc.message() or str(exc)
             if status in _LINK_STATUS or "connect" in msg.lower():
                 raise TargetError("link", f"{self.name}: {msg}") from None
-            if "unknown model" in msg.lower() or "not found" in msg.lower() or "unavailable model" in msg.lower():
+            if (
+                "unknown model" in msg.lower()
+                or "not found" in msg.lower()
+                or "unavailable model" in msg.lower()
+            ):
                 self._unknown.add(model)
                 raise TargetError("unavailable", f"{self.name}: {msg}") from None
             raise TargetError("model", f"{self.name}: {msg}") from None

@@ -15,8 +15,12 @@ from edge_agent.serving import LoadedModel
 LABELS = ["off", "low", "high"]
 
 
-def make_model(onnx_bytes: bytes, name: str = "barn", version: int = 1, **serving: Any) -> LoadedModel:
-    return loaded_model_from_onnx(onnx_bytes, name=name, version=version, labels=LABELS, serving=serving)
+def make_model(
+    onnx_bytes: bytes, name: str = "barn", version: int = 1, **serving: Any
+) -> LoadedModel:
+    return loaded_model_from_onnx(
+        onnx_bytes, name=name, version=version, labels=LABELS, serving=serving
+    )
 
 
 @pytest.fixture(scope="session")

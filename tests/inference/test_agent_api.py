@@ -11,12 +11,12 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from farmiq.bundle.builder import build_bundle
-from farmiq.bundle.signing import Signer
-from farmiq.bundle.trust import TrustRoot
 from edge_agent.installer import Installer
 from edge_agent.model_store import ModelStore
 from edge_agent.serving import ModelSet
+from farmiq.bundle.builder import build_bundle
+from farmiq.bundle.signing import Signer
+from farmiq.bundle.trust import TrustRoot
 
 MODEL = "barn-ventilation"
 
@@ -52,7 +52,12 @@ def test_inference_api_answers_and_explains(agent, barn_model):
     label, proba = sess.run(None, {"X": rows})
     assert body["outputs"]["label"] == label.tolist()
     np.testing.assert_allclose(np.asarray(body["outputs"]["probabilities"]), proba, rtol=1e-6)
-    assert body["target"] == "edge" and body["version"] == 1 and body["latency_ms"] > 0 and body["reason"]
+    assert (
+        body["target"] == "edge"
+        and body["version"] == 1
+        and body["latency_ms"] > 0
+        and body["reason"]
+    )
 
     again = agent.post("/api/v1/inference", {"model": MODEL, "inputs": rows.tolist()}).json()
     assert again["target"] == "cache" and again["cached"] is True
@@ -87,7 +92,11 @@ def test_inference_api_answers_and_explains(agent, barn_model):
         ({"model": MODEL, "inputs": [[1.0, 2.0, 3.0, 4.0]] * 17}, 422, "exceeds the limit 16"),
         ({"model": "ghost", "inputs": [[1.0, 2.0, 3.0, 4.0]]}, 404, "unknown model 'ghost'"),
         ({"inputs": [[1.0, 2.0, 3.0, 4.0]]}, 422, "body must be"),
-        ({"model": MODEL, "inputs": [[1, 2, 3, 4]], "latency_budget_ms": -1}, 422, "latency_budget_ms"),
+        (
+            {"model": MODEL, "inputs": [[1, 2, 3, 4]], "latency_budget_ms": -1},
+            422,
+            "latency_budget_ms",
+        ),
     ],
 )
 def test_bad_requests_get_4xx_saying_what_is_wrong(agent, body, status, needle):
@@ -119,7 +128,9 @@ def test_models_warmup_resources_and_oversized_batch(agent):
 
 def test_export_triton_cli_writes_a_repository(tmp_path: Path, signer, barn_model):
     bundle = tmp_path / "b.fqb"
-    bundle.write_bytes(_bundle(signer, barn_model.onnx_bytes, version=3, max_batch=32, max_delay_ms=4, fp16=True))
+    bundle.write_bytes(
+        _bundle(signer, barn_model.onnx_bytes, version=3, max_batch=32, max_delay_ms=4, fp16=True)
+    )
     repo = tmp_path / "repo"
     out = subprocess.run([sys.executable, "-m", "farmiq", "bundle", "export-triton", str(bundle), "-o", str(repo),
                           "--instances", "2"], capture_output=True, text=True)  # fmt: skip

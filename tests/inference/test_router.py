@@ -192,7 +192,9 @@ def test_swap_mid_batch_drops_nothing(big_model):
     async def go():  # type: ignore[no-untyped-def]
         first = [asyncio.ensure_future(r.infer("big", rows[i : i + 1])) for i in range(20)]
         await asyncio.sleep(0)
-        r.models.swap(make_model(big_model.onnx_bytes, name="big", version=2, max_batch=16, max_delay_ms=20))
+        r.models.swap(
+            make_model(big_model.onnx_bytes, name="big", version=2, max_batch=16, max_delay_ms=20)
+        )
         r.on_model_swap("big")
         second = [asyncio.ensure_future(r.infer("big", rows[i : i + 1])) for i in range(20, 40)]
         return await asyncio.gather(*first, *second)
@@ -214,7 +216,10 @@ def test_budget_steers_away_from_a_deep_queue(big_model):
             return True
 
         async def infer(self, model, version, inputs, outputs, timeout_s):  # type: ignore[no-untyped-def]
-            return {o: np.zeros((len(inputs["X"]), 3) if o == "probabilities" else len(inputs["X"])) for o in outputs}
+            return {
+                o: np.zeros((len(inputs["X"]), 3) if o == "probabilities" else len(inputs["X"]))
+                for o in outputs
+            }
 
         async def close(self) -> None:
             return None

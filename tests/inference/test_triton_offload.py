@@ -42,7 +42,9 @@ def test_offload_answers_equal_local(triton, barn_model, proto):
     local = m.run({"X": rows})
     assert res.target == "cloud" and res.version == 1, res.reason
     assert res.outputs["label"].tolist() == local["label"].tolist()
-    np.testing.assert_allclose(res.outputs["probabilities"], local["probabilities"], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        res.outputs["probabilities"], local["probabilities"], rtol=1e-5, atol=1e-7
+    )
 
 
 def test_cascade_escalates_only_unsure_rows_to_triton(triton, barn_model):
@@ -92,10 +94,14 @@ def test_promotion_hook_publishes_a_new_version(triton, barn_model):
     from control_plane.triton.publisher import TritonPublisher
 
     registry = SimpleNamespace(model_bytes=lambda name, version: barn_model.onnx_bytes)
-    pub = TritonPublisher(triton.server.http_url, triton.repo, variant="python", kind="KIND_CPU", registry=registry)
+    pub = TritonPublisher(
+        triton.server.http_url, triton.repo, variant="python", kind="KIND_CPU", registry=registry
+    )
     pub.on_promoted("barn", 2)
     assert pub.last_error is None
-    assert pub.ready("barn", 2) and pub.ready("barn", 1)  # older versions stay for gateways mid-rollout
+    assert pub.ready("barn", 2) and pub.ready(
+        "barn", 1
+    )  # older versions stay for gateways mid-rollout
     dead = TritonPublisher("http://127.0.0.1:9", triton.repo, variant="python", registry=registry)
     dead.on_promoted("barn", 3)  # an outage never fails a promotion...
     assert dead.last_error and "unreachable" in dead.last_error  # ...it is remembered
@@ -103,7 +109,9 @@ def test_promotion_hook_publishes_a_new_version(triton, barn_model):
 
 def test_killing_triton_falls_back_in_budget_opens_and_restart_closes_breaker(triton, barn_model):
     m = make_model(barn_model.onnx_bytes, targets=["cloud", "edge"])
-    r = _router(m, triton.server.http_url, remote_timeout_ms=300, breaker_failures=2, breaker_reset_s=0.5)
+    r = _router(
+        m, triton.server.http_url, remote_timeout_ms=300, breaker_failures=2, breaker_reset_s=0.5
+    )
     row = barn_model.X_test[:4].tolist()
     budget = 400.0
 
