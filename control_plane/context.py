@@ -77,14 +77,7 @@ def build_context(settings: ControlPlaneSettings) -> ControlPlaneContext:
 
     prepare_schema(db)  # SQLite: create_all; PostgreSQL: Alembic upgrade to head
     registry = ModelRegistry(settings.resolved_mlflow_uri(), settings.data_dir / "mlartifacts")
-    key_paths = settings.signing_keys or [settings.data_dir / "keys" / "bundle-signing.pem"]
-    signers = [Signer.load_or_create(p) for p in key_paths]
-    trust_path = settings.data_dir / "keys" / "trust_root.json"
-    if trust_path.exists():
-        trust = TrustRoot.load(trust_path)
-    else:
-        trust = TrustRoot.for_signers(signers)
-        trust.save(trust_path)
+    signers, trust = _signing_material(settings)
     bundles = BundleService(db, registry, signers, settings.data_dir / "bundles", settings.bundle_expiry_days)
     bus: MqttBus | None = None
     if settings.mqtt.enabled:
@@ -94,6 +87,31 @@ def build_context(settings: ControlPlaneSettings) -> ControlPlaneContext:
                         settings.mqtt.host, settings.mqtt.port)
     deployments = DeploymentService(db, bundles, bus)
     return ControlPlaneContext(settings, db, registry, signers, trust, bundles, deployments, bus)
+
+
+def _signing_material(settings: ControlPlaneSettings) -> tuple[list[Signer], TrustRoot]:
+    """Bundle-signing keys and the trust root gateways verify against.
+
+    With a fleet directory (``farmiq provision init-fleet``) these are the fleet's TUF
+    targets keys and its signed root.json; without one (the embedded default) a key is
+    made under data_dir/keys with a simple trust root listing it.
+    """
+    if settings.fleet_dir is not None:
+        from provisioning.fleet import FleetPaths
+
+        paths = FleetPaths(settings.fleet_dir)
+        key_paths = settings.signing_keys or paths.targets_keys()
+        if not key_paths or not paths.root_json.exists():
+            raise RuntimeError(f"fleet_dir {settings.fleet_dir} holds no fleet (farmiq provision init-fleet)")
+        return [Signer.load(p) for p in key_paths], TrustRoot.load(paths.root_json)
+    key_paths = settings.signing_keys or [settings.data_dir / "keys" / "bundle-signing.pem"]
+    signers = [Signer.load_or_create(p) for p in key_paths]
+    trust_path = settings.data_dir / "keys" / "trust_root.json"
+    if trust_path.exists():
+        return signers, TrustRoot.load(trust_path)
+    trust = TrustRoot.for_signers(signers)
+    trust.save(trust_path)
+    return signers, trust
 
 
 def get_ctx(request: Request) -> ControlPlaneContext:

@@ -33,5 +33,9 @@ async def ready(ctx: ControlPlaneContext = Depends(get_ctx)) -> JSONResponse:
 
 
 @router.get("/api/v1/trust-root", summary="The bundle trust root gateways verify against")
-async def trust_root(ctx: ControlPlaneContext = Depends(get_ctx)) -> dict[str, Any]:
+async def trust_root(ctx: ControlPlaneContext = Depends(get_ctx)) -> Any:
+    if ctx.trust_root.is_tuf:  # the fleet's signed TUF root.json, byte for byte
+        from fastapi import Response
+
+        return Response(ctx.trust_root.to_bytes(), media_type="application/json")
     return ctx.trust_root.model_dump(mode="json")

@@ -186,17 +186,19 @@ class TrustRoot(BaseModel):
             return cls.from_tuf(data)
         return cls.model_validate_json(data)
 
+    def to_bytes(self) -> bytes:
+        """The document gateways hold: the signed TUF root byte for byte, or our JSON."""
+        if self._tuf_bytes is not None:
+            return self._tuf_bytes
+        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True).encode()
+
     def save(self, path: str | Path) -> None:
         """Write atomically (a torn trust root would brick the gateway's updates)."""
         import os
 
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
-        data = (
-            self._tuf_bytes
-            if self._tuf_bytes is not None
-            else json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True).encode()
-        )
+        data = self.to_bytes()
         tmp = p.with_name(p.name + ".tmp")
         with open(tmp, "wb") as fh:
             fh.write(data)
