@@ -47,6 +47,8 @@ class ControlPlaneSettings(BaseModel):
     # Operator API security (control_plane/security, docs/security.md): API keys with roles
     # on every /api/v1 endpoint, lock-out after repeated failed keys.
     auth_enabled: bool = False
+    # Feast online store URL (sqlite://, postgresql://, redis://); default SQLite (docs/features.md)
+    feature_online_store: str | None = None
     auth_max_failures: int = Field(default=5, ge=1)
     auth_lockout_s: float = Field(default=60.0, gt=0)
     # Fleet directory from `farmiq provision init-fleet`: enables the enrollment API and

@@ -117,6 +117,7 @@ class Agent:
             "farm_id": self.config.farm_id,
             "hardware_class": self.config.hardware_class,
             "tags": self.config.tags,
+            "entities": {"barn_id": [self.config.barn_id], "flock_id": self.config.flock_ids},
             "agent_version": __version__,
             "models": {
                 m.name: {

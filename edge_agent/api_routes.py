@@ -111,6 +111,19 @@ def build_api(agent: Agent) -> LocalApi:
             out["feature_flags"] = flags
         return Response(orjson.dumps(out, option=_OPT))
 
+    @api.route("GET", "/api/v1/features")
+    async def features(req: Request) -> Response:
+        """The feature cache for some entities, e.g. ?barn_id=b1&flock_id=f7[&schema=barn]."""
+        from urllib.parse import parse_qsl
+
+        query = dict(parse_qsl(req.query.decode("latin-1")))
+        schema = query.pop("schema", "barn")
+        try:
+            items = agent.features.inspect(schema, query)
+        except KeyError:
+            raise ApiError(404, f"unknown feature schema {schema!r}") from None
+        return json_response({"schema": schema, "entities": query, "features": items})
+
     @api.route("POST", "/api/v1/feedback")
     async def feedback(req: Request) -> Response:
         """Ground truth arriving later (weighed birds...) for concept-drift detection."""

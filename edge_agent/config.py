@@ -97,6 +97,7 @@ class AgentConfig(BaseModel):
     inference: InferenceSettings = InferenceSettings()
     drift: DriftSettings = DriftSettings()
     barn_id: str = "barn-1"  # the barn entity this gateway's MCU sensors belong to
+    flock_ids: list[str] = []  # flocks in the barn: the control plane sends their features
     mcu_ports: list[str] = []  # serial URLs: /dev/serial/by-id/..., socket://, loop://
 
     @field_validator("device_id")

@@ -579,6 +579,32 @@ class FeatureCache:
             flags.append(flag)
         return out, tuple(flags)
 
+    def inspect(
+        self, schema: FeatureSchema | str, entity_keys: Mapping[str, str], now: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Every feature of ``schema`` for the entity keys, one by one, with its flag or the
+        reason it cannot be served (for operators; ``vector`` is the serving path)."""
+        if isinstance(schema, str):
+            schema = self.schemas[schema]
+        t_ms = _now_ms(now)
+        out: list[dict[str, Any]] = []
+        for r in schema.refs:
+            v, f = r.view, r.feature
+            key = entity_keys.get(v.entity.join_key)
+            item: dict[str, Any] = {"feature": r.ref, "entity": key}
+            try:
+                if key is None:
+                    raise FeatureUnavailable(r.ref, f"entity key {v.entity.join_key!r} not given")
+                if v.source is SourceKind.SENSOR:
+                    value, flag = self._sensor_value(v, f, key, t_ms)
+                else:
+                    value, flag = self._cloud_value(v, f, key, t_ms)
+                item.update(value=float(value), flag=flag)
+            except FeatureUnavailable as exc:
+                item.update(value=None, flag="unavailable", reason=str(exc))
+            out.append(item)
+        return out
+
     def _sensor_value(
         self, v: FeatureView, f: Feature, entity: str, t_ms: int
     ) -> tuple[float, str]:

@@ -159,3 +159,25 @@ async def test_mcu_readings_feed_entity_inference_and_actuators_run_once(
         assert sim.executions[command_hash(cmd["command_id"])] == 1  # ran, and only once
     finally:
         await sim.stop()
+
+
+def test_gateway_receives_cloud_features_for_its_flocks(control_plane, agent_factory, device_id):
+    flock = f"flock-{device_id}"
+    with control_plane.client() as c:
+        r = c.post("/api/v1/features/records/flock_profile",
+                   json={"rows": [{"flock_id": flock, "event_ts": time.time() - 60,
+                                   "flock_age_days": 17, "breed": "ross_308"}]})
+        assert r.status_code == 200, r.text
+    agent = agent_factory(device_id, control_plane.trust_root(), flock_ids=[flock])
+
+    def age():
+        items = agent.get(f"/api/v1/features?barn_id=barn-1&flock_id={flock}").json()["features"]
+        item = next(i for i in items if i["feature"] == "flock_profile:flock_age_days")
+        return item if item["flag"] == "ok" else None
+
+    item = _wait(age, 30, "flock features pushed to the gateway")
+    assert item["value"] == 17
+    items = agent.get(f"/api/v1/features?barn_id=barn-1&flock_id={flock}").json()["features"]
+    ammonia = next(i for i in items if i["feature"] == "barn_climate_1h:ammonia_max_1h")
+    assert ammonia["flag"] == "unavailable" and "no readings" in ammonia["reason"]
+    assert agent.get("/api/v1/features?schema=nope").status_code == 404
