@@ -55,14 +55,20 @@ def _wait(pred: Any, timeout: float = 20, what: str = "condition") -> Any:
 
 @pytest.fixture(scope="module")
 def registered(control_plane: ControlPlaneProc, barn_model: Any) -> int:
-    meta = {"task": "classification", "labels": ["off", "low", "high"],
-            "feature_names": ["temperature_c", "humidity_pct", "ammonia_ppm", "co2_ppm"]}  # fmt: skip
+    meta = {
+        "task": "classification",
+        "labels": ["off", "low", "high"],
+        "feature_names": ["temperature_c", "humidity_pct", "ammonia_ppm", "co2_ppm"],
+    }
     with control_plane.client() as c:
         r = c.get(f"/api/v1/models/{MODEL}")
         if r.status_code == 200 and r.json().get("aliases", {}).get("production"):
             return int(r.json()["aliases"]["production"])
-        r = c.post("/api/v1/models/register", files={"file": ("m.onnx", barn_model.onnx_bytes)},
-                   data={"name": MODEL, "meta": json.dumps(meta)})  # fmt: skip
+        r = c.post(
+            "/api/v1/models/register",
+            files={"file": ("m.onnx", barn_model.onnx_bytes)},
+            data={"name": MODEL, "meta": json.dumps(meta)},
+        )
         assert r.status_code == 200, r.text
         version = r.json()["version"]
         assert (
@@ -78,8 +84,12 @@ def fleet(control_plane: ControlPlaneProc, mqtt_port: int) -> list[str]:
     for i, dev in enumerate(ids):
         _gateway_reports(mqtt_port, dev, f"farm-{i % 2 + 1}", None, [tag, "dairy"])
     with control_plane.client() as c:
-        _wait(lambda: {d["device_id"] for d in c.get("/dashboard/data").json()["devices"]} >= set(ids),
-              what="the simulated gateways in the registry")  # fmt: skip
+        _wait(
+            lambda: (
+                {d["device_id"] for d in c.get("/dashboard/data").json()["devices"]} >= set(ids)
+            ),
+            what="the simulated gateways in the registry",
+        )
     return ids
 
 
@@ -102,10 +112,17 @@ def test_control_plane_metrics_show_fleet_rollout_and_http_latency(
     control_plane: ControlPlaneProc, fleet: list[str], registered: int
 ) -> None:
     with control_plane.client() as c:
-        r = c.post("/api/v1/rollouts", json={
-            "model": MODEL, "version": registered, "targeting": {"devices": fleet[:4]},
-            "waves": [{"percent": 50}, {"percent": 100}], "soak_s": 3600, "rate_per_minute": 600,
-        })  # fmt: skip
+        r = c.post(
+            "/api/v1/rollouts",
+            json={
+                "model": MODEL,
+                "version": registered,
+                "targeting": {"devices": fleet[:4]},
+                "waves": [{"percent": 50}, {"percent": 100}],
+                "soak_s": 3600,
+                "rate_per_minute": 600,
+            },
+        )
         assert r.status_code == 200, r.text
         rid = r.json()["id"]
 
@@ -120,8 +137,13 @@ def test_control_plane_metrics_show_fleet_rollout_and_http_latency(
     assert _metric(text, "farmiq_cp_rollout_progress_ratio", rollout=rid) == 0.0  # nobody installed
     assert _metric(text, "farmiq_cp_rollout_current_wave", rollout=rid) == 0
     assert (_metric(text, "farmiq_cp_rollouts", status="running") or 0) >= 1
-    n = _metric(text, "farmiq_cp_http_request_duration_seconds_count", method="POST", route="/api/v1/rollouts",
-                status="2xx")  # fmt: skip
+    n = _metric(
+        text,
+        "farmiq_cp_http_request_duration_seconds_count",
+        method="POST",
+        route="/api/v1/rollouts",
+        status="2xx",
+    )
     assert n is not None and n >= 1
     with control_plane.client() as c:
         c.post(f"/api/v1/rollouts/{rid}/abort")
@@ -155,7 +177,7 @@ def _drift_windows(cp: ControlPlaneProc, mqtt_port: int, devices: list[str]) -> 
             z[:, 2] *= 2.5  # CO2 sensor gone noisy
         x = means + z * scales
         start = time.time() - 120  # a window that closed a minute ago
-        stats = DriftStats(dev, farm_id="farm-1", clock=lambda: start)
+        stats = DriftStats(dev, farm_id="farm-1", clock=lambda s=start: s)
         stats.register(DRIFT_MODEL, "1", ref)
         stats.observe(DRIFT_MODEL, "1", x, x[:, 0])
         (w,) = stats.close_window(now=start + 60)
@@ -168,11 +190,17 @@ def test_dashboard_in_headless_chromium(
     from playwright.sync_api import sync_playwright
 
     with control_plane.client() as c:
-        r = c.post("/api/v1/rollouts", json={
-            "model": MODEL, "version": registered, "targeting": {"devices": fleet},
-            "waves": [{"percent": 34}, {"percent": 67}, {"percent": 100}], "soak_s": 3600,
-            "rate_per_minute": 600,
-        })  # fmt: skip
+        r = c.post(
+            "/api/v1/rollouts",
+            json={
+                "model": MODEL,
+                "version": registered,
+                "targeting": {"devices": fleet},
+                "waves": [{"percent": 34}, {"percent": 67}, {"percent": 100}],
+                "soak_s": 3600,
+                "rate_per_minute": 600,
+            },
+        )
         assert r.status_code == 200, r.text
         rid = r.json()["id"]
         _wait(
@@ -186,10 +214,13 @@ def test_dashboard_in_headless_chromium(
     _drift_windows(control_plane, port, fleet[:5])
     with control_plane.client() as c:
         drift = _wait(
-            lambda: [m for m in c.get("/dashboard/data").json()["drift"] if m["model"] == DRIFT_MODEL
-                     and len(m["devices"]) == 5],
+            lambda: [
+                m
+                for m in c.get("/dashboard/data").json()["drift"]
+                if m["model"] == DRIFT_MODEL and len(m["devices"]) == 5
+            ],
             what="drift windows analysed",
-        )[0]  # fmt: skip
+        )[0]
     assert drift["status"] == "drift" and drift["features"] == DRIFT_FEATURES
     assert drift["cells"][fleet[0]]["temp_c"]["verdict"] == "drift"
     assert drift["cells"][fleet[2]]["temp_c"]["verdict"] != "drift"
@@ -198,9 +229,16 @@ def test_dashboard_in_headless_chromium(
         browser = p.chromium.launch(
             executable_path="/usr/bin/chromium",
             headless=True,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
-        )  # fmt: skip
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             resp = page.goto(control_plane.url + "/dashboard", wait_until="load")
@@ -262,8 +300,12 @@ def test_alembic_upgrade_head_builds_every_table_on_postgresql(ops_db: str) -> N
     repo = Path(__file__).resolve().parents[2]
     out = subprocess.run(
         [str(Path(sys.executable).parent / "alembic"), "upgrade", "head"],
-        cwd=repo, env={**ENV, "FARMIQ_CP__DATABASE_URL": ops_db}, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=repo,
+        env={**ENV, "FARMIQ_CP__DATABASE_URL": ops_db},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
@@ -280,10 +322,12 @@ def test_alembic_upgrade_head_builds_every_table_on_postgresql(ops_db: str) -> N
         # without a migration shows up here.
         assert diffs == [], diffs
         with engine.begin() as conn:
-            conn.execute(sa.text(
-                "INSERT INTO audit_log (at, actor, action, target, source_ip, detail) "
-                "VALUES (now(), 'ops', 'test', '', '', '{}')"
-            ))  # fmt: skip
+            conn.execute(
+                sa.text(
+                    "INSERT INTO audit_log (at, actor, action, target, source_ip, detail) "
+                    "VALUES (now(), 'ops', 'test', '', '', '{}')"
+                )
+            )
         with pytest.raises(sa.exc.DBAPIError, match="append-only"), engine.begin() as conn:
             conn.execute(sa.text("DELETE FROM audit_log"))
     finally:
@@ -294,8 +338,11 @@ def test_control_plane_serves_from_postgresql(ops_db: str, tmp_path: Path, mqtt_
     # `farmiq control-plane migrate` is idempotent on a migrated database.
     out = subprocess.run(
         [sys.executable, "-m", "farmiq", "control-plane", "migrate", "--database-url", ops_db],
-        env=ENV, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert "database at revision 0001_initial" in out.stdout
     cp = ControlPlaneProc(tmp_path / "cp-pg", mqtt_port, database_url=ops_db)

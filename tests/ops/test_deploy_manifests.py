@@ -81,8 +81,10 @@ def test_compose_control_plane_env_is_valid_and_points_at_real_services(
     assert db.scheme == "postgresql+psycopg2" and db.hostname == "postgres" and db.port == 5432
     pg_env = services["postgres"]["environment"]
     assert (db.username, db.password, db.path.lstrip("/")) == (
-        pg_env["POSTGRES_USER"], pg_env["POSTGRES_PASSWORD"], pg_env["POSTGRES_DB"],
-    )  # fmt: skip
+        pg_env["POSTGRES_USER"],
+        pg_env["POSTGRES_PASSWORD"],
+        pg_env["POSTGRES_DB"],
+    )
     assert s.mqtt.host == "mosquitto"
     conf = (DEPLOY / "mosquitto" / "mosquitto.conf").read_text()
     assert re.search(rf"^listener {s.mqtt.port}\b", conf, re.M)
@@ -164,8 +166,12 @@ def test_k8s_control_plane_probes_and_env_match_the_code(
     s = _settings_from_env(env)
     port = next(p["containerPort"] for p in c["ports"] if p["name"] == "http")
     assert s.port == port and s.host == "0.0.0.0"
-    hosts = {urlparse(s.database_url or "").hostname, s.mqtt.host, urlparse(s.mlflow_tracking_uri or "").hostname,
-             urlparse(s.triton_url or "").hostname}  # fmt: skip
+    hosts = {
+        urlparse(s.database_url or "").hostname,
+        s.mqtt.host,
+        urlparse(s.mlflow_tracking_uri or "").hostname,
+        urlparse(s.triton_url or "").hostname,
+    }
     services = {d["metadata"]["name"]: d for d in k8s if d["kind"] == "Service"}
     assert hosts <= set(services), hosts - set(services)
     assert urlparse(s.database_url or "").password == secrets["farmiq-db"]["POSTGRES_PASSWORD"]

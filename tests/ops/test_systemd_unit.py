@@ -56,8 +56,12 @@ def _verifiable(tmp_path: Path) -> Path:
 
 
 def test_unit_passes_systemd_analyze_verify(systemd_analyze: str, tmp_path: Path) -> None:
-    out = subprocess.run([systemd_analyze, "verify", str(_verifiable(tmp_path))],
-                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    out = subprocess.run(
+        [systemd_analyze, "verify", str(_verifiable(tmp_path))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     problems = [line for line in out.stderr.splitlines() if UNIT.name in line]
     assert out.returncode == 0 and not problems, out.stderr
 
@@ -82,9 +86,9 @@ def test_unit_is_notify_with_watchdog_restart_and_hardening() -> None:
     # The agent's graceful stop (10 s HTTP drain + 5 s outbox + 5 s per step) fits the stop timeout.
     from edge_agent.lifecycle import HTTP_DRAIN_S, OUTBOX_FLUSH_S, STEP_TIMEOUT_S
 
-    assert int(
-        one["TimeoutStopSec"].rstrip("s")
-    ) > HTTP_DRAIN_S + OUTBOX_FLUSH_S + 2 * STEP_TIMEOUT_S
+    assert (
+        int(one["TimeoutStopSec"].rstrip("s")) > HTTP_DRAIN_S + OUTBOX_FLUSH_S + 2 * STEP_TIMEOUT_S
+    )
     assert one["User"] == "farmiq" and one["SupplementaryGroups"] == "dialout"
     assert one["NoNewPrivileges"] == "yes" and one["ProtectSystem"] == "strict"
     assert one["PrivateTmp"] == "yes" and one["ReadWritePaths"] == "/var/lib/farmiq"
@@ -93,8 +97,12 @@ def test_unit_is_notify_with_watchdog_restart_and_hardening() -> None:
 
 
 def test_unit_exposure_is_low(systemd_analyze: str, tmp_path: Path) -> None:
-    out = subprocess.run([systemd_analyze, "security", "--offline=yes", str(_verifiable(tmp_path))],
-                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    out = subprocess.run(
+        [systemd_analyze, "security", "--offline=yes", str(_verifiable(tmp_path))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     m = re.search(r"Overall exposure level for \S+: ([\d.]+)", out.stdout)
     assert m, out.stdout[-500:] + out.stderr[-500:]
     assert float(m.group(1)) <= 3.0, out.stdout  # systemd rates up to 3.9 "OK"
@@ -108,8 +116,12 @@ def test_sysusers_creates_farmiq_in_dialout(tmp_path: Path, systemd_analyze: str
     (root / "etc").mkdir(parents=True)
     (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
     (root / "etc" / "group").write_text("root:x:0:\ndialout:x:20:\n")
-    out = subprocess.run([sysusers, f"--root={root}", str(SYSTEMD / "farmiq.sysusers.conf")],
-                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    out = subprocess.run(
+        [sysusers, f"--root={root}", str(SYSTEMD / "farmiq.sysusers.conf")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     passwd = (root / "etc" / "passwd").read_text()
     group = (root / "etc" / "group").read_text()
