@@ -9,6 +9,7 @@ keeps the ids it executed; see docs/mcu-protocol.md).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ from farmiq import topics
 
 if TYPE_CHECKING:
     from edge_agent.agent import Agent
+    from edge_agent.serving import LoadedModel
     from firmware_bridge.messages import Reading
 
 log = logging.getLogger(__name__)
@@ -45,10 +47,57 @@ class McuService:
         self.readings_ingested = 0
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._tasks: set[asyncio.Task[None]] = set()
         await self.manager.start()
+        self.agent.models.listeners.append(self._on_model_swap)
+        for model in self.agent.models.all():  # installed before this start
+            self._spawn_load(model)
 
     async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
         await self.manager.stop()
+
+    # -- the MCU as an inference target (edge_agent/runtimes/mcu_target.py) -------------
+    def has_model(self, model_id: str) -> str | None:
+        return self.manager.has_model(model_id)
+
+    async def infer(self, device_id: str, model_id: str, inputs: Any, *, timeout: float = 5.0) -> Any:
+        return await self.manager.infer(device_id, model_id, inputs, timeout=timeout)
+
+    def _on_model_swap(self, new: LoadedModel, old: LoadedModel | None) -> None:
+        # Called from the installer's worker thread: hand over to the event loop.
+        self._loop.call_soon_threadsafe(self._spawn_load, new)
+
+    def _spawn_load(self, model: LoadedModel) -> None:
+        if model.manifest.runtime != "mcu-tflite":
+            return
+        task = asyncio.ensure_future(self._load_everywhere(model))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _load_everywhere(self, model: LoadedModel) -> None:
+        """MODEL_LOAD an MCU-sized model onto every attached MCU (atomic commit on each).
+        MCUs that are not up yet get it when they appear: retried with backoff."""
+        data = (model.path / model.manifest.model_file).read_bytes()
+        loaded: set[str] = set()
+        delay = 0.5
+        for _ in range(12):
+            online = [d.device_id for d in self.manager.devices() if d.online]
+            for mcu_id in online:
+                if mcu_id in loaded:
+                    continue
+                try:
+                    await self.manager.load_model(mcu_id, model.name, data)
+                    loaded.add(mcu_id)
+                    log.info("model %s v%s loaded on MCU %s", model.name, model.version, mcu_id)
+                except Exception as exc:
+                    log.warning("MODEL_LOAD of %s on %s failed: %s", model.name, mcu_id, exc)
+            if online and loaded >= set(online):
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
     async def on_readings(self, mcu_id: str, readings: list[Reading]) -> None:
         rows = [
@@ -56,8 +105,6 @@ class McuService:
             for r in readings
         ]
         # SQLite commit off the event loop; one transaction per batch.
-        import asyncio
-
         result = await asyncio.to_thread(self.agent.features.ingest, rows)
         self.readings_ingested += result.accepted
 

@@ -62,7 +62,12 @@ def load_runtime(manifest: Manifest, model_path: Path, intra_op_threads: int = 1
     if manifest.runtime in ("litert", "mcu-tflite"):
         from edge_agent.runtimes.litert_runtime import LiteRtRuntime
 
-        return LiteRtRuntime(str(model_path), num_threads=intra_op_threads)
+        return LiteRtRuntime(
+            str(model_path),
+            num_threads=intra_op_threads,
+            input_names=[i.name for i in manifest.inputs],
+            output_names=[o.name for o in manifest.outputs],
+        )
     raise ValueError(f"unsupported runtime {manifest.runtime!r}")
 
 

@@ -25,13 +25,24 @@ def _interpreter_class():  # type: ignore[no-untyped-def]
 class LiteRtRuntime:
     kind = "litert"
 
-    def __init__(self, model_path: str, *, num_threads: int = 1) -> None:
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        num_threads: int = 1,
+        input_names: list[str] | None = None,
+        output_names: list[str] | None = None,
+    ) -> None:
         self.interpreter = _interpreter_class()(model_path=model_path, num_threads=num_threads)
         self.interpreter.allocate_tensors()
         self._inputs = self.interpreter.get_input_details()
         self._outputs = self.interpreter.get_output_details()
-        self.input_names = [d["name"] for d in self._inputs]
-        self.output_names = [d["name"] for d in self._outputs]
+        # Converters name tensors "serving_default_x:0"; the bundle's manifest names them by
+        # position, and those are the names requests and answers use.
+        self.input_names = input_names or [d["name"] for d in self._inputs]
+        self.output_names = output_names or [d["name"] for d in self._outputs]
+        if len(self.input_names) != len(self._inputs) or len(self.output_names) != len(self._outputs):
+            raise ValueError("the manifest's inputs/outputs do not match the model's tensors")
 
     @staticmethod
     def _quantize(arr: np.ndarray, detail: dict) -> np.ndarray:
@@ -58,15 +69,15 @@ class LiteRtRuntime:
         if batch != fixed and fixed == 1:
             rows = [self.run({k: v[i : i + 1] for k, v in inputs.items()}) for i in range(batch)]
             return {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
-        values = list(inputs.values())
-        for i, detail in enumerate(self._inputs):
-            arr = inputs.get(detail["name"], values[i] if i < len(values) else None)
+        for name, detail in zip(self.input_names, self._inputs, strict=True):
+            arr = inputs.get(name)
             if arr is None:
-                raise ValueError(f"missing input {detail['name']}")
+                raise ValueError(f"missing input {name}")
             self.interpreter.set_tensor(detail["index"], self._quantize(arr, detail))
         self.interpreter.invoke()
         return {
-            d["name"]: self._dequantize(self.interpreter.get_tensor(d["index"]), d) for d in self._outputs
+            name: self._dequantize(self.interpreter.get_tensor(d["index"]), d)
+            for name, d in zip(self.output_names, self._outputs, strict=True)
         }
 
     def close(self) -> None:

@@ -181,3 +181,50 @@ def test_gateway_receives_cloud_features_for_its_flocks(control_plane, agent_fac
     ammonia = next(i for i in items if i["feature"] == "barn_climate_1h:ammonia_max_1h")
     assert ammonia["flag"] == "unavailable" and "no readings" in ammonia["reason"]
     assert agent.get("/api/v1/features?schema=nope").status_code == 404
+
+
+async def test_mcu_sized_model_is_loaded_on_the_mcu_and_served_there(
+    control_plane, agent_factory, device_id, mqtt_port, tmp_path
+):
+    from pathlib import Path
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    from farmiq.bundle.format import TensorSpec
+
+    tflite = Path(__file__).resolve().parents[2] / "firmware_bridge" / "fixtures" / "tiny_int8.tflite"
+    sim = MCUSimulator("mcu-vent", reading_interval=0.5, link_path=str(tmp_path / "mcu"))
+    path = await sim.start()
+    try:
+        agent = await asyncio.to_thread(agent_factory, device_id, control_plane.trust_root(), mcu_ports=[path])
+        signer = Signer.load(control_plane.data_dir / "keys" / "bundle-signing.pem")
+        bundle = build_bundle(
+            tflite.read_bytes(), name="vent-mcu", version=1, signers=[signer], runtime="mcu-tflite",
+            inputs=[TensorSpec(name="x", dtype="float32", shape=[None, 4])],
+            outputs=[TensorSpec(name="y", dtype="float32", shape=[None, 2])],
+            serving={"targets": ["mcu", "edge"]},
+        )
+        await asyncio.to_thread(_publish, mqtt_port, topics.down(device_id, topics.BUNDLE), bundle)
+        row = [[31.0, 75.0, 22.0, 2.4]]  # hot, humid, ammonia: ventilate
+        async with httpx.AsyncClient(base_url=agent.url, timeout=10) as c:
+            deadline = time.time() + 30
+            while True:
+                r = await c.post("/api/v1/inference", json={"model": "vent-mcu", "inputs": row, "cache": False})
+                if (r.status_code == 200 and r.json()["target"] == "mcu") or time.time() > deadline:
+                    break
+                await asyncio.sleep(0.3)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["target"] == "mcu", body
+        interp = Interpreter(model_path=str(tflite))
+        interp.allocate_tensors()
+        din, dout = interp.get_input_details()[0], interp.get_output_details()[0]
+        scale, zero = din["quantization"]
+        q = np.clip(np.round(np.asarray(row, np.float32) / scale + zero), -128, 127).astype(np.int8)
+        interp.set_tensor(din["index"], q)
+        interp.invoke()
+        oscale, ozero = dout["quantization"]
+        want = (interp.get_tensor(dout["index"]).astype(np.float32) - ozero) * oscale
+        np.testing.assert_allclose(np.asarray(body["outputs"]["y"]), want, atol=1e-6)
+    finally:
+        await sim.stop()
