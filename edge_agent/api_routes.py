@@ -143,10 +143,14 @@ def build_api(agent: Agent) -> LocalApi:
             try:
                 name, inputs, budget, use_cache = _request_fields(item)
                 res = await router.infer(name, inputs, budget_ms=budget, use_cache=use_cache)
-                return {"index": i, "status": 200, **res.as_dict()}
+                out = res.as_dict()
+                agent.rollout.observe(name, inputs, out)  # health stats + shadow mode, never raises
+                return {"index": i, "status": 200, **out}
             except ApiError as exc:
                 return {"index": i, "status": exc.status, "error": exc.message}
             except RoutingError as exc:
+                if exc.status >= 500:
+                    agent.rollout.record_error(name)  # rollout error-rate gate
                 return {"index": i, "status": exc.status, "error": exc.message, **exc.extra}
 
         results = await asyncio.gather(*(one(i, r) for i, r in enumerate(reqs)))
