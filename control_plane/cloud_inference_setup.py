@@ -25,7 +25,11 @@ def setup(ctx: ControlPlaneContext) -> None:
     variant = os.environ.get("FARMIQ_TRITON_VARIANT", "onnxruntime_onnx")
     kind = "KIND_CPU" if variant == "python" else None
     publisher = TritonPublisher(
-        s.triton_url, repo, variant=variant, kind=kind, registry=ctx.registry
-    )  # type: ignore[arg-type]
+        s.triton_url,
+        repo,
+        variant=variant,  # type: ignore[arg-type]
+        kind=kind,  # type: ignore[arg-type]
+        registry=ctx.registry,
+    )
     ctx.services["cloud_inference"] = publisher
     ctx.promotion_hooks.append(publisher.on_promoted)

@@ -247,7 +247,7 @@ def _drift_rank(row: dict[str, dict[str, Any]]) -> tuple[int, float]:
 def models(ctx: ControlPlaneContext) -> list[dict[str, Any]]:
     """Registered models with versions, aliases and their bundle history."""
     try:
-        listed = ctx.registry.list()
+        listed = ctx.registry.list_models()
     except Exception as exc:
         log.warning("registry unavailable: %s", exc)
         listed = []

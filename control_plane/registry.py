@@ -83,7 +83,7 @@ class ModelRegistry:
         return ModelVersionInfo(
             name=name,
             version=int(mv.version),
-            source=mv.source,
+            source=mv.source or "",
             run_id=mv.run_id,
             aliases=list(mv.aliases or []),
             meta=json.loads((mv.tags or {}).get(META_TAG, "{}")),
@@ -161,7 +161,7 @@ class ModelRegistry:
             "latest_version": versions[-1]["version"] if versions else None,
         }
 
-    def list(self, include_archived: bool = False) -> list[dict[str, Any]]:
+    def list_models(self, include_archived: bool = False) -> list[dict[str, Any]]:
         out = []
         for rm in self.client.search_registered_models():
             if self._archived(rm) and not include_archived:

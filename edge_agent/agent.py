@@ -9,6 +9,7 @@ when the broker is unreachable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import platform
@@ -240,7 +241,8 @@ class Agent:
             log_level="warning",
         )
         server = uvicorn.Server(cfg)
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        # The agent owns SIGTERM/SIGHUP (edge_agent/lifecycle.py): uvicorn must not capture them.
+        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
         self._server = server
         self._server_task = asyncio.create_task(server.serve())
         while not server.started:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from farmiq.bundle.format import Manifest
 from farmiq.bundle.trust import TrustRoot
@@ -91,7 +92,7 @@ class Installer:
             log.warning("bundle rejected: %s", exc, extra={"code": exc.code})
             return InstallResult(False, exc.code, exc.reason)
         m = vb.manifest
-        ids = {"name": m.name, "version": m.version, "bundle_id": m.bundle_id}
+        ids: dict[str, Any] = {"name": m.name, "version": m.version, "bundle_id": m.bundle_id}
         if cur is not None and cur.manifest.bundle_id == m.bundle_id:
             return InstallResult(True, "already-installed", "bundle already installed", **ids)
         for check in self.checks:

@@ -76,7 +76,7 @@ async def production(ctx: ControlPlaneContext = Depends(get_ctx)) -> dict[str, A
 
 @router.get("", summary="All registered models")
 async def list_models(include_archived: bool = False, ctx: ControlPlaneContext = Depends(get_ctx)) -> dict[str, Any]:
-    return {"models": await run_in_threadpool(ctx.registry.list, include_archived)}
+    return {"models": await run_in_threadpool(ctx.registry.list_models, include_archived)}
 
 
 @router.get("/{name}", summary="A model with its versions and aliases")

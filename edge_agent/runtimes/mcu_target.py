@@ -8,7 +8,7 @@ MCU holding the model, the target says "unavailable" and the router moves on.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -66,7 +66,7 @@ class McuTarget:
         except ValueError as exc:
             raise TargetError("model", f"mcu {device}: {exc}") from None
         except Exception as exc:  # InferenceError and link errors of firmware_bridge
-            kind = (
+            kind: Literal["link", "model"] = (
                 "link"
                 if "Link" in type(exc).__name__ or "Unavailable" in type(exc).__name__
                 else "model"

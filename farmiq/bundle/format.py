@@ -15,7 +15,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-FORMAT = "farmiq-bundle/1"
+FORMAT: Literal["farmiq-bundle/1"] = "farmiq-bundle/1"
 MANIFEST = "manifest.json"
 SIGNATURES = "signatures.json"
 RESERVED = (MANIFEST, SIGNATURES)
