@@ -40,6 +40,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--slow-bps", type=float, default=256 * 1024, help="bandwidth of a slow link, bytes/s"
     )
     s.add_argument(
+        "--slow-budget",
+        type=int,
+        default=0,
+        help="byte budget of a slow (metered) link per --budget-period-s (0: none)",
+    )
+    s.add_argument(
+        "--budget-period-s", type=float, default=3600.0, help="period of the byte budget"
+    )
+    s.add_argument(
         "--offline-rate",
         type=float,
         default=0.0,
@@ -71,6 +80,8 @@ def _simulate(args: argparse.Namespace) -> int:
         error_rate=args.error_rate,
         slow_link=args.slow_link,
         slow_bps=args.slow_bps,
+        slow_budget=args.slow_budget or None,
+        budget_period_s=args.budget_period_s,
         offline_rate=args.offline_rate,
         offline_s=args.offline_s,
     )

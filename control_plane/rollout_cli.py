@@ -53,6 +53,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     c.add_argument("--max-error-rate", type=float, default=0.05)
     c.add_argument("--max-p99-ms", type=float, default=None)
     c.add_argument("--min-shadow-agreement", type=float, default=0.9)
+    c.add_argument(
+        "--min-shadow-rows",
+        type=int,
+        default=0,
+        help="live requests a shadow wave must compare before its gate is judged "
+        "(it keeps soaking until then, up to --wave-timeout)",
+    )
     c.add_argument("--on-gate-failure", choices=("pause", "abort"), default="pause")
     c.add_argument("--watch", action="store_true", help="follow progress until the rollout ends")
     c.set_defaults(func=_create)
@@ -123,6 +130,7 @@ def _create(args: argparse.Namespace) -> int:
             "max_error_rate": args.max_error_rate,
             "max_p99_ms": args.max_p99_ms,
             "min_shadow_agreement": args.min_shadow_agreement,
+            "min_shadow_rows": args.min_shadow_rows,
         },
         "rate_per_minute": args.rate,
         "max_concurrent": args.max_concurrent,

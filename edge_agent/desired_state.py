@@ -50,6 +50,7 @@ class DesiredHost(Protocol):
         self, name: str, bundle: bytes, rollout: str | None
     ) -> dict[str, Any]: ...
     def shadow_bundle(self, name: str) -> str | None: ...
+    async def clear_shadow(self, name: str) -> None: ...
     async def publish(self, leaf: str, payload: bytes, retain: bool = False) -> None: ...
 
 
@@ -150,6 +151,9 @@ class DesiredStateManager:
             pass
 
     async def _one(self, name: str, d: DesiredModel) -> None:
+        if d.mode != "shadow" and self.host.shadow_bundle(name) is not None:
+            # the shadow wave is over (promoted to install, or rolled back): stop shadowing
+            await self.host.clear_shadow(name)
         blocked = self.blocked.get(name, set())
         cur = self.host.installed().get(name)
         if cur is not None and cur[0] in blocked:

@@ -13,6 +13,7 @@ import orjson
 
 from edge_agent.desired_state import DesiredStateManager
 from edge_agent.health_report import InferenceStats, resources
+from edge_agent.probation_probe import RecentInputs, non_finite, probe
 from edge_agent.serving import LoadedModel, health_check, load_runtime
 from edge_agent.shadow import ShadowRunner
 from edge_agent.transfer_receiver import ByteBudget, TransferReceiver
@@ -34,6 +35,7 @@ class RolloutPart:
         cfg = agent.config.rollout
         state = agent.config.state_dir
         self.stats = InferenceStats()
+        self.recent = RecentInputs()  # real inputs for probation (edge_agent/probation_probe.py)
         self.shadow = ShadowRunner(self._publish_shadow, report_every_s=cfg.shadow_report_s)
         self.budget = ByteBudget(
             cfg.byte_budget, cfg.budget_period_s, state / "transfer-budget.json"
@@ -94,9 +96,12 @@ class RolloutPart:
     def observe(self, model: str, inputs: Any, result: dict[str, Any]) -> None:
         """Called by the request path after a model answered (never raises)."""
         try:
-            self.stats.record(model, result.get("version"), result.get("latency_ms"), False)
             outs = result.get("outputs")
-            if isinstance(outs, dict):
+            # a NaN answer is a failed answer: it counts against the version's error rate
+            bad = isinstance(outs, dict) and non_finite(outs) is not None
+            self.stats.record(model, result.get("version"), result.get("latency_ms"), bad)
+            if isinstance(outs, dict) and not bad:
+                self.recent.add(model, inputs)
                 self.shadow.observe(model, inputs, outs)
         except Exception:  # the request already succeeded; never fail it here
             log.debug("observe failed", exc_info=True)
@@ -131,6 +136,15 @@ class RolloutPart:
         return res.as_dict()
 
     async def probation(self, name: str) -> str | None:
+        """Confirm a just-switched model before it is committed: at once on real inputs
+        (recent requests and the bundle's reference sample), then on live traffic for
+        ``probation_s``. A reason returned here makes the gateway revert by itself."""
+        m = self.agent.models.get(name)
+        if m is None:
+            return "model vanished after install"
+        why = await asyncio.to_thread(probe, m, self.recent.get(name))
+        if why:
+            return why
         await asyncio.sleep(self.agent.config.rollout.probation_s)
         m = self.agent.models.get(name)
         if m is None:
@@ -183,6 +197,11 @@ class RolloutPart:
 
     def shadow_bundle(self, name: str) -> str | None:
         return self.shadow.candidate_bundle(name)
+
+    async def clear_shadow(self, name: str) -> None:
+        """Stop shadowing ``name`` (its final agreement report goes out first)."""
+        await self.shadow.final_report(name)
+        self.shadow.clear(name)
 
     async def publish(self, leaf: str, payload: bytes, retain: bool = False) -> None:
         await self.agent.link.publish(topics.up(self.agent.device_id, leaf), payload, retain=retain)

@@ -117,6 +117,15 @@ class ShadowRunner:
             for n, c in self._cands.items()
         ]
 
+    async def final_report(self, name: str) -> None:
+        """Publish the agreement of ``name``'s candidate now (before it is cleared)."""
+        for rep in self.report():
+            if rep["model"] == name:
+                try:
+                    await self.publish(orjson.dumps(rep))
+                except ConnectionError:
+                    pass
+
     async def _work(self) -> None:
         while True:
             name, inputs, served = await self._queue.get()

@@ -31,6 +31,7 @@ from farmiq.rollout_wire import DesiredModel, WireError, decode_chunk, transfer_
 log = logging.getLogger(__name__)
 
 Publish = Callable[[bytes], Awaitable[None]]  # payload for up/transfer
+CHUNK_OVERHEAD = 128  # upper bound of a chunk message's header (magic, length, JSON)
 
 
 class TransferFailed(Exception):
@@ -220,15 +221,20 @@ class TransferReceiver:
                     del self._inflight[i]
                 want: list[int] = []
                 budget_blocked = False
+                # bytes already asked for count against the budget before they arrive,
+                # or a window of requests could overshoot it by window-1 chunks
+                committed = sum(store._len(i) + CHUNK_OVERHEAD for i in self._inflight)
                 for i in range(n):
                     if len(self._inflight) + len(want) >= self.window:
                         break
                     if i in store.have or i in self._inflight:
                         continue
-                    if not self.budget.allows(store._len(i) + 128):
+                    cost = store._len(i) + CHUNK_OVERHEAD
+                    if not self.budget.allows(committed + cost):
                         budget_blocked = True
                         break
                     want.append(i)
+                    committed += cost
                 if want:
                     for i in want:
                         self._inflight[i] = now

@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from control_plane.fleet_sim.gateway import SimGateway
+from edge_agent.transfer_receiver import ByteBudget
 from farmiq.bundle.trust import TrustRoot
 
 
@@ -34,6 +35,8 @@ class FleetConfig:
     error_rate: float = 0.0  # inference error rate the failing gateways report
     slow_link: float = 0.0  # share of gateways on a slow link
     slow_bps: float = 256 * 1024
+    slow_budget: int | None = None  # byte budget of a slow (metered, cellular) link...
+    budget_period_s: float = 3600.0  # ...per this period
     offline_rate: float = 0.0  # share of gateways that drop off for offline_s during the run
     offline_s: float = 10.0
     window: int = 4
@@ -55,6 +58,7 @@ class Fleet:
         c = self.cfg
         for i in range(c.gateways):
             dev = f"{c.prefix}-{i:05d}"
+            slow = _share("slow", dev) < c.slow_link
             gw = SimGateway(
                 dev,
                 host=c.host,
@@ -66,7 +70,10 @@ class Fleet:
                 tags=list(c.tags),
                 fails=_share("fail", dev) < c.fail_rate,
                 error_rate=c.error_rate if _share("fail", dev) < c.fail_rate else 0.0,
-                slow_bps=c.slow_bps if _share("slow", dev) < c.slow_link else None,
+                slow_bps=c.slow_bps if slow else None,
+                byte_budget=ByteBudget(c.slow_budget, c.budget_period_s)
+                if slow and c.slow_budget
+                else None,
                 window=c.window,
             )
             self.gateways.append(gw)
@@ -77,14 +84,21 @@ class Fleet:
         while sum(g.online for g in self.gateways) < c.gateways and time.time() < deadline:
             await asyncio.sleep(0.1)
 
-    async def offline_churn(self, duration_s: float) -> None:
-        """Take ``offline_rate`` of the fleet offline once, at random times in the run."""
-        chosen = [
-            g for g in self.gateways if _share("offline", g.device_id) < self.cfg.offline_rate
-        ]
+    def churners(self) -> list[SimGateway]:
+        """The gateways (a stable ``offline_rate`` share) that ``offline_churn`` takes away."""
+        return [g for g in self.gateways if _share("offline", g.device_id) < self.cfg.offline_rate]
+
+    def slow(self) -> list[SimGateway]:
+        return [g for g in self.gateways if g.slow_bps]
+
+    async def offline_churn(self, duration_s: float, *, at_once: bool = False) -> None:
+        """Take ``offline_rate`` of the fleet offline once for ``offline_s``, at random
+        times in the run (``at_once``: all of them now)."""
+        chosen = self.churners()
 
         async def one(g: SimGateway) -> None:
-            await asyncio.sleep(random.random() * max(0.1, duration_s - self.cfg.offline_s))
+            if not at_once:
+                await asyncio.sleep(random.random() * max(0.1, duration_s - self.cfg.offline_s))
             g.go_offline()
             await asyncio.sleep(self.cfg.offline_s)
             g.connect()

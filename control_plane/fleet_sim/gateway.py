@@ -13,13 +13,14 @@ import asyncio
 import logging
 import random
 import time
+from collections import deque
 from typing import Any
 
 import orjson
 import paho.mqtt.client as mqtt
 
 from edge_agent.desired_state import DesiredStateManager
-from edge_agent.transfer_receiver import TransferReceiver
+from edge_agent.transfer_receiver import ByteBudget, TransferReceiver
 from farmiq import __version__, topics
 from farmiq.bundle.trust import TrustRoot
 from farmiq.bundle.verifier import BundleRejected, VerifyPolicy, verify_bundle
@@ -43,6 +44,7 @@ class SimGateway:
         fails: bool = False,
         error_rate: float = 0.0,
         slow_bps: float | None = None,
+        byte_budget: ByteBudget | None = None,
         window: int = 4,
         chunk_timeout_s: float = 3.0,
         health_every_s: float = 2.0,
@@ -60,8 +62,13 @@ class SimGateway:
         self.online = False
         self.loop = asyncio.get_running_loop()
         self.receiver = TransferReceiver(
-            self._publish_transfer, window=window, request_timeout_s=chunk_timeout_s
+            self._publish_transfer,
+            window=window,
+            request_timeout_s=chunk_timeout_s,
+            budget=byte_budget,
         )
+        self._link_free_at = 0.0  # a slow link carries one message at a time
+        self.chunk_arrivals: deque[tuple[float, int]] = deque(maxlen=4096)  # (time, bytes)
         self.desired = DesiredStateManager(self, device_id, self.receiver)
         self._misc: asyncio.TimerHandle | None = None
         self._want_online = True
@@ -135,9 +142,16 @@ class SimGateway:
             self.desired.on_desired(payload)
         elif leaf == topics.CHUNK:
             if self.slow_bps:
-                self.loop.call_later(len(payload) / self.slow_bps, self.receiver.on_chunk, payload)
+                # serialised: a window of chunks takes window x size / bps, not size / bps
+                start = max(self.loop.time(), self._link_free_at)
+                self._link_free_at = start + len(payload) / self.slow_bps
+                self.loop.call_at(self._link_free_at, self._deliver, payload)
             else:
-                self.receiver.on_chunk(payload)
+                self._deliver(payload)
+
+    def _deliver(self, payload: bytes) -> None:
+        self.chunk_arrivals.append((time.time(), len(payload)))
+        self.receiver.on_chunk(payload)
 
     # -- reports -------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -282,6 +296,9 @@ class SimGateway:
 
     def shadow_bundle(self, name: str) -> str | None:
         return self.shadow.get(name)
+
+    async def clear_shadow(self, name: str) -> None:
+        self.shadow.pop(name, None)
 
     async def publish(self, leaf: str, payload: bytes, retain: bool = False) -> None:
         self.client.publish(topics.up(self.device_id, leaf), payload, qos=1, retain=retain)

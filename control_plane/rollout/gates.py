@@ -56,6 +56,17 @@ def install_budget_exceeded(t: GateThresholds, wave_size: int, failed: int) -> b
     return wave_size > 0 and failed > (1 - t.min_install_success) * wave_size
 
 
+def shadow_rows(shadow: dict[str, dict[str, Any]], model: str, version: int) -> tuple[int, int]:
+    """(compared rows, agreeing rows) of candidate ``version`` summed over the devices."""
+    rows = agree = 0
+    for rep in shadow.values():
+        r = (rep or {}).get(model) or {}
+        if r.get("candidate_version") == version:
+            rows += int(r.get("rows") or 0)
+            agree += int(r.get("agree") or 0)
+    return rows, agree
+
+
 def evaluate(
     t: GateThresholds,
     *,
@@ -116,12 +127,7 @@ def evaluate(
                 )
             )
     elif t.min_shadow_agreement is not None:
-        rows = agree = 0
-        for rep in shadow.values():
-            r = (rep or {}).get(model) or {}
-            if r.get("candidate_version") == version:
-                rows += int(r.get("rows") or 0)
-                agree += int(r.get("agree") or 0)
+        rows, agree = shadow_rows(shadow, model, version)
         agreement = agree / rows if rows else None
         enough = rows >= t.min_shadow_rows
         checks.append(

@@ -56,6 +56,8 @@ class RolloutIngest:
             if row.status == "rolling_back":
                 if ok and ack.get("version") == row.from_version:
                     row.status = "rolled_back"
+                    row.updated = time.time()
+                    return  # keep the code and reason of the failure that caused it
             elif row.status in ("sent", "pending", "failed", "installed"):
                 row.status = "installed" if ok else "failed"
             row.code, row.reason = ack.get("code"), ack.get("reason")

@@ -248,6 +248,24 @@ class Scheduler:
                 h.device_id: h
                 for h in s.scalars(select(DeviceHealth).where(DeviceHealth.device_id.in_(ids)))
             }
+            if w.mode == "shadow" and thresholds.min_shadow_rows:
+                # A shadow wave judges live traffic: until enough requests were compared,
+                # keep soaking (up to the wave timeout) instead of judging on no evidence.
+                seen, agree = gates.shadow_rows(
+                    {k: v.shadow for k, v in health.items()}, r.model, r.version
+                )
+                if (
+                    seen < thresholds.min_shadow_rows
+                    and now < (w.started or now) + r.wave_timeout_s
+                ):
+                    w.gate_result = {
+                        "passed": None,
+                        "waiting": "shadow rows",
+                        "rows": seen,
+                        "agree": agree,
+                        "needed": thresholds.min_shadow_rows,
+                    }
+                    return
             res = gates.evaluate(
                 thresholds,
                 model=r.model,
@@ -357,6 +375,12 @@ class Scheduler:
             return
         entry = self._entry(r, w.mode)
         for d in [d for d in rows if d.status == "pending"][:budget]:
+            if self.is_active is not None and not self.is_active(d.device_id):
+                # revoked after its wave started: it never gets this desired state
+                d.status, d.code, d.reason = "skipped", "revoked", "device is revoked"
+                d.updated = now
+                self.event(s, r.id, "device_skipped", wave=w.index, device=d.device_id)
+                continue
             pub = desired.set_model(s, d.device_id, r.model, entry, lock=self.lock.pg)
             self.transfers.allow(d.device_id, {"models": {r.model: entry.model_dump()}})
             pubs.append(pub)

@@ -32,13 +32,15 @@ def setup(ctx: ControlPlaneContext) -> None:
         ctx.bundles,
         ctx.mqtt,
         chunk_size=int(os.environ.get("FARMIQ_ROLLOUT_CHUNK_SIZE", DEFAULT_CHUNK_SIZE)),
+        is_revoked=lambda device_id: ctx.deployments.is_revoked(device_id),
     )
 
     def is_active(device_id: str) -> bool:
-        # Looked up per call: the security area's setup runs after this one. No enrollment
-        # configured: nobody is revoked.
-        enrollment = ctx.services.get("enrollment")
-        return enrollment is None or bool(enrollment.is_active(device_id))
+        # Looked up per call: the security area's setup runs after this one and replaces
+        # ``ctx.deployments.is_revoked`` when a fleet_dir is configured (otherwise it is
+        # always False). Revoked, not "not enrolled": gateways provisioned outside
+        # enrollment (or simulated) still get rollouts; only a revoked one never does.
+        return not ctx.deployments.is_revoked(device_id)
 
     scheduler = Scheduler(
         ctx.db,

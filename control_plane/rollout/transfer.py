@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -35,7 +36,9 @@ class TransferServer:
         bus: MqttBus | None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         cache_bundles: int = 8,
+        is_revoked: Callable[[str], bool] | None = None,
     ) -> None:
+        self.is_revoked = is_revoked or (lambda _device_id: False)
         self.db = db
         self.bundles = bundles
         self.bus = bus
@@ -96,6 +99,9 @@ class TransferServer:
             return None
         if not wanted:
             return req  # progress only (complete, budget-exhausted)
+        if self.is_revoked(device_id):  # its certificate is dead; nor does it get bytes
+            log.warning("revoked device %s asked for bundle %s; refused", device_id, bundle_id)
+            return None
         if self.bus is None or not self._may_fetch(device_id, bundle_id):
             log.warning(
                 "device %s asked for bundle %s it is not meant to have", device_id, bundle_id
