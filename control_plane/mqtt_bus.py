@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import ssl
 import threading
 from collections.abc import Callable
 
@@ -18,6 +17,7 @@ import paho.mqtt.client as mqtt
 
 from control_plane.settings import CpMqtt
 from farmiq import topics
+from farmiq.mqtt_client import make_client
 
 log = logging.getLogger(__name__)
 
@@ -35,22 +35,8 @@ class MqttBus:
             if shared_ingest and settings.shared_subscription
             else topics.FLEET_UP
         )
-        c = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=settings.client_id,
-            clean_session=True,
-            protocol=mqtt.MQTTv311,
-        )
-        c.max_inflight_messages_set(200)
-        c.max_queued_messages_set(0)
-        c.reconnect_delay_set(1, 30)
-        if settings.username:
-            c.username_pw_set(settings.username, settings.password)
-        if settings.tls_ca:
-            ctx = ssl.create_default_context(cafile=str(settings.tls_ca))
-            if settings.tls_cert and settings.tls_key:
-                ctx.load_cert_chain(str(settings.tls_cert), str(settings.tls_key))
-            c.tls_set_context(ctx)
+        # Clean session: see the class docstring on shared subscriptions.
+        c = make_client(settings, settings.client_id, clean_session=True, max_inflight=200)
         c.on_connect = self._on_connect
         c.on_disconnect = lambda *a, **k: self.connected.clear()
         c.on_message = self._on_message

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 from collections.abc import Awaitable, Callable
 
 import paho.mqtt.client as mqtt
 
 from edge_agent.config import MqttSettings
+from farmiq.mqtt_client import make_client
 
 log = logging.getLogger(__name__)
 
@@ -43,22 +43,7 @@ class MqttLink:
         self.reconnects = 0
         self._ever_connected = False
         self._tasks: set[asyncio.Task[None]] = set()
-        c = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            clean_session=False,
-            protocol=mqtt.MQTTv311,
-        )
-        c.max_inflight_messages_set(100)
-        c.max_queued_messages_set(0)
-        c.reconnect_delay_set(min_delay=1, max_delay=30)
-        if settings.username:
-            c.username_pw_set(settings.username, settings.password)
-        if settings.tls_ca:
-            ctx = ssl.create_default_context(cafile=str(settings.tls_ca))
-            if settings.tls_cert and settings.tls_key:
-                ctx.load_cert_chain(str(settings.tls_cert), str(settings.tls_key))
-            c.tls_set_context(ctx)
+        c = make_client(settings, client_id, clean_session=False, max_inflight=100)
         if will:
             c.will_set(will[0], will[1], qos=1, retain=True)
         c.on_connect = self._on_connect

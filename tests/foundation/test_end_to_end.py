@@ -11,25 +11,16 @@ import tomllib
 
 import numpy as np
 import onnxruntime as ort
-import paho.mqtt.client as mqtt
 import pytest
 
 from farmiq import topics
-from farmiq.config import dump_toml
 from farmiq.bundle.builder import build_bundle, read_container
 from farmiq.bundle.format import pack
 from farmiq.bundle.signing import Signer
+from farmiq.config import dump_toml
+from tests.support.mqtt import publish
 
 MODEL = "barn-ventilation"
-
-
-def _publish(port: int, topic: str, payload: bytes) -> None:
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-pub-{time.time_ns()}")
-    c.connect("127.0.0.1", port)
-    c.loop_start()
-    c.publish(topic, payload, qos=1).wait_for_publish(10)
-    c.loop_stop()
-    c.disconnect()
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +112,7 @@ def test_bad_bundles_rejected_and_previous_model_keeps_serving(
         bundle = _tampered(bundle)
     elif attack == "traversal":
         bundle = _traversal(bundle)
-    _publish(mqtt_port, topics.down(device_id, topics.BUNDLE), bundle)
+    publish(mqtt_port, topics.down(device_id, topics.BUNDLE), bundle)
     status = agent.wait_for(lambda s: s["last_install"] and s["last_install"]["code"] != "installed",
                             what="the rejection")
     assert status["last_install"]["ok"] is False

@@ -10,8 +10,6 @@ import time
 
 import httpx
 import numpy as np
-import onnx
-import paho.mqtt.client as mqtt
 import pytest
 from onnx import TensorProto, helper
 
@@ -20,28 +18,9 @@ from farmiq.bundle.builder import build_bundle
 from farmiq.bundle.signing import Signer
 from farmiq.features import BARN_SCHEMA
 from firmware_bridge.simulator import MCUSimulator
+from tests.support.mqtt import publish, wait_until
 
 MODEL = "barn-drift"
-
-
-def _publish(port: int, topic: str, payload: bytes) -> None:
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"t-{time.time_ns()}")
-    c.connect("127.0.0.1", port)
-    c.loop_start()
-    c.publish(topic, payload, qos=1).wait_for_publish(10)
-    c.loop_stop()
-    c.disconnect()
-
-
-def _wait(fn, timeout=30.0, what="condition"):  # type: ignore[no-untyped-def]
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}: {last}")
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +42,7 @@ def test_drift_windows_and_feedback_reach_the_control_plane(control_plane, drift
     agent = agent_factory(device_id, control_plane.trust_root(), drift={"window_s": 1.0})
     with control_plane.client() as c:
         dep = c.post("/api/v1/deployments", json={"model": MODEL, "devices": [device_id]}).json()
-        _wait(lambda: c.get(f"/api/v1/deployments/{dep['id']}").json()["devices"][device_id]["status"] == "installed",
+        wait_until(lambda: c.get(f"/api/v1/deployments/{dep['id']}").json()["devices"][device_id]["status"] == "installed",
               what="install")
     from control_plane.barn_model import synthetic_barn
 
@@ -78,7 +57,7 @@ def test_drift_windows_and_feedback_reach_the_control_plane(control_plane, drift
         row = next((m for m in rows if m["model"] == MODEL), None)
         return row if row and row.get("windows") and row["status"] != "no_data" else None
 
-    row = _wait(fleet_status, 30, "drift windows at the control plane")
+    row = wait_until(fleet_status, 30, "drift windows at the control plane")
     assert row["status"] == "drift", row  # the shift is flagged fleet-wide
 
     # label feedback: a run of wrong predictions trips the concept-drift detector
@@ -114,10 +93,10 @@ async def test_mcu_readings_feed_entity_inference_and_actuators_run_once(
         bundle = build_bundle(_barn_feature_model(), name="barn-echo", version=1, signers=[signer],
                               task="regression", feature_schema=(BARN_SCHEMA.name, BARN_SCHEMA.version),
                               feature_names=list(BARN_SCHEMA.features))
-        await asyncio.to_thread(_publish, mqtt_port, topics.down(device_id, topics.BUNDLE), bundle)
+        await asyncio.to_thread(publish, mqtt_port, topics.down(device_id, topics.BUNDLE), bundle)
         cloud = {"kind": "farmiq-features/1", "views": {"flock_profile": [
             {"entity_id": "flock-3", "event_ts": time.time(), "values": {"flock_age_days": 21, "breed": "cobb_500"}}]}}
-        await asyncio.to_thread(_publish, mqtt_port, topics.down(device_id, topics.FEATURES), json.dumps(cloud).encode())
+        await asyncio.to_thread(publish, mqtt_port, topics.down(device_id, topics.FEATURES), json.dumps(cloud).encode())
 
         async with httpx.AsyncClient(base_url=agent.url, timeout=10) as c:
             body = {"model": "barn-echo", "entity": {"barn_id": "barn-7", "flock_id": "flock-3"}}
@@ -175,7 +154,7 @@ def test_gateway_receives_cloud_features_for_its_flocks(control_plane, agent_fac
         item = next(i for i in items if i["feature"] == "flock_profile:flock_age_days")
         return item if item["flag"] == "ok" else None
 
-    item = _wait(age, 30, "flock features pushed to the gateway")
+    item = wait_until(age, 30, "flock features pushed to the gateway")
     assert item["value"] == 17
     items = agent.get(f"/api/v1/features?barn_id=barn-1&flock_id={flock}").json()["features"]
     ammonia = next(i for i in items if i["feature"] == "barn_climate_1h:ammonia_max_1h")
@@ -204,7 +183,7 @@ async def test_mcu_sized_model_is_loaded_on_the_mcu_and_served_there(
             outputs=[TensorSpec(name="y", dtype="float32", shape=[None, 2])],
             serving={"targets": ["mcu", "edge"]},
         )
-        await asyncio.to_thread(_publish, mqtt_port, topics.down(device_id, topics.BUNDLE), bundle)
+        await asyncio.to_thread(publish, mqtt_port, topics.down(device_id, topics.BUNDLE), bundle)
         row = [[31.0, 75.0, 22.0, 2.4]]  # hot, humid, ammonia: ventilate
         async with httpx.AsyncClient(base_url=agent.url, timeout=10) as c:
             deadline = time.time() + 30
