@@ -125,12 +125,14 @@ class MqttLink:
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             raise ConnectionError(f"mqtt publish failed: {mqtt.error_string(info.rc)}")
 
-    async def publish_confirmed(self, topic: str, payload: bytes, qos: int = 1, timeout: float = 10.0) -> None:
+    async def publish_confirmed(
+        self, topic: str, payload: bytes, qos: int = 1, timeout: float = 10.0, retain: bool = False
+    ) -> None:
         """Publish and wait for the broker's PUBACK (not proof of delivery; see NOTES)."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # on_publish reaches us through call_soon_threadsafe, so it cannot run before this
         # coroutine yields: registering the future after publish() is race-free.
-        info = self._client.publish(topic, payload, qos=qos)
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             raise ConnectionError(f"mqtt publish failed: {mqtt.error_string(info.rc)}")
         self._acks[info.mid] = fut
@@ -141,9 +143,10 @@ class MqttLink:
             raise TimeoutError("no PUBACK from the broker") from None
 
     async def stop(self, final: tuple[str, bytes] | None = None) -> None:
+        """Disconnect; ``final`` (topic, payload) is published retained first, confirmed."""
         if final is not None and self.connected.is_set():
             try:
-                await self.publish_confirmed(final[0], final[1], timeout=2.0)
+                await self.publish_confirmed(final[0], final[1], timeout=2.0, retain=True)
             except (ConnectionError, TimeoutError):
                 pass
         self._client.disconnect()
