@@ -247,22 +247,6 @@ class Lifecycle:
                 await self._step(f"close {name}", closer)
         for name, fn in list(self._shutdown_hooks):
             await self._step(name, fn)
-        await self._retain_offline()
-
-    async def _retain_offline(self) -> None:
-        # The MQTT will covers crashes only, and MqttLink's final "offline" is not retained:
-        # replace the retained "online" so the fleet view is right after a clean stop too.
-        # Same connection, QoS 1: the broker has it before the link's confirmed final message.
-        if not self.agent.link.connected.is_set():
-            return
-        from farmiq import topics
-
-        try:
-            await self.agent.link.publish(
-                topics.up(self.agent.device_id, topics.STATUS), b"offline", retain=True
-            )
-        except Exception as exc:
-            log.warning("could not publish offline status: %s", exc)
 
     async def _flush_outbox(self) -> None:
         outbox = getattr(self.agent, "outbox", None)

@@ -44,9 +44,16 @@ class SdNotifier:
             return False
         try:
             if self._sock is None:
-                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                self._sock = socket.socket(
+                    socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+                )
+            # Non-blocking: a datagram socket whose reader is behind (its queue holds only
+            # net.unix.max_dgram_qlen messages) would otherwise block the event loop. A ping
+            # that cannot be queued now is dropped; the next one follows within the interval.
             self._sock.sendto("\n".join(lines).encode(), self.address)
             return True
+        except BlockingIOError:
+            return False
         except OSError as exc:
             if not self._warned:
                 log.warning("sd_notify to %r failed: %s", self.address, exc)
