@@ -118,6 +118,13 @@ class DesiredStateManager:
         if doc.rev < self.doc.rev:
             log.info("ignoring desired state rev %d (have rev %d)", doc.rev, self.doc.rev)
             return
+        if doc.rev == self.doc.rev and doc.models == self.doc.models:
+            # The control plane sent the same document again: it is waiting for an answer.
+            # A transfer in progress goes on (restarting it would throw away its window);
+            # a finished one answers again, in case the first answer was lost.
+            if self._task is not None and not self._task.done():
+                return
+            self.acked.clear()
         self.doc = doc
         for name, d in doc.models.items():
             if d.blocked:

@@ -4,10 +4,14 @@ rollout at the canary wave and roll it back, the operator API is documented."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import time
 import uuid
 
+from control_plane.fleet_sim.fleet import _share
 from tests.rollout.conftest import MODEL, wait_devices_known, wait_rollout
+from tests.rollout.models import good_model, register
 
 
 def _create(cp, **body):
@@ -115,3 +119,75 @@ def test_operator_api_is_documented(rollout_cp):
     ):
         assert p in paths, p
         assert all(op.get("summary") for op in paths[p].values())
+
+
+def test_rollout_completes_through_offline_churn_and_slow_metered_links(rollout_cp, fleet_factory):
+    """A third of the fleet drops off right as the rollout starts and catches up from the
+    retained desired state when it returns; slow cellular links stay within their byte
+    budget (they pause, say so, and resume) and still finish."""
+    cp = rollout_cp
+    v1 = cp.versions[0]
+    big = good_model(3)  # registered with its drift reference: a bundle of many chunks
+    v_new = register(cp, MODEL, big.onnx_bytes, big.reference)
+    n, rate = 12, 0.3
+    tag = ""
+    while True:  # a prefix whose stable hashes give both kinds of gateway, and not the same
+        tag = f"c{uuid.uuid4().hex[:6]}"
+        ids = [f"{tag}-{i:05d}" for i in range(n)]
+        churn = {d for d in ids if _share("offline", d) < rate}
+        slow = {d for d in ids if _share("slow", d) < rate}
+        if churn and slow and churn != slow:
+            break
+    budget, period = 3 * (4096 + 128), 1.5
+    fleet = fleet_factory(
+        cp,
+        gateways=n,
+        prefix=tag,
+        tags=[tag],
+        initial_version=v1,
+        offline_rate=rate,
+        offline_s=4.0,
+        slow_link=rate,
+        slow_bps=32 * 1024,
+        slow_budget=budget,
+        budget_period_s=period,
+    )
+    wait_devices_known(cp, tag, n)
+    away = asyncio.run_coroutine_threadsafe(fleet.fleet.offline_churn(0, at_once=True), fleet.loop)
+    t_off = time.time()
+    doc = _create(
+        cp,
+        version=v_new,
+        targeting={"tags": [tag]},
+        waves=[{"percent": 100}],
+        soak_s=0.5,
+        rate_per_minute=600,
+        max_concurrent=n,
+    )
+    time.sleep(2.0)
+    gws = {g.device_id: g for g in fleet.fleet.gateways}
+    assert all(gws[d].models[MODEL][0] == v1 and not gws[d].online for d in churn)
+    try:
+        done = wait_rollout(cp, doc["id"], lambda d: d["status"] in ("succeeded", "paused"), 60)
+    except AssertionError as exc:
+        state = {
+            d: (g.online, g.models.get(MODEL), g.receiver.progress(), g.receiver.budget_waits)
+            for d, g in gws.items()
+        }
+        raise AssertionError(f"{exc}\nchurn {churn} slow {slow}\n{state}") from None
+    away.result(10)
+    assert done["status"] == "succeeded", done
+    assert fleet.versions() == {v_new: n}
+    for d in churn:  # they installed after they came back, not while away
+        assert gws[d].installed_at is not None and gws[d].installed_at >= t_off + 4.0
+    chunks = done_chunks = 0
+    for d in slow:
+        r = gws[d].receiver
+        assert r.budget.peak <= budget, (d, r.budget.peak)  # never over the budget
+        assert r.budget_waits >= 1  # the bundle is bigger than one period's budget
+        done_chunks += len(gws[d].chunk_arrivals)
+        chunks += 1
+    assert done_chunks >= chunks * 4
+    with cp.client() as c:
+        inv = c.get("/api/v1/devices", params={"tag": tag}).json()["devices"]
+    assert len(inv) == n and all(x["in_sync"] for x in inv)
