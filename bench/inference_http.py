@@ -103,7 +103,9 @@ def _wrk(url: str, body: bytes, seconds: int, conns: int, workdir: Path) -> dict
             "non2xx": float(non2xx.group(1)) if non2xx else 0.0}  # fmt: skip
 
 
-def _start_agent(work: Path, model_bytes: bytes) -> tuple[subprocess.Popen[bytes], str]:
+def _start_agent(
+    work: Path, model_bytes: bytes, reference: dict | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
     from edge_agent.installer import Installer
     from edge_agent.model_store import ModelStore
     from edge_agent.serving import ModelSet
@@ -117,8 +119,9 @@ def _start_agent(work: Path, model_bytes: bytes) -> tuple[subprocess.Popen[bytes
     TrustRoot.for_signers([signer]).save(trust)
     state = work / "state"
     bundle = build_bundle(
-        model_bytes, name=MODEL, version=1, signers=[signer], labels=["off", "low", "high"]
-    )
+        model_bytes, name=MODEL, version=1, signers=[signer], labels=["off", "low", "high"],
+        reference=reference,  # drift statistics on, as the control plane's bundles have them
+    )  # fmt: skip
     inst = Installer(ModelStore(state), ModelSet(), TrustRoot.load(trust), device_id="bench-gw",
                      hardware_class="generic-linux", max_bundle_bytes=64 << 20)  # fmt: skip
     assert inst.install(bundle).ok
@@ -156,7 +159,7 @@ def main() -> int:
         (work / "m.onnx").write_bytes(tm.onnx_bytes)
         procs: list[subprocess.Popen[bytes]] = []
         try:
-            agent, agent_url = _start_agent(work, tm.onnx_bytes)
+            agent, agent_url = _start_agent(work, tm.onnx_bytes, tm.reference)
             procs.append(agent)
             ep, bp = free_port(), free_port()
             empty = subprocess.Popen([sys.executable, "-c", EMPTY_APP, str(ep)], cwd=ROOT)
