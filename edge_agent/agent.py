@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import platform
@@ -239,6 +240,11 @@ class Agent:
             lifespan="off",
             access_log=False,
             log_level="warning",
+            # Per-request work nobody reads on a gateway's local API: the proxy-headers
+            # middleware layer and the Server header (each header written is checked by
+            # two regexes). Date stays (RFC 9110). See docs/inference.md, benchmarks.
+            proxy_headers=False,
+            server_header=False,
         )
         server = uvicorn.Server(cfg)
         # The agent owns SIGTERM/SIGHUP (edge_agent/lifecycle.py): uvicorn must not capture them.
@@ -276,6 +282,10 @@ class Agent:
     async def run_forever(self) -> None:
         self.lifecycle.install_signal_handlers()  # SIGTERM/SIGINT stop, SIGHUP reloads
         await self.start()
+        # Start-up objects (modules, models, pydantic schemas) never become garbage: move
+        # them out of the collector's generations so a full collection stops scanning them.
+        gc.collect()
+        gc.freeze()
         port_file = os.environ.get("FARMIQ_AGENT_PORT_FILE")
         if port_file:
             with open(port_file, "w") as fh:
