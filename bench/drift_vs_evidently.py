@@ -17,14 +17,14 @@ from pathlib import Path
 os.environ.setdefault("DO_NOT_TRACK", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import numpy as np
+import pandas as pd
 
-from control_plane.drift.analysis import Groups, RefLayout, analyze  # noqa: E402
-from control_plane.drift.evidently_report import column_verdicts, run_data_drift  # noqa: E402
-from control_plane.drift.thresholds import ThresholdConfig  # noqa: E402
-from edge_agent.drift_stats import DriftStats  # noqa: E402
-from farmiq.drift_reference import build_reference  # noqa: E402
+from control_plane.drift.analysis import Groups, RefLayout, analyze
+from control_plane.drift.evidently_report import column_verdicts, run_data_drift
+from control_plane.drift.thresholds import ThresholdConfig
+from edge_agent.drift_stats import DriftStats
+from farmiq.drift_reference import build_reference
 
 N, F = 5000, 10
 

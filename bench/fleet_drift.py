@@ -16,13 +16,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-from scipy import stats  # noqa: E402
-from sqlalchemy import create_engine  # noqa: E402
+import numpy as np
+from scipy import stats
+from sqlalchemy import create_engine
 
-from control_plane.drift.ingest import DriftService  # noqa: E402
-from edge_agent.drift_stats import DriftStats, encode_window  # noqa: E402
-from farmiq.drift_reference import build_reference  # noqa: E402
+from control_plane.drift.ingest import DriftService
+from edge_agent.drift_stats import DriftStats, encode_window
+from farmiq.drift_reference import build_reference
 
 
 def main() -> None:

@@ -79,7 +79,8 @@ def main() -> int:
             print(f"[{label}] {name:30s} {r['rps']:8.0f} req/s  p50 {r['p50_ms']:7.2f} ms  "
                   f"p99 {r['p99_ms']:7.2f} ms  mean batch {r['mean_batch']}")  # fmt: skip
         print(
-            f"[{label}] batched / unbatched throughput at {a.callers} callers: {ba['rps'] / un['rps']:.2f}x (target >= 3x)"
+            f"[{label}] batched / unbatched throughput at {a.callers} callers: "
+            f"{ba['rps'] / un['rps']:.2f}x (target >= 3x)"
         )
     return 0
 

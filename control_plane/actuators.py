@@ -59,8 +59,15 @@ class ActuatorService:
         with self.db.session() as s:
             row = s.get(ActuatorCommand, command_id)
             if row is None:
-                s.add(ActuatorCommand(command_id=command_id, device_id=device_id, mcu=mcu,
-                                      actuator=actuator, value=value))
+                s.add(
+                    ActuatorCommand(
+                        command_id=command_id,
+                        device_id=device_id,
+                        mcu=mcu,
+                        actuator=actuator,
+                        value=value,
+                    )
+                )
         body = {"command_id": command_id, "actuator": actuator, "value": value, "mcu": mcu}
         self.bus.publish(topics.down(device_id, topics.ACTUATOR), orjson.dumps(body), qos=1)
         return self.get(command_id)
@@ -89,7 +96,9 @@ class ActuatorService:
                 log.warning("result for unknown command %s from %s", command_id, device_id)
         key = doc.get("key")
         if key and self.bus is not None:  # stored (or unknowable): the gateway may forget it
-            self.bus.publish(topics.down(device_id, topics.OUTBOX_ACK), orjson.dumps({"keys": [key]}))
+            self.bus.publish(
+                topics.down(device_id, topics.OUTBOX_ACK), orjson.dumps({"keys": [key]})
+            )
 
 
 def setup(ctx: ControlPlaneContext) -> None:

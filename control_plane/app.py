@@ -9,9 +9,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from farmiq import __version__
 from control_plane.context import ControlPlaneContext, build_context
 from control_plane.settings import ControlPlaneSettings
+from farmiq import __version__
 
 log = logging.getLogger(__name__)
 

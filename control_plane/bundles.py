@@ -7,11 +7,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from farmiq.bundle.builder import build_bundle
-from farmiq.bundle.signing import Signer
 from control_plane.db import Database
 from control_plane.registry import ModelRegistry
 from control_plane.tables import BundleRecord
+from farmiq.bundle.builder import build_bundle
+from farmiq.bundle.signing import Signer
 
 
 class BundleService:

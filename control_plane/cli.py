@@ -8,7 +8,9 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("control-plane", help="the cloud control plane (operator API, registry, rollouts)")
+    p = sub.add_parser(
+        "control-plane", help="the cloud control plane (operator API, registry, rollouts)"
+    )
     csub = p.add_subparsers(dest="cp_cmd", metavar="ACTION")
     s = csub.add_parser("serve", help="serve the operator API (FastAPI on uvicorn)")
     s.add_argument("-c", "--config", type=Path, help="control-plane TOML")
@@ -34,19 +36,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         "demo",
         help="run the whole system on this machine: train, register, promote, sign, roll out, infer",
     )
-    d.add_argument("--workdir", type=Path, default=Path(".farmiq/demo"), help="where the demo keeps its state")
-    d.add_argument("--keep-running", action="store_true", help="keep the services up and print their URLs")
     d.add_argument(
-        "--embedded-broker", action="store_true",
+        "--workdir", type=Path, default=Path(".farmiq/demo"), help="where the demo keeps its state"
+    )
+    d.add_argument(
+        "--keep-running", action="store_true", help="keep the services up and print their URLs"
+    )
+    d.add_argument(
+        "--embedded-broker",
+        action="store_true",
         help="use the embedded amqtt broker even when Mosquitto is available",
     )
     d.set_defaults(func=_demo)
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from farmiq.config import ConfigError
-
     from control_plane.settings import load_settings
+    from farmiq.config import ConfigError
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     try:
@@ -94,4 +100,6 @@ def _migrate(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from control_plane.demo import run_demo
 
-    return run_demo(args.workdir, keep_running=args.keep_running, embedded_broker=args.embedded_broker)
+    return run_demo(
+        args.workdir, keep_running=args.keep_running, embedded_broker=args.embedded_broker
+    )

@@ -13,14 +13,14 @@ from fastapi import Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from farmiq.bundle.signing import Signer
-from farmiq.bundle.trust import TrustRoot
 from control_plane.bundles import BundleService
 from control_plane.db import Database
 from control_plane.deployments import DeploymentService
 from control_plane.mqtt_bus import MqttBus
 from control_plane.registry import ModelRegistry
 from control_plane.settings import ControlPlaneSettings
+from farmiq.bundle.signing import Signer
+from farmiq.bundle.trust import TrustRoot
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +78,18 @@ def build_context(settings: ControlPlaneSettings) -> ControlPlaneContext:
     prepare_schema(db)  # SQLite: create_all; PostgreSQL: Alembic upgrade to head
     registry = ModelRegistry(settings.resolved_mlflow_uri(), settings.data_dir / "mlartifacts")
     signers, trust = _signing_material(settings)
-    bundles = BundleService(db, registry, signers, settings.data_dir / "bundles", settings.bundle_expiry_days)
+    bundles = BundleService(
+        db, registry, signers, settings.data_dir / "bundles", settings.bundle_expiry_days
+    )
     bus: MqttBus | None = None
     if settings.mqtt.enabled:
         bus = MqttBus(settings.mqtt)
         if not bus.start():
-            log.warning("broker %s:%s not reachable yet; retrying in the background",
-                        settings.mqtt.host, settings.mqtt.port)
+            log.warning(
+                "broker %s:%s not reachable yet; retrying in the background",
+                settings.mqtt.host,
+                settings.mqtt.port,
+            )
     deployments = DeploymentService(db, bundles, bus)
     return ControlPlaneContext(settings, db, registry, signers, trust, bundles, deployments, bus)
 
@@ -102,7 +107,9 @@ def _signing_material(settings: ControlPlaneSettings) -> tuple[list[Signer], Tru
         paths = FleetPaths(settings.fleet_dir)
         key_paths = settings.signing_keys or paths.targets_keys()
         if not key_paths or not paths.root_json.exists():
-            raise RuntimeError(f"fleet_dir {settings.fleet_dir} holds no fleet (farmiq provision init-fleet)")
+            raise RuntimeError(
+                f"fleet_dir {settings.fleet_dir} holds no fleet (farmiq provision init-fleet)"
+            )
         return [Signer.load(p) for p in key_paths], TrustRoot.load(paths.root_json)
     key_paths = settings.signing_keys or [settings.data_dir / "keys" / "bundle-signing.pem"]
     signers = [Signer.load_or_create(p) for p in key_paths]

@@ -8,6 +8,7 @@ cloud. The demo then plays the operator over HTTP.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -16,7 +17,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -55,7 +55,9 @@ def start_broker(workdir: Path, embedded: bool = False) -> tuple[int, subprocess
     if not embedded and port_open("127.0.0.1", 1883):
         return 1883, None, "mosquitto on 127.0.0.1:1883 (already running)"
     port = free_port()
-    exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    exe = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
     if embedded:
         exe = None
     if exe is not None:
@@ -75,12 +77,22 @@ def start_broker(workdir: Path, embedded: bool = False) -> tuple[int, subprocess
 
 
 class Procs:
-    def __init__(self) -> None:
+    """The demo's child processes, stopped in reverse order (SIGTERM, then SIGKILL)."""
+
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env = env
+        self.logs = logs
         self.items: list[subprocess.Popen] = []
 
     def add(self, p: subprocess.Popen) -> subprocess.Popen:
         self.items.append(p)
         return p
+
+    def spawn(self, args: list[str], log_name: str) -> subprocess.Popen:
+        """Start ``args`` with stdout and stderr to ``logs/<log_name>``."""
+        with open(self.logs / log_name, "wb") as log:  # the child keeps its own descriptor
+            proc = subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        return self.add(proc)
 
     def stop(self) -> None:
         for p in reversed(self.items):
@@ -105,8 +117,13 @@ def run_demo(workdir: Path, keep_running: bool = False, embedded_broker: bool = 
     workdir.mkdir(parents=True)
     logs = workdir / "logs"
     logs.mkdir()
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "FEAST_USAGE": "False"}
-    procs = Procs()
+    env = {
+        **os.environ,
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "true",
+        "FEAST_USAGE": "False",
+    }
+    procs = Procs(env, logs)
     py = sys.executable
     say = print
     try:
@@ -119,12 +136,24 @@ def run_demo(workdir: Path, keep_running: bool = False, embedded_broker: bool = 
 
         cp_port = free_port()
         cp_conf = workdir / "control-plane.toml"
-        cp_conf.write_text(dump_toml({"data_dir": str(workdir / "control-plane"), "host": "127.0.0.1", "port": cp_port,
-                                      "mqtt": {"port": mqtt_port, "client_id": f"farmiq-cp-demo-{cp_port}",
-                                               "share_group": f"farmiq-demo-{cp_port}",
-                                               "shared_subscription": not embedded}}))
-        cp = procs.add(subprocess.Popen([py, "-m", "farmiq", "control-plane", "serve", "-c", str(cp_conf)],
-                                        env=env, stdout=open(logs / "control-plane.log", "wb"), stderr=subprocess.STDOUT))
+        cp_conf.write_text(
+            dump_toml(
+                {
+                    "data_dir": str(workdir / "control-plane"),
+                    "host": "127.0.0.1",
+                    "port": cp_port,
+                    "mqtt": {
+                        "port": mqtt_port,
+                        "client_id": f"farmiq-cp-demo-{cp_port}",
+                        "share_group": f"farmiq-demo-{cp_port}",
+                        "shared_subscription": not embedded,
+                    },
+                }
+            )
+        )
+        cp = procs.spawn(
+            [py, "-m", "farmiq", "control-plane", "serve", "-c", str(cp_conf)], "control-plane.log"
+        )
         api = f"http://127.0.0.1:{cp_port}"
         wait_http(f"{api}/ready", 120, cp)
         say(f"[2/7] control plane {api} (SQLite, MLflow registry on SQLite)")
@@ -132,65 +161,102 @@ def run_demo(workdir: Path, keep_running: bool = False, embedded_broker: bool = 
         trust = httpx.get(f"{api}/api/v1/trust-root").json()
         agent_dir = workdir / "gateway"
         agent_dir.mkdir()
-        (agent_dir / "trust_root.json").write_text(__import__("json").dumps(trust))
+        (agent_dir / "trust_root.json").write_text(json.dumps(trust))
         agent_port = free_port()
         device = "barn-01"
-        (agent_dir / "agent.toml").write_text(dump_toml({
-            "device_id": device, "farm_id": "demo-farm", "state_dir": str(agent_dir / "state"),
-            "trust_root": str(agent_dir / "trust_root.json"),
-            "mqtt": {"port": mqtt_port}, "api": {"port": agent_port},
-        }))
-        agent = procs.add(subprocess.Popen([py, "-m", "farmiq", "agent", "run", "-c", str(agent_dir / "agent.toml")],
-                                           env=env, stdout=open(logs / "agent.log", "wb"), stderr=subprocess.STDOUT))
+        (agent_dir / "agent.toml").write_text(
+            dump_toml(
+                {
+                    "device_id": device,
+                    "farm_id": "demo-farm",
+                    "state_dir": str(agent_dir / "state"),
+                    "trust_root": str(agent_dir / "trust_root.json"),
+                    "mqtt": {"port": mqtt_port},
+                    "api": {"port": agent_port},
+                }
+            )
+        )
+        agent = procs.spawn(
+            [py, "-m", "farmiq", "agent", "run", "-c", str(agent_dir / "agent.toml")], "agent.log"
+        )
         agent_url = f"http://127.0.0.1:{agent_port}"
         wait_http(f"{agent_url}/health", 60, agent)
         say(f"[3/7] gateway agent {device} at {agent_url} (no model yet)")
 
         trained = train_barn_model()
-        say(f"[4/7] trained       barn ventilation model (scikit-learn -> ONNX, {len(trained.onnx_bytes)} bytes, accuracy {trained.accuracy:.2f})")
+        say(
+            f"[4/7] trained       barn ventilation model (scikit-learn -> ONNX, "
+            f"{len(trained.onnx_bytes)} bytes, accuracy {trained.accuracy:.2f})"
+        )
 
         meta = {"task": "classification", "labels": LABELS, "feature_names": FEATURES}
-        r = httpx.post(f"{api}/api/v1/models/register",
-                       files={"file": ("model.onnx", trained.onnx_bytes),
-                              "reference": ("reference.json", __import__("json").dumps(trained.reference))},
-                       data={"name": "barn-ventilation", "meta": __import__("json").dumps(meta)}, timeout=120)
+        r = httpx.post(
+            f"{api}/api/v1/models/register",
+            files={
+                "file": ("model.onnx", trained.onnx_bytes),
+                "reference": ("reference.json", json.dumps(trained.reference)),
+            },
+            data={"name": "barn-ventilation", "meta": json.dumps(meta)},
+            timeout=120,
+        )
         r.raise_for_status()
         version = r.json()["version"]
-        httpx.put(f"{api}/api/v1/models/barn-ventilation/promote", json={"version": version}, timeout=60).raise_for_status()
-        say(f"[5/7] registry      barn-ventilation v{version} registered in MLflow and promoted to @production")
+        httpx.put(
+            f"{api}/api/v1/models/barn-ventilation/promote", json={"version": version}, timeout=60
+        ).raise_for_status()
+        say(
+            f"[5/7] registry      barn-ventilation v{version} registered in MLflow and promoted to @production"
+        )
 
-        r = httpx.post(f"{api}/api/v1/deployments", json={"model": "barn-ventilation", "devices": [device]}, timeout=120)
+        r = httpx.post(
+            f"{api}/api/v1/deployments",
+            json={"model": "barn-ventilation", "devices": [device]},
+            timeout=120,
+        )
         r.raise_for_status()
         dep = r.json()
         deadline = time.time() + 60
         status = "sent"
         while time.time() < deadline:
-            status = httpx.get(f"{api}/api/v1/deployments/{dep['id']}").json()["devices"][device]["status"]
+            status = httpx.get(f"{api}/api/v1/deployments/{dep['id']}").json()["devices"][device][
+                "status"
+            ]
             if status != "sent":
                 break
             time.sleep(0.2)
         if status != "installed":
             say(f"rollout failed: device says {status}")
             return 1
-        say(f"[6/7] rollout       bundle {dep['bundle_id'][:8]} signed, sent over MQTT, verified and installed on {device}")
+        say(
+            f"[6/7] rollout       bundle {dep['bundle_id'][:8]} signed, sent over MQTT, "
+            f"verified and installed on {device}"
+        )
 
         sess = ort.InferenceSession(trained.onnx_bytes, providers=["CPUExecutionProvider"])
         rows = trained.X_test[:5]
-        resp = httpx.post(f"{agent_url}/api/v1/inference", json={"model": "barn-ventilation", "inputs": rows.tolist()}).json()
+        resp = httpx.post(
+            f"{agent_url}/api/v1/inference",
+            json={"model": "barn-ventilation", "inputs": rows.tolist()},
+        ).json()
         local = sess.run(None, {sess.get_inputs()[0].name: rows})
         agree = np.array_equal(np.asarray(resp["outputs"]["label"]), local[0])
         preds = [LABELS[i] for i in resp["outputs"]["label"]]
-        say(f"[7/7] inference     5 barns -> {preds}; served by {resp['target']} v{resp['version']} in {resp['latency_ms']:.3f} ms; "
-            f"{'equals' if agree else 'DIFFERS FROM'} onnxruntime")
+        say(
+            f"[7/7] inference     5 barns -> {preds}; served by {resp['target']} "
+            f"v{resp['version']} in {resp['latency_ms']:.3f} ms; "
+            f"{'equals' if agree else 'DIFFERS FROM'} onnxruntime"
+        )
         say(f"done in {time.time() - t0:.1f}s. Logs: {logs}")
         if not agree:
             return 1
         if keep_running:
             ml_port = free_port()
-            procs.add(subprocess.Popen([py, "-m", "mlflow", "server", "--backend-store-uri",
-                                        f"sqlite:///{workdir / 'control-plane' / 'mlflow.db'}", "--host", "127.0.0.1",
-                                        "--port", str(ml_port)], env=env, stdout=open(logs / "mlflow.log", "wb"),
-                                       stderr=subprocess.STDOUT))
+            mlflow_db = workdir / "control-plane" / "mlflow.db"
+            procs.spawn(
+                [py, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{mlflow_db}",
+                 "--host", "127.0.0.1", "--port", str(ml_port)],
+                "mlflow.log",
+            )  # fmt: skip
             say(f"operator API  {api}/docs")
             say(f"MLflow UI     http://127.0.0.1:{ml_port}")
             say(f"gateway API   {agent_url}/api/v1/models")
@@ -200,5 +266,3 @@ def run_demo(workdir: Path, keep_running: bool = False, embedded_broker: bool = 
         return 0
     finally:
         procs.stop()
-
-

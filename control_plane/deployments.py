@@ -16,11 +16,11 @@ from typing import Any
 import orjson
 from sqlalchemy import select
 
-from farmiq import topics
 from control_plane.bundles import BundleService
 from control_plane.db import Database
 from control_plane.mqtt_bus import MqttBus
 from control_plane.tables import Deployment, Device
+from farmiq import topics
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +56,14 @@ class DeploymentService:
         group = uuid.uuid4().hex[:12]
         with self.db.session() as s:
             for d in devices:
-                s.add(Deployment(group_id=group, bundle_id=rec.bundle_id, device_id=d, status="sent"))
+                s.add(
+                    Deployment(group_id=group, bundle_id=rec.bundle_id, device_id=d, status="sent")
+                )
         for d in devices:
             self.bus.publish(topics.down(d, topics.BUNDLE), data, qos=1)
-        log.info("deployed %s v%s to %d device(s)", name, version, len(devices), extra={"group": group})
+        log.info(
+            "deployed %s v%s to %d device(s)", name, version, len(devices), extra={"group": group}
+        )
         return self.get(group)
 
     def get(self, group: str) -> dict[str, Any]:
@@ -71,7 +75,12 @@ class DeploymentService:
             "id": group,
             "bundle_id": rows[0].bundle_id,
             "devices": {
-                r.device_id: {"status": r.status, "code": r.code, "reason": r.reason, "updated": r.updated}
+                r.device_id: {
+                    "status": r.status,
+                    "code": r.code,
+                    "reason": r.reason,
+                    "updated": r.updated,
+                }
                 for r in rows
             },
         }
@@ -82,14 +91,17 @@ class DeploymentService:
         bundle_id = ack.get("bundle_id")
         status = "installed" if ack.get("ok") else "rejected"
         with self.db.session() as s:
-            q = select(Deployment).where(Deployment.device_id == device_id)
-            if bundle_id:
-                q = q.where(Deployment.bundle_id == bundle_id)
-            else:  # rejected before the manifest could be trusted: newest pending one
-                q = q.where(Deployment.status == "sent")
+            # Rejected before the manifest could be trusted (no bundle id): newest pending one.
+            which = Deployment.bundle_id == bundle_id if bundle_id else Deployment.status == "sent"
+            q = select(Deployment).where(Deployment.device_id == device_id, which)
             row = s.scalars(q.order_by(Deployment.id.desc())).first()
             if row is not None:
-                row.status, row.code, row.reason, row.updated = status, ack.get("code"), ack.get("reason"), time.time()
+                row.status, row.code, row.reason, row.updated = (
+                    status,
+                    ack.get("code"),
+                    ack.get("reason"),
+                    time.time(),
+                )
         self._touch(device_id)
 
     def on_state(self, device_id: str, payload: bytes) -> None:

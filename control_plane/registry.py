@@ -114,7 +114,9 @@ class ModelRegistry:
             onnx.checker.check_model(model)
         except Exception as exc:
             raise RegistryError(422, f"not a valid ONNX model: {exc}") from None
-        with self._mlflow.start_run(experiment_id=self.experiment_id, run_name=f"register-{name}") as run:
+        with self._mlflow.start_run(
+            experiment_id=self.experiment_id, run_name=f"register-{name}"
+        ) as run:
             self._mlflow.set_tags({"farmiq.kind": "registration", "farmiq.model": name})
             if reference is not None:
                 from farmiq.drift_reference import validate_reference
@@ -134,7 +136,9 @@ class ModelRegistry:
         del run
         return self._version(name, version)
 
-    def register_uri(self, name: str, source_uri: str, *, meta: dict[str, Any] | None = None) -> ModelVersionInfo:
+    def register_uri(
+        self, name: str, source_uri: str, *, meta: dict[str, Any] | None = None
+    ) -> ModelVersionInfo:
         """Register an existing MLflow model (``runs:/...`` or ``models:/...``)."""
         from mlflow.exceptions import MlflowException
 
@@ -166,7 +170,9 @@ class ModelRegistry:
         for rm in self.client.search_registered_models():
             if self._archived(rm) and not include_archived:
                 continue
-            out.append({"name": rm.name, "archived": self._archived(rm), "aliases": dict(rm.aliases or {})})
+            out.append(
+                {"name": rm.name, "archived": self._archived(rm), "aliases": dict(rm.aliases or {})}
+            )
         return out
 
     def promote(self, name: str, version: int, alias: str = PRODUCTION) -> ModelVersionInfo:
@@ -187,7 +193,9 @@ class ModelRegistry:
                 out.append(self._version(rm.name, int(v)))
         return out
 
-    def resolve(self, name: str, version: int | None = None, alias: str | None = None) -> ModelVersionInfo:
+    def resolve(
+        self, name: str, version: int | None = None, alias: str | None = None
+    ) -> ModelVersionInfo:
         rm = self._get_model(name)
         if self._archived(rm):
             raise RegistryError(409, f"model {name!r} is archived")
@@ -195,7 +203,9 @@ class ModelRegistry:
             alias = alias or PRODUCTION
             v = (rm.aliases or {}).get(alias)
             if v is None:
-                raise RegistryError(409, f"model {name!r} has no {alias!r} alias; promote a version first")
+                raise RegistryError(
+                    409, f"model {name!r} has no {alias!r} alias; promote a version first"
+                )
             version = int(v)
         return self._version(name, version)
 

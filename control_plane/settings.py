@@ -63,4 +63,6 @@ class ControlPlaneSettings(BaseModel):
 
 
 def load_settings(path: str | Path | None = None, **overrides: object) -> ControlPlaneSettings:
-    return load_config(ControlPlaneSettings, path, env_prefix=ENV_PREFIX, overrides=overrides or None)
+    return load_config(
+        ControlPlaneSettings, path, env_prefix=ENV_PREFIX, overrides=overrides or None
+    )

@@ -19,16 +19,16 @@ from typing import Any
 
 import orjson
 
-from farmiq import __version__, topics
-from farmiq.bundle.trust import TrustRoot
 from edge_agent.config import AgentConfig
 from edge_agent.inference import InferenceService
-from edge_agent.router import Router
 from edge_agent.installer import Installer, InstallResult
 from edge_agent.local_api import LocalApi
 from edge_agent.model_store import ModelStore
 from edge_agent.mqtt_link import MqttLink
+from edge_agent.router import Router
 from edge_agent.serving import ModelSet
+from farmiq import __version__, topics
+from farmiq.bundle.trust import TrustRoot
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,9 @@ class Agent:
 
     async def publish_state(self) -> None:
         await self.link.publish(
-            topics.up(self.device_id, topics.STATE), orjson.dumps(self.reported_state()), retain=True
+            topics.up(self.device_id, topics.STATE),
+            orjson.dumps(self.reported_state()),
+            retain=True,
         )
 
     # -- MQTT ----------------------------------------------------------------------------

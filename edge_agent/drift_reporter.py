@@ -36,7 +36,9 @@ class DriftReporter:
     ) -> None:
         self.device_id = device_id
         self.outbox = outbox
-        self.stats = DriftStats(device_id, window_s=window_s, reservoir_size=reservoir_size, farm_id=farm_id)
+        self.stats = DriftStats(
+            device_id, window_s=window_s, reservoir_size=reservoir_size, farm_id=farm_id
+        )
         self.concept = ConceptDriftMonitor()
         self.window_s = window_s
         self._topic = topics.up(device_id, topics.DRIFT)
@@ -59,7 +61,9 @@ class DriftReporter:
     def unregister(self, name: str, version: int) -> None:
         self._queue(self.stats.unregister(name, str(version)))
 
-    def observe(self, model: LoadedModel, inputs: dict[str, np.ndarray], outputs: dict[str, Any]) -> None:
+    def observe(
+        self, model: LoadedModel, inputs: dict[str, np.ndarray], outputs: dict[str, Any]
+    ) -> None:
         """Called after each local answer. Never raises into the request path."""
         try:
             x = next(iter(inputs.values()))

@@ -8,17 +8,16 @@ they were, and comes back as an ``InstallResult`` with a code and a reason.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any
 
+from edge_agent.model_store import InstalledModel, ModelStore
+from edge_agent.serving import LoadedModel, ModelSet, health_check, load_runtime
 from farmiq.bundle.format import Manifest
 from farmiq.bundle.trust import TrustRoot
 from farmiq.bundle.verifier import BundleRejected, VerifiedBundle, VerifyPolicy, verify_bundle
-from edge_agent.model_store import InstalledModel, ModelStore
-from edge_agent.serving import LoadedModel, ModelSet, health_check, load_runtime
 
 log = logging.getLogger(__name__)
 
@@ -108,13 +107,19 @@ class Installer:
         except Exception as exc:
             self.store.discard(staged)
             log.warning("bundle %s v%s failed its health check: %s", m.name, m.version, exc)
-            return InstallResult(False, "health-check", f"model failed to load or warm up: {exc}", **ids)
+            return InstallResult(
+                False, "health-check", f"model failed to load or warm up: {exc}", **ids
+            )
         installed = self.store.commit(staged, m)
         candidate.path = installed.path
         old = self.models.swap(candidate)
         log.info("installed %s v%s", m.name, m.version, extra={"bundle_id": m.bundle_id})
         return InstallResult(
-            True, "installed", "installed and serving", previous_version=old.version if old else None, **ids
+            True,
+            "installed",
+            "installed and serving",
+            previous_version=old.version if old else None,
+            **ids,
         )
 
     @staticmethod
@@ -161,13 +166,20 @@ class Installer:
     def rollback(self, name: str) -> InstallResult:
         prev = self.store.previous(name)
         if prev is None:
-            return InstallResult(False, "no-previous", f"no previous version of {name} kept", name=name)
+            return InstallResult(
+                False, "no-previous", f"no previous version of {name} kept", name=name
+            )
         model = self.load(prev)
         self.store.revert(name)
         old = self.models.swap(model)
         return InstallResult(
-            True, "rolled-back", "previous version restored", name=name, version=prev.version,
-            bundle_id=prev.manifest.bundle_id, previous_version=old.version if old else None,
+            True,
+            "rolled-back",
+            "previous version restored",
+            name=name,
+            version=prev.version,
+            bundle_id=prev.manifest.bundle_id,
+            previous_version=old.version if old else None,
         )
 
 

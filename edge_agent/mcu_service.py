@@ -63,7 +63,9 @@ class McuService:
     def has_model(self, model_id: str) -> str | None:
         return self.manager.has_model(model_id)
 
-    async def infer(self, device_id: str, model_id: str, inputs: Any, *, timeout: float = 5.0) -> Any:
+    async def infer(
+        self, device_id: str, model_id: str, inputs: Any, *, timeout: float = 5.0
+    ) -> Any:
         return await self.manager.infer(device_id, model_id, inputs, timeout=timeout)
 
     def _on_model_swap(self, new: LoadedModel, old: LoadedModel | None) -> None:

@@ -12,10 +12,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from farmiq.bundle.builder import onnx_io_specs
-from farmiq.bundle.format import Manifest, MemberInfo, Serving, utcnow_iso
 from edge_agent.runtimes.onnx_runtime import OnnxRuntime, available_providers
 from edge_agent.serving import LoadedModel, health_check
+from farmiq.bundle.builder import onnx_io_specs
+from farmiq.bundle.format import Manifest, MemberInfo, Serving, utcnow_iso
 
 
 def loaded_model_from_onnx(
@@ -39,13 +39,19 @@ def loaded_model_from_onnx(
         labels=labels,
         inputs=inputs,
         outputs=outputs,
-        members={"model/model.onnx": MemberInfo(sha256=hashlib.sha256(onnx_bytes).hexdigest(), size=len(onnx_bytes))},
+        members={
+            "model/model.onnx": MemberInfo(
+                sha256=hashlib.sha256(onnx_bytes).hexdigest(), size=len(onnx_bytes)
+            )
+        },
         created=utcnow_iso(),
         serving=Serving.model_validate(serving or {}),
     )
     fp16 = manifest.serving.fp16
     runtime = OnnxRuntime(
-        onnx_bytes, intra_op_threads=intra_op_threads, providers=providers or available_providers(fp16=fp16)
+        onnx_bytes,
+        intra_op_threads=intra_op_threads,
+        providers=providers or available_providers(fp16=fp16),
     )
     model = LoadedModel(manifest, runtime, Path(tempfile.gettempdir()))
     health_check(model)

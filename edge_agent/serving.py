@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from farmiq.bundle.format import Manifest
 from edge_agent.runtimes.base import Runtime
+from farmiq.bundle.format import Manifest
 
 
 @dataclass

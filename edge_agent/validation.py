@@ -31,7 +31,9 @@ def _coerce(spec: TensorSpec, value: Any, max_batch: int) -> np.ndarray:
                 f"input {spec.name!r}: axis {axis} must be {want}, got {got} (shape {list(arr.shape)})"
             )
     if rank and arr.shape[0] > max_batch:
-        raise InputError(f"input {spec.name!r}: batch of {arr.shape[0]} rows exceeds the limit {max_batch}")
+        raise InputError(
+            f"input {spec.name!r}: batch of {arr.shape[0]} rows exceeds the limit {max_batch}"
+        )
     if rank and arr.shape[0] == 0:
         raise InputError(f"input {spec.name!r}: empty batch")
     if arr.dtype.kind == "f" and not spec.allow_nan and not np.isfinite(arr).all():
@@ -45,7 +47,9 @@ def parse_inputs(manifest: Manifest, inputs: Any, max_batch: int) -> dict[str, n
     if isinstance(inputs, dict):
         unknown = set(inputs) - {s.name for s in specs}
         if unknown:
-            raise InputError(f"unknown input(s) {sorted(unknown)}; expected {[s.name for s in specs]}")
+            raise InputError(
+                f"unknown input(s) {sorted(unknown)}; expected {[s.name for s in specs]}"
+            )
         missing = [s.name for s in specs if s.name not in inputs]
         if missing:
             raise InputError(f"missing input(s) {missing}")

@@ -47,6 +47,7 @@ OUTBOX = "outbox"  # generic durable items from the outbox
 TRANSFER = "transfer"  # chunk requests and transfer progress (application-level acks)
 SHADOW = "shadow"  # shadow-mode agreement of a candidate model with the served one
 
+
 # Control-plane alerts for operators' tools (not for gateways): farmiq/v1/cp/alert/<kind>.
 def cp_alert(kind: str) -> str:
     return f"{ROOT}/cp/alert/{kind}"
@@ -64,9 +65,8 @@ def shared(topic_filter: str, group: str = SHARED_GROUP) -> str:
 def parse_up(topic: str) -> tuple[str, str] | None:
     """``farmiq/v1/gw/<id>/up/<leaf...>`` -> (device_id, leaf); else None."""
     parts = topic.split("/")
-    if len(parts) >= 6 and parts[0] == "farmiq" and parts[1] == "v1" and parts[2] == "gw":
-        if parts[4] == "up":
-            return parts[3], "/".join(parts[5:])
+    if len(parts) >= 6 and parts[:3] == ["farmiq", "v1", "gw"] and parts[4] == "up":
+        return parts[3], "/".join(parts[5:])
     return None
 
 

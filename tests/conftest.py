@@ -14,8 +14,8 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("FEAST_USAGE", "False")
 
-from control_plane.demo import port_open  # noqa: E402
-from tests.support.procs import AgentProc, ControlPlaneProc, Mosquitto  # noqa: E402
+from control_plane.demo import port_open
+from tests.support.procs import AgentProc, ControlPlaneProc, Mosquitto
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -49,7 +49,9 @@ def mosquitto_factory(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
 
 
 @pytest.fixture(scope="session")
-def control_plane(tmp_path_factory: pytest.TempPathFactory, mqtt_port: int) -> Iterator[ControlPlaneProc]:
+def control_plane(
+    tmp_path_factory: pytest.TempPathFactory, mqtt_port: int
+) -> Iterator[ControlPlaneProc]:
     """One real control plane (SQLite + MLflow on SQLite) shared by the session."""
     cp = ControlPlaneProc(tmp_path_factory.mktemp("cp"), mqtt_port)
     cp.start()
@@ -66,9 +68,13 @@ def device_id() -> str:
 def agent_factory(tmp_path: Path, mqtt_port: int) -> Iterator[Callable[..., AgentProc]]:
     started: list[AgentProc] = []
 
-    def make(device_id: str, trust_root: dict[str, Any] | Path, *, start: bool = True, **settings: Any) -> AgentProc:
+    def make(
+        device_id: str, trust_root: dict[str, Any] | Path, *, start: bool = True, **settings: Any
+    ) -> AgentProc:
         mqtt = settings.pop("mqtt", {"port": mqtt_port})
-        a = AgentProc(tmp_path / device_id, device_id, mqtt["port"], trust_root, mqtt=mqtt, **settings)
+        a = AgentProc(
+            tmp_path / device_id, device_id, mqtt["port"], trust_root, mqtt=mqtt, **settings
+        )
         if start:
             a.start()
         started.append(a)

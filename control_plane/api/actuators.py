@@ -26,7 +26,12 @@ async def send(body: Command, ctx: ControlPlaneContext = Depends(get_ctx)) -> di
     svc = ctx.services["actuators"]
     try:
         return await run_in_threadpool(
-            svc.send, body.device_id, body.actuator, body.value, mcu=body.mcu, command_id=body.command_id
+            svc.send,
+            body.device_id,
+            body.actuator,
+            body.value,
+            mcu=body.mcu,
+            command_id=body.command_id,
         )
     except (ValueError, RuntimeError) as exc:
         raise HTTPException(409, str(exc)) from None

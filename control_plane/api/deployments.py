@@ -24,7 +24,9 @@ class DeployRequest(BaseModel):
 
 
 @router.post("", summary="Build and sign a bundle from the registry and push it to devices")
-async def deploy(body: DeployRequest, ctx: ControlPlaneContext = Depends(get_ctx)) -> dict[str, Any]:
+async def deploy(
+    body: DeployRequest, ctx: ControlPlaneContext = Depends(get_ctx)
+) -> dict[str, Any]:
     try:
         mv = await run_in_threadpool(ctx.registry.resolve, body.model, body.version)
         deploy = ctx.deployments.deploy
@@ -38,7 +40,9 @@ async def deploy(body: DeployRequest, ctx: ControlPlaneContext = Depends(get_ctx
 
 
 @router.get("/{group_id}", summary="Per-device status of a deployment")
-async def get_deployment(group_id: str, ctx: ControlPlaneContext = Depends(get_ctx)) -> dict[str, Any]:
+async def get_deployment(
+    group_id: str, ctx: ControlPlaneContext = Depends(get_ctx)
+) -> dict[str, Any]:
     try:
         return await run_in_threadpool(ctx.deployments.get, group_id)
     except KeyError:

@@ -61,7 +61,9 @@ async def register(request: Request, ctx: ControlPlaneContext = Depends(get_ctx)
         else:
             body = RegisterUri.model_validate(await request.json())
             meta = body.model_dump(exclude={"name", "source_uri"}, exclude_none=True)
-            mv = await run_in_threadpool(ctx.registry.register_uri, body.name, body.source_uri, meta=meta)
+            mv = await run_in_threadpool(
+                ctx.registry.register_uri, body.name, body.source_uri, meta=meta
+            )
     except RegistryError as exc:
         raise _err(exc) from None
     except (ValueError, json.JSONDecodeError) as exc:
@@ -75,7 +77,9 @@ async def production(ctx: ControlPlaneContext = Depends(get_ctx)) -> dict[str, A
 
 
 @router.get("", summary="All registered models")
-async def list_models(include_archived: bool = False, ctx: ControlPlaneContext = Depends(get_ctx)) -> dict[str, Any]:
+async def list_models(
+    include_archived: bool = False, ctx: ControlPlaneContext = Depends(get_ctx)
+) -> dict[str, Any]:
     return {"models": await run_in_threadpool(ctx.registry.list_models, include_archived)}
 
 
@@ -88,7 +92,9 @@ async def get_model(name: str, ctx: ControlPlaneContext = Depends(get_ctx)) -> d
 
 
 @router.put("/{name}/promote", summary="Point an alias (default: production) at a version")
-async def promote(name: str, body: Promote, ctx: ControlPlaneContext = Depends(get_ctx)) -> dict[str, Any]:
+async def promote(
+    name: str, body: Promote, ctx: ControlPlaneContext = Depends(get_ctx)
+) -> dict[str, Any]:
     try:
         mv = await run_in_threadpool(ctx.registry.promote, name, body.version, body.alias)
     except RegistryError as exc:

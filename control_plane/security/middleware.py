@@ -78,9 +78,9 @@ class SecurityMiddleware:
             except HTTPException as exc:
                 if changes and exc.status_code != 429:  # a lock-out must not flood the log
                     await self._audit(service, principal, method, path, exc.status_code, ip, scope)
-                await JSONResponse(
-                    {"detail": exc.detail}, exc.status_code, headers=exc.headers
-                )(scope, receive, send)
+                await JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)(
+                    scope, receive, send
+                )
                 return
             scope.setdefault("state", {})["principal"] = principal
 

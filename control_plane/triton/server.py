@@ -105,10 +105,10 @@ class TritonServer:
         root = pytriton_root()
         paths = [p for p in site.getsitepackages() if "site-packages" in p]
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(paths + [env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         env["FARMIQ_TRITON_SITE"] = os.pathsep.join(paths)  # read by the exported model.py
         libs = [str(root.parent.parent / "nvidia_pytriton.libs"), str(root / "external_libs")]
-        env["LD_LIBRARY_PATH"] = os.pathsep.join(libs + [env.get("LD_LIBRARY_PATH", "")]).rstrip(
+        env["LD_LIBRARY_PATH"] = os.pathsep.join([*libs, env.get("LD_LIBRARY_PATH", "")]).rstrip(
             os.pathsep
         )
         env.setdefault("OMP_NUM_THREADS", "1")
@@ -117,14 +117,14 @@ class TritonServer:
     def start(self, timeout: float = 60) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.repository.mkdir(parents=True, exist_ok=True)
-        fh = open(self.log, "ab")
-        self.proc = subprocess.Popen(
-            self.command(),
-            env=self.env(),
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with open(self.log, "ab") as fh:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                self.command(),
+                env=self.env(),
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float = 60) -> None:

@@ -19,7 +19,9 @@ def _interpreter_class():  # type: ignore[no-untyped-def]
 
             return Interpreter
         except ImportError as exc:
-            raise RuntimeUnavailable("neither ai_edge_litert nor tflite_runtime is installed") from exc
+            raise RuntimeUnavailable(
+                "neither ai_edge_litert nor tflite_runtime is installed"
+            ) from exc
 
 
 class LiteRtRuntime:
@@ -41,7 +43,9 @@ class LiteRtRuntime:
         # position, and those are the names requests and answers use.
         self.input_names = input_names or [d["name"] for d in self._inputs]
         self.output_names = output_names or [d["name"] for d in self._outputs]
-        if len(self.input_names) != len(self._inputs) or len(self.output_names) != len(self._outputs):
+        if len(self.input_names) != len(self._inputs) or len(self.output_names) != len(
+            self._outputs
+        ):
             raise ValueError("the manifest's inputs/outputs do not match the model's tensors")
 
     @staticmethod

@@ -20,7 +20,6 @@ from farmiq.bundle.format import (
     Serving,
     Targeting,
     TensorSpec,
-    canonical_json,
     pack,
     utcnow_iso,
 )

@@ -17,14 +17,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("model", type=Path, help="model file (.onnx or .tflite)")
     b.add_argument("--name", required=True, help="model name")
     b.add_argument("--version", type=int, required=True, help="integer model version")
-    b.add_argument("--key", type=Path, required=True, action="append", help="signing key (PEM); repeat for a threshold")
-    b.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "litert", "mcu-tflite"])
+    b.add_argument(
+        "--key",
+        type=Path,
+        required=True,
+        action="append",
+        help="signing key (PEM); repeat for a threshold",
+    )
+    b.add_argument(
+        "--runtime", default="onnxruntime", choices=["onnxruntime", "litert", "mcu-tflite"]
+    )
     b.add_argument("--task", default="classification", choices=["classification", "regression"])
     b.add_argument("--labels", help="comma-separated class labels")
     b.add_argument("--features", help="comma-separated input feature names")
     b.add_argument("--feature-schema", help="NAME:VERSION of the feature schema the model needs")
     b.add_argument("--device", action="append", default=[], help="address to this device (repeat)")
-    b.add_argument("--hardware", action="append", default=[], help="address to this hardware class (repeat)")
+    b.add_argument(
+        "--hardware", action="append", default=[], help="address to this hardware class (repeat)"
+    )
     b.add_argument("--reference", type=Path, help="drift reference statistics (JSON)")
     b.add_argument("-o", "--out", type=Path, required=True, help="output bundle file")
     b.set_defaults(func=_build)
@@ -34,7 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--key", type=Path, required=True)
     s.set_defaults(func=_sign)
 
-    v = bsub.add_parser("verify", help="verify a bundle against a trust root; exits 1 with the reason on any fault")
+    v = bsub.add_parser(
+        "verify", help="verify a bundle against a trust root; exits 1 with the reason on any fault"
+    )
     v.add_argument("bundle", type=Path)
     v.add_argument("--trust", type=Path, required=True, help="trust root JSON")
     v.add_argument("--device", help="verify as this device id")
@@ -42,7 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--installed-version", type=int, help="refuse older versions than this")
     v.set_defaults(func=_verify)
 
-    i = bsub.add_parser("inspect", help="print a bundle's manifest and signatures (no verification)")
+    i = bsub.add_parser(
+        "inspect", help="print a bundle's manifest and signatures (no verification)"
+    )
     i.add_argument("bundle", type=Path)
     i.set_defaults(func=_inspect)
 
@@ -58,11 +72,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         "instances (TensorRT FP16 when the bundle allows it); --variant python runs the same model with "
         "onnxruntime in Triton's python backend, for the CPU-only tritonserver of the nvidia-pytriton wheel.",
     )
-    t.add_argument("bundle", type=Path, help="bundle file (.fqb); verify it first if it came from elsewhere")
-    t.add_argument("-o", "--repository", type=Path, required=True, help="Triton model repository directory")
+    t.add_argument(
+        "bundle", type=Path, help="bundle file (.fqb); verify it first if it came from elsewhere"
+    )
+    t.add_argument(
+        "-o", "--repository", type=Path, required=True, help="Triton model repository directory"
+    )
     t.add_argument("--variant", default="onnxruntime_onnx", choices=["onnxruntime_onnx", "python"])
-    t.add_argument("--instances", type=int, default=1, help="model instances per device (default 1)")
-    t.add_argument("--kind", choices=["KIND_GPU", "KIND_CPU"], help="instance kind (default: GPU for onnxruntime_onnx)")
+    t.add_argument(
+        "--instances", type=int, default=1, help="model instances per device (default 1)"
+    )
+    t.add_argument(
+        "--kind",
+        choices=["KIND_GPU", "KIND_CPU"],
+        help="instance kind (default: GPU for onnxruntime_onnx)",
+    )
     t.set_defaults(func=_export_triton)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 

@@ -124,7 +124,9 @@ class Manifest(BaseModel):
         return canonical_json(self.model_dump(mode="json"))
 
 
-def pack(manifest_bytes: bytes, signatures: list[dict[str, str]], members: dict[str, bytes]) -> bytes:
+def pack(
+    manifest_bytes: bytes, signatures: list[dict[str, str]], members: dict[str, bytes]
+) -> bytes:
     """Write the container: manifest, signatures, then members in sorted order."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:

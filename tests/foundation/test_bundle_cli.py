@@ -8,7 +8,9 @@ import sys
 
 
 def farmiq(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "farmiq", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "farmiq", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_build_verify_inspect_and_tamper(tmp_path, barn_model):
@@ -17,8 +19,21 @@ def test_build_verify_inspect_and_tamper(tmp_path, barn_model):
     key, trust, out = tmp_path / "k.pem", tmp_path / "trust.json", tmp_path / "b.fqb"
     assert farmiq("bundle", "keygen", "--key", str(key), "--trust", str(trust)).returncode == 0
     assert oct(key.stat().st_mode & 0o777) == "0o600"
-    r = farmiq("bundle", "build", str(model), "--name", "barn", "--version", "3", "--key", str(key),
-               "--labels", "off,low,high", "-o", str(out))
+    r = farmiq(
+        "bundle",
+        "build",
+        str(model),
+        "--name",
+        "barn",
+        "--version",
+        "3",
+        "--key",
+        str(key),
+        "--labels",
+        "off,low,high",
+        "-o",
+        str(out),
+    )
     assert r.returncode == 0, r.stderr
     r = farmiq("bundle", "verify", str(out), "--trust", str(trust))
     assert r.returncode == 0 and "OK barn v3" in r.stdout, r.stderr
@@ -42,7 +57,19 @@ def test_build_verify_inspect_and_tamper(tmp_path, barn_model):
     # signed by a key the trust root does not list
     other = tmp_path / "other.pem"
     farmiq("bundle", "keygen", "--key", str(other))
-    r = farmiq("bundle", "build", str(model), "--name", "barn", "--version", "3", "--key", str(other), "-o", str(bad))
+    r = farmiq(
+        "bundle",
+        "build",
+        str(model),
+        "--name",
+        "barn",
+        "--version",
+        "3",
+        "--key",
+        str(other),
+        "-o",
+        str(bad),
+    )
     r = farmiq("bundle", "verify", str(bad), "--trust", str(trust))
     assert r.returncode == 1 and "untrusted-key" in r.stderr
 

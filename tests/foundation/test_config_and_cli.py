@@ -14,8 +14,12 @@ from farmiq.config import ConfigError, load_config
 def test_toml_plus_env_overrides(tmp_path):
     p = tmp_path / "agent.toml"
     p.write_text('device_id = "barn-7"\n[mqtt]\nhost = "broker.farm"\nport = 1883\n')
-    cfg = load_config(AgentConfig, p, env_prefix="FARMIQ_AGENT",
-                      environ={"FARMIQ_AGENT__MQTT__PORT": "8883", "FARMIQ_AGENT__TAGS": '["layer", "north"]'})
+    cfg = load_config(
+        AgentConfig,
+        p,
+        env_prefix="FARMIQ_AGENT",
+        environ={"FARMIQ_AGENT__MQTT__PORT": "8883", "FARMIQ_AGENT__TAGS": '["layer", "north"]'},
+    )
     assert cfg.mqtt.host == "broker.farm" and cfg.mqtt.port == 8883
     assert cfg.tags == ["layer", "north"]
 
@@ -47,19 +51,38 @@ def test_not_toml_is_a_clear_error(tmp_path):
 def test_agent_refuses_bad_config_with_exit_2(tmp_path):
     p = tmp_path / "agent.toml"
     p.write_text('device_id = "a"\n[api]\nport = 99999\n')
-    out = subprocess.run([sys.executable, "-m", "farmiq", "agent", "run", "-c", str(p)],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "farmiq", "agent", "run", "-c", str(p)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2
     assert "api.port" in out.stderr
 
 
 @pytest.mark.parametrize(
     "args",
-    [[], ["agent"], ["agent", "run"], ["control-plane", "serve"], ["bundle"], ["bundle", "verify"],
-     ["bundle", "build"], ["demo"], ["provision"], ["mcu"]],
+    [
+        [],
+        ["agent"],
+        ["agent", "run"],
+        ["control-plane", "serve"],
+        ["bundle"],
+        ["bundle", "verify"],
+        ["bundle", "build"],
+        ["demo"],
+        ["provision"],
+        ["mcu"],
+    ],
 )
 def test_help_says_what_each_command_does(args):
-    out = subprocess.run([sys.executable, "-m", "farmiq", *args, "--help"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "farmiq", *args, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert "usage: farmiq" in out.stdout
     assert len(out.stdout.splitlines()) > 3

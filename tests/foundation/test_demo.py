@@ -12,7 +12,9 @@ import pytest
 def test_demo_end_to_end(tmp_path, extra):
     out = subprocess.run(
         [sys.executable, "-m", "farmiq", "demo", "--workdir", str(tmp_path / "demo"), *extra],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     lines = out.stdout.splitlines()

@@ -25,11 +25,17 @@ MODEL = "barn-ventilation"
 
 @pytest.fixture(scope="module")
 def registered(control_plane, barn_model):
-    meta = {"task": "classification", "labels": ["off", "low", "high"],
-            "feature_names": ["temperature_c", "humidity_pct", "ammonia_ppm", "co2_ppm"]}
+    meta = {
+        "task": "classification",
+        "labels": ["off", "low", "high"],
+        "feature_names": ["temperature_c", "humidity_pct", "ammonia_ppm", "co2_ppm"],
+    }
     with control_plane.client() as c:
-        r = c.post("/api/v1/models/register", files={"file": ("m.onnx", barn_model.onnx_bytes)},
-                   data={"name": MODEL, "meta": json.dumps(meta)})
+        r = c.post(
+            "/api/v1/models/register",
+            files={"file": ("m.onnx", barn_model.onnx_bytes)},
+            data={"name": MODEL, "meta": json.dumps(meta)},
+        )
         assert r.status_code == 200, r.text
         version = r.json()["version"]
         r = c.put(f"/api/v1/models/{MODEL}/promote", json={"version": version})
@@ -52,7 +58,9 @@ def _deploy(control_plane, device_id: str) -> dict:
     raise AssertionError("deployment never acknowledged")
 
 
-def test_register_promote_rollout_infer_equals_onnxruntime(control_plane, registered, agent_factory, device_id, barn_model):
+def test_register_promote_rollout_infer_equals_onnxruntime(
+    control_plane, registered, agent_factory, device_id, barn_model
+):
     agent = agent_factory(device_id, control_plane.trust_root())
     assert agent.get("/ready").status_code == 503  # nothing installed yet
 
@@ -86,7 +94,10 @@ def _tampered(bundle: bytes) -> bytes:
 def _traversal(bundle: bytes) -> bytes:
     buf = io.BytesIO(bundle + b"")
     out = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="r:") as src, tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as dst:
+    with (
+        tarfile.open(fileobj=buf, mode="r:") as src,
+        tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as dst,
+    ):
         for info in src.getmembers():
             dst.addfile(info, src.extractfile(info))
         evil = tarfile.TarInfo("../../etc/cron.d/evil")
@@ -96,7 +107,9 @@ def _traversal(bundle: bytes) -> bytes:
     return out.getvalue()
 
 
-@pytest.mark.parametrize("attack,code", [("tampered", "hash"), ("unknown-key", "untrusted-key"), ("traversal", "path")])
+@pytest.mark.parametrize(
+    "attack,code", [("tampered", "hash"), ("unknown-key", "untrusted-key"), ("traversal", "path")]
+)
 def test_bad_bundles_rejected_and_previous_model_keeps_serving(
     attack, code, control_plane, registered, agent_factory, device_id, mqtt_port, barn_model
 ):
@@ -106,15 +119,22 @@ def test_bad_bundles_rejected_and_previous_model_keeps_serving(
     # only in the "tampered"/"traversal" cases
     trusted = Signer.load(control_plane.data_dir / "keys" / "bundle-signing.pem")
     signer = Signer.generate() if attack == "unknown-key" else trusted
-    bundle = build_bundle(barn_model.onnx_bytes, name=MODEL, version=99, signers=[signer],
-                          targeting={"devices": [device_id]})
+    bundle = build_bundle(
+        barn_model.onnx_bytes,
+        name=MODEL,
+        version=99,
+        signers=[signer],
+        targeting={"devices": [device_id]},
+    )
     if attack == "tampered":
         bundle = _tampered(bundle)
     elif attack == "traversal":
         bundle = _traversal(bundle)
     publish(mqtt_port, topics.down(device_id, topics.BUNDLE), bundle)
-    status = agent.wait_for(lambda s: s["last_install"] and s["last_install"]["code"] != "installed",
-                            what="the rejection")
+    status = agent.wait_for(
+        lambda s: s["last_install"] and s["last_install"]["code"] != "installed",
+        what="the rejection",
+    )
     assert status["last_install"]["ok"] is False
     assert status["last_install"]["code"] == code, status["last_install"]
     assert agent.installed_version(MODEL) == registered
@@ -139,4 +159,3 @@ def test_agent_restarts_serving_installed_model_without_control_plane(
     assert r.json()["version"] == registered
     status = agent.get("/api/v1/status").json()
     assert status["broker_connected"] is False and status["ready"] is True
-

@@ -39,7 +39,9 @@ def _closure(requirements: list[str]) -> set[str]:
             continue
         for r in reqs:
             sub = Requirement(r)
-            if sub.marker is None or any(sub.marker.evaluate({"extra": e}) for e in (extras or {""})):
+            if sub.marker is None or any(
+                sub.marker.evaluate({"extra": e}) for e in (extras or {""})
+            ):
                 todo.append(sub)
     return {k.split("[")[0] for k in seen}
 
@@ -62,9 +64,12 @@ for pkg in (edge_agent, firmware_bridge, farmiq):
         if m.name.endswith("__main__") or ".mcu_reference" in m.name:
             continue
         importlib.import_module(m.name)
-bad = sorted({n.split(".")[0] for n in sys.modules} & {"mlflow", "feast", "evidently", "pandas", "sklearn", "tensorflow", "fastapi", "sqlalchemy"})
+heavy = {"mlflow", "feast", "evidently", "pandas", "sklearn", "tensorflow", "fastapi", "sqlalchemy"}
+bad = sorted({n.split(".")[0] for n in sys.modules} & heavy)
 print("BAD", bad)
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "BAD []" in out.stdout, out.stdout

@@ -28,8 +28,10 @@ def drift_model(control_plane, barn_model):
     with control_plane.client() as c:
         r = c.post(
             "/api/v1/models/register",
-            files={"file": ("m.onnx", barn_model.onnx_bytes),
-                   "reference": ("ref.json", json.dumps(barn_model.reference))},
+            files={
+                "file": ("m.onnx", barn_model.onnx_bytes),
+                "reference": ("ref.json", json.dumps(barn_model.reference)),
+            },
             data={"name": MODEL, "meta": json.dumps({"labels": ["off", "low", "high"]})},
         )
         assert r.status_code == 200, r.text
@@ -38,17 +40,27 @@ def drift_model(control_plane, barn_model):
     return v
 
 
-def test_drift_windows_and_feedback_reach_the_control_plane(control_plane, drift_model, agent_factory, device_id, barn_model):
+def test_drift_windows_and_feedback_reach_the_control_plane(
+    control_plane, drift_model, agent_factory, device_id, barn_model
+):
     agent = agent_factory(device_id, control_plane.trust_root(), drift={"window_s": 1.0})
     with control_plane.client() as c:
         dep = c.post("/api/v1/deployments", json={"model": MODEL, "devices": [device_id]}).json()
-        wait_until(lambda: c.get(f"/api/v1/deployments/{dep['id']}").json()["devices"][device_id]["status"] == "installed",
-              what="install")
+        wait_until(
+            lambda: (
+                c.get(f"/api/v1/deployments/{dep['id']}").json()["devices"][device_id]["status"]
+                == "installed"
+            ),
+            what="install",
+        )
     from control_plane.barn_model import synthetic_barn
 
     hot, _ = synthetic_barn(400, seed=9, shift=2.5)  # a much hotter, dirtier barn
     for i in range(0, 400, 50):
-        r = agent.post("/api/v1/inference", {"model": MODEL, "inputs": hot[i:i + 50].tolist(), "cache": False})
+        r = agent.post(
+            "/api/v1/inference",
+            {"model": MODEL, "inputs": hot[i : i + 50].tolist(), "cache": False},
+        )
         assert r.status_code == 200, r.text
 
     def fleet_status():
@@ -61,7 +73,9 @@ def test_drift_windows_and_feedback_reach_the_control_plane(control_plane, drift
     assert row["status"] == "drift", row  # the shift is flagged fleet-wide
 
     # label feedback: a run of wrong predictions trips the concept-drift detector
-    items = [{"prediction": 0, "truth": 0} for _ in range(400)] + [{"prediction": 0, "truth": 2} for _ in range(300)]
+    items = [{"prediction": 0, "truth": 0} for _ in range(400)] + [
+        {"prediction": 0, "truth": 2} for _ in range(300)
+    ]
     r = agent.post("/api/v1/feedback", {"model": MODEL, "kind": "classification", "items": items})
     assert r.status_code == 200, r.text
     states = [c["state"] for c in r.json()["changes"]]
@@ -90,13 +104,31 @@ async def test_mcu_readings_feed_entity_inference_and_actuators_run_once(
             agent_factory, device_id, control_plane.trust_root(), mcu_ports=[path], barn_id="barn-7"
         )
         signer = Signer.load(control_plane.data_dir / "keys" / "bundle-signing.pem")
-        bundle = build_bundle(_barn_feature_model(), name="barn-echo", version=1, signers=[signer],
-                              task="regression", feature_schema=(BARN_SCHEMA.name, BARN_SCHEMA.version),
-                              feature_names=list(BARN_SCHEMA.features))
+        bundle = build_bundle(
+            _barn_feature_model(),
+            name="barn-echo",
+            version=1,
+            signers=[signer],
+            task="regression",
+            feature_schema=(BARN_SCHEMA.name, BARN_SCHEMA.version),
+            feature_names=list(BARN_SCHEMA.features),
+        )
         await asyncio.to_thread(publish, mqtt_port, topics.down(device_id, topics.BUNDLE), bundle)
-        cloud = {"kind": "farmiq-features/1", "views": {"flock_profile": [
-            {"entity_id": "flock-3", "event_ts": time.time(), "values": {"flock_age_days": 21, "breed": "cobb_500"}}]}}
-        await asyncio.to_thread(publish, mqtt_port, topics.down(device_id, topics.FEATURES), json.dumps(cloud).encode())
+        cloud = {
+            "kind": "farmiq-features/1",
+            "views": {
+                "flock_profile": [
+                    {
+                        "entity_id": "flock-3",
+                        "event_ts": time.time(),
+                        "values": {"flock_age_days": 21, "breed": "cobb_500"},
+                    }
+                ]
+            },
+        }
+        await asyncio.to_thread(
+            publish, mqtt_port, topics.down(device_id, topics.FEATURES), json.dumps(cloud).encode()
+        )
 
         async with httpx.AsyncClient(base_url=agent.url, timeout=10) as c:
             body = {"model": "barn-echo", "entity": {"barn_id": "barn-7", "flock_id": "flock-3"}}
@@ -115,12 +147,20 @@ async def test_mcu_readings_feed_entity_inference_and_actuators_run_once(
             assert r.json()["feature_flags"][names.index("flock_profile:flock_age_days")] == "ok"
 
             # an entity the cache has never seen: a clear error, not garbage
-            r = await c.post("/api/v1/inference", json={"model": "barn-echo", "entity": {"barn_id": "nope", "flock_id": "x"}})
+            r = await c.post(
+                "/api/v1/inference",
+                json={"model": "barn-echo", "entity": {"barn_id": "nope", "flock_id": "x"}},
+            )
             assert r.status_code in (409, 422), r.text
 
         # actuator: through the control plane, to the MCU, result back through the outbox
         async with httpx.AsyncClient(base_url=control_plane.url, timeout=10) as cp:
-            cmd = {"device_id": device_id, "actuator": "fan", "value": 0.8, "command_id": f"fan-{device_id}"}
+            cmd = {
+                "device_id": device_id,
+                "actuator": "fan",
+                "value": 0.8,
+                "command_id": f"fan-{device_id}",
+            }
             sent = (await cp.post("/api/v1/actuators", json=cmd)).json()
             assert sent["status"] == "sent"
             await cp.post("/api/v1/actuators", json=cmd)  # an operator double-click
@@ -143,9 +183,19 @@ async def test_mcu_readings_feed_entity_inference_and_actuators_run_once(
 def test_gateway_receives_cloud_features_for_its_flocks(control_plane, agent_factory, device_id):
     flock = f"flock-{device_id}"
     with control_plane.client() as c:
-        r = c.post("/api/v1/features/records/flock_profile",
-                   json={"rows": [{"flock_id": flock, "event_ts": time.time() - 60,
-                                   "flock_age_days": 17, "breed": "ross_308"}]})
+        r = c.post(
+            "/api/v1/features/records/flock_profile",
+            json={
+                "rows": [
+                    {
+                        "flock_id": flock,
+                        "event_ts": time.time() - 60,
+                        "flock_age_days": 17,
+                        "breed": "ross_308",
+                    }
+                ]
+            },
+        )
         assert r.status_code == 200, r.text
     agent = agent_factory(device_id, control_plane.trust_root(), flock_ids=[flock])
 
@@ -171,14 +221,22 @@ async def test_mcu_sized_model_is_loaded_on_the_mcu_and_served_there(
 
     from farmiq.bundle.format import TensorSpec
 
-    tflite = Path(__file__).resolve().parents[2] / "firmware_bridge" / "fixtures" / "tiny_int8.tflite"
+    tflite = (
+        Path(__file__).resolve().parents[2] / "firmware_bridge" / "fixtures" / "tiny_int8.tflite"
+    )
     sim = MCUSimulator("mcu-vent", reading_interval=0.5, link_path=str(tmp_path / "mcu"))
     path = await sim.start()
     try:
-        agent = await asyncio.to_thread(agent_factory, device_id, control_plane.trust_root(), mcu_ports=[path])
+        agent = await asyncio.to_thread(
+            agent_factory, device_id, control_plane.trust_root(), mcu_ports=[path]
+        )
         signer = Signer.load(control_plane.data_dir / "keys" / "bundle-signing.pem")
         bundle = build_bundle(
-            tflite.read_bytes(), name="vent-mcu", version=1, signers=[signer], runtime="mcu-tflite",
+            tflite.read_bytes(),
+            name="vent-mcu",
+            version=1,
+            signers=[signer],
+            runtime="mcu-tflite",
             inputs=[TensorSpec(name="x", dtype="float32", shape=[None, 4])],
             outputs=[TensorSpec(name="y", dtype="float32", shape=[None, 2])],
             serving={"targets": ["mcu", "edge"]},
@@ -188,7 +246,9 @@ async def test_mcu_sized_model_is_loaded_on_the_mcu_and_served_there(
         async with httpx.AsyncClient(base_url=agent.url, timeout=10) as c:
             deadline = time.time() + 30
             while True:
-                r = await c.post("/api/v1/inference", json={"model": "vent-mcu", "inputs": row, "cache": False})
+                r = await c.post(
+                    "/api/v1/inference", json={"model": "vent-mcu", "inputs": row, "cache": False}
+                )
                 if (r.status_code == 200 and r.json()["target"] == "mcu") or time.time() > deadline:
                     break
                 await asyncio.sleep(0.3)

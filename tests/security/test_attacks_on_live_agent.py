@@ -202,9 +202,7 @@ def test_bundle_for_other_device_over_broker(gateway: Gateway, keys: list[Signer
     refused(gateway, other, "not-for-device")
 
 
-def test_bundle_for_other_hardware_class_over_broker(
-    gateway: Gateway, keys: list[Signer]
-) -> None:
+def test_bundle_for_other_hardware_class_over_broker(gateway: Gateway, keys: list[Signer]) -> None:
     other = make_bundle(keys[:2], 3, targeting={"devices": [gateway.id], "hardware": ["jetson"]})
     refused(gateway, other, "not-for-hardware")
 

@@ -54,9 +54,22 @@ def secure_cp(tmp_path_factory: pytest.TempPathFactory, mqtt_port: int) -> Itera
     )
     # Bootstrap: the first admin key comes from the CLI, before the API is up.
     out = subprocess.run(
-        [sys.executable, "-m", "farmiq", "provision", "api-key", "-c", str(work / "cp.toml"),
-         "--name", "bootstrap"],
-        env=ENV, capture_output=True, text=True, timeout=120, check=True,
+        [
+            sys.executable,
+            "-m",
+            "farmiq",
+            "provision",
+            "api-key",
+            "-c",
+            str(work / "cp.toml"),
+            "--name",
+            "bootstrap",
+        ],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     )
     admin = out.stdout.strip().splitlines()[-1]
     assert re.fullmatch(r"fiq_[0-9a-f]{8}_[\w-]+", admin), out.stdout

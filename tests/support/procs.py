@@ -40,8 +40,10 @@ class Proc:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        fh = open(self.log, "ab")
-        self.proc = subprocess.Popen(self.args, env=self.env, stdout=fh, stderr=subprocess.STDOUT)
+        with open(self.log, "ab") as fh:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                self.args, env=self.env, stdout=fh, stderr=subprocess.STDOUT
+            )
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:
         if self.proc is None or self.proc.poll() is not None:
@@ -101,7 +103,15 @@ class ControlPlaneProc(Proc):
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "cp.toml").write_text(dump_toml(conf))
         super().__init__(
-            [sys.executable, "-m", "farmiq", "control-plane", "serve", "-c", str(workdir / "cp.toml")],
+            [
+                sys.executable,
+                "-m",
+                "farmiq",
+                "control-plane",
+                "serve",
+                "-c",
+                str(workdir / "cp.toml"),
+            ],
             workdir / "control-plane.log",
         )
 
@@ -174,7 +184,9 @@ class AgentProc(Proc):
                 if predicate(last):
                     return last
             time.sleep(0.1)
-        raise AssertionError(f"agent {self.device_id}: timed out waiting for {what}; last status {last}")
+        raise AssertionError(
+            f"agent {self.device_id}: timed out waiting for {what}; last status {last}"
+        )
 
     def installed_version(self, model: str) -> int | None:
         r = self.get(f"/api/v1/models/{model}")
