@@ -46,6 +46,7 @@ class RolloutPart:
             window=cfg.chunk_window,
             request_timeout_s=cfg.chunk_timeout_s,
             budget=self.budget,
+            max_bytes=agent.config.max_bundle_bytes,
         )
         self.desired = DesiredStateManager(self, agent.device_id, self.receiver, state)
         agent.installer.checks.append(self._not_blocked)

@@ -152,8 +152,10 @@ class TransferReceiver:
         window: int = 4,
         request_timeout_s: float = 5.0,
         budget: ByteBudget | None = None,
+        max_bytes: int | None = None,
     ) -> None:
         self.publish = publish
+        self.max_bytes = max_bytes  # the installer's limit: a bigger bundle is never fetched
         self.root = state_dir / "transfers" if state_dir is not None else None
         if self.root is not None:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -212,6 +214,10 @@ class TransferReceiver:
         chunks held so far stay on disk for a later resume)."""
         if not spec.bundle_id or not spec.sha256 or not spec.chunks:
             raise TransferFailed("desired state names no complete bundle")
+        if self.max_bytes is not None and spec.size > self.max_bytes:
+            raise TransferFailed(
+                f"bundle of {spec.size} B is over this gateway's limit of {self.max_bytes} B"
+            )
         if self.root is None and self._mem is not None and self._mem.spec == spec:
             store = self._store = self._mem  # no disk (simulator): RAM survives a reconnect
         else:

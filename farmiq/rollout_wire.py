@@ -18,11 +18,16 @@ import struct
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 CHUNK_MAGIC = b"FQC1"
 DEFAULT_CHUNK_SIZE = 256 * 1024
 _HDR = struct.Struct(">4sH")
+MAX_CHUNK_SIZE = 64 * 1024 * 1024  # one MQTT message; brokers cap payloads well below 256 MB
+# Bundle ids name directories on the gateway (transfers/<bundle_id>/): a file name, never a
+# path ("../x", "/x", "." and ".." are refused by the leading character and the charset).
+BUNDLE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
 
 
 class WireError(ValueError):
@@ -34,14 +39,28 @@ class DesiredModel(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     version: int | None = Field(default=None, ge=1)  # None: nothing to install, only blocks
-    bundle_id: str | None = None
+    bundle_id: str | None = Field(default=None, pattern=BUNDLE_ID_PATTERN)
     size: int = Field(default=0, ge=0)
-    sha256: str | None = None
-    chunk_size: int = Field(default=DEFAULT_CHUNK_SIZE, ge=1024)
+    sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
+    chunk_size: int = Field(default=DEFAULT_CHUNK_SIZE, ge=1024, le=MAX_CHUNK_SIZE)
     chunks: list[str] = []  # sha256 of each chunk, in order
     mode: Literal["install", "shadow"] = "install"
     rollout: str | None = None
     blocked: list[int] = []  # versions rolled back: never install them
+
+    @model_validator(mode="after")
+    def _chunks_cover_size(self) -> DesiredModel:
+        # The receiver writes chunk i at i * chunk_size and reads min(chunk_size, rest)
+        # bytes back: a chunk list that does not tile ``size`` exactly would make it read
+        # negative lengths or past the end.
+        if self.chunks and len(self.chunks) != -(-self.size // self.chunk_size):
+            raise ValueError(
+                f"{len(self.chunks)} chunks of {self.chunk_size} B do not make {self.size} B"
+            )
+        for h in self.chunks:
+            if len(h) != 64 or h.strip("0123456789abcdef"):
+                raise ValueError("chunk hashes must be sha256 hex digests")
+        return self
 
 
 class DesiredDoc(BaseModel):
