@@ -170,10 +170,10 @@ class Agent:
         elif self.rollout.handles(leaf):  # down/desired, down/chunk (docs/rollout.md)
             await self.rollout.on_message(leaf, payload)
         elif leaf == topics.OUTBOX_ACK:  # the control plane stored these outbox items
-            self.outbox.handle_ack_message(payload)
+            await self.outbox.ahandle_ack_message(payload)  # SQLite commit: off the loop
         elif leaf == topics.FEATURES:  # cloud-side features for our entities
             try:
-                self.features.apply_cloud_features(payload)
+                await asyncio.to_thread(self.features.apply_cloud_features, payload)
             except ValueError as exc:
                 log.warning("cloud features refused: %s", exc)
         elif leaf == topics.ACTUATOR:

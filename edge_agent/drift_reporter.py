@@ -110,4 +110,6 @@ class DriftReporter:
         interval = max(0.5, min(60.0, self.window_s / 4))
         while True:
             await asyncio.sleep(interval)
-            self._queue(self.stats.collect())
+            windows = self.stats.collect()
+            if windows:  # outbox commits are fsyncs: off the event loop
+                await asyncio.to_thread(self._queue, windows)

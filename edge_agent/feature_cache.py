@@ -29,6 +29,7 @@ import logging
 import math
 import sqlite3
 import sys
+import threading
 import time
 from bisect import bisect_left, bisect_right
 from collections import deque
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from farmiq.features import SCHEMAS, VIEWS, Aggregation, FeatureSchema, FeatureView, MissingRule
 from farmiq.features.definitions import CLOUD_PAYLOAD_KIND, Feature, SourceKind
@@ -75,6 +77,11 @@ FLAG_DEFAULT = "default"  # declared default used (rule default)
 _INF = float("inf")
 _first = itemgetter(0)
 _TRIM_SLACK = 256  # trim a series' head only when this many readings have expired
+# Bounds on what the cloud may push (down/features): one payload, and the entities kept in
+# memory. A gateway serves a handful of flocks; far more is a bug upstream, not data.
+MAX_CLOUD_ROWS = 10_000
+MAX_CLOUD_ENTITIES = 10_000
+_MAX_EVENT_TS = 1e11  # seconds; year 5138. Larger is garbage, and x1000 must fit an int64
 
 
 class FeatureUnavailable(LookupError):
@@ -292,7 +299,10 @@ def _sensor_plan(views: Iterable[FeatureView]) -> dict[str, list[tuple[FeatureVi
 
 
 class FeatureCache:
-    """Gateway feature store. Not thread-safe: use it from the agent's event loop thread."""
+    """Gateway feature store. Lookups belong on the agent's event loop thread; the writers
+    (``ingest``, ``apply_cloud_features``, ``prune``) may run in worker threads and are
+    serialised by a lock, because they share one SQLite connection and a second
+    ``BEGIN`` inside a running transaction fails."""
 
     def __init__(
         self,
@@ -323,6 +333,7 @@ class FeatureCache:
         self._series: dict[tuple[str, str], _Series] = {}
         self._windows: dict[tuple[str, str, int], _Window] = {}
         self._cloud: dict[tuple[str, str], dict[str, tuple[Any, int]]] = {}
+        self._write_lock = threading.RLock()  # one write transaction at a time (see class doc)
 
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per batch
         conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
@@ -394,6 +405,10 @@ class FeatureCache:
 
     # ----------------------------------------------------------------- ingest
     def ingest(self, readings: Iterable[Sequence[Any]]) -> IngestResult:
+        with self._write_lock:  # MCUs' batches arrive on several worker threads at once
+            return self._ingest(readings)
+
+    def _ingest(self, readings: Iterable[Sequence[Any]]) -> IngestResult:
         """Store ``(entity_id, sensor, ts_seconds, value)`` readings in one transaction.
 
         Malformed readings are counted and skipped (never raise): a bad sensor frame must
@@ -515,13 +530,14 @@ class FeatureCache:
         self._next_prune = time.monotonic() + self._prune_interval
         cutoff = int(now * 1000) - max(self.retention_ms, *self._keep_ms.values(), 0)
         conn = self.db.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            n = conn.execute("DELETE FROM readings WHERE ts_ms < ?", (cutoff,)).rowcount
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                n = conn.execute("DELETE FROM readings WHERE ts_ms < ?", (cutoff,)).rowcount
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
         return n
 
     # ------------------------------------------------------------------ query
@@ -684,8 +700,10 @@ class FeatureCache:
         written; a newer stored value is never overwritten by an older one.
         """
         try:
-            doc = json.loads(payload)
-        except (ValueError, UnicodeDecodeError) as exc:
+            # orjson: refuses NaN/Infinity and nesting deeper than 1024 (json.loads raises
+            # RecursionError on a deeply nested payload)
+            doc = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
             raise FeaturePayloadError(f"features payload is not JSON: {exc}") from None
         if not isinstance(doc, dict) or doc.get("kind") != CLOUD_PAYLOAD_KIND:
             raise FeaturePayloadError(f"features payload kind must be {CLOUD_PAYLOAD_KIND!r}")
@@ -694,20 +712,31 @@ class FeatureCache:
             raise FeaturePayloadError("features payload needs a 'views' object")
         received_ms = _now_ms(received)
         todo: list[tuple[str, str, str, Any, int]] = []
+        n_rows = 0
         for view_name, rows in views.items():
             v = self.views.get(view_name)
             if v is None or v.source is not SourceKind.CLOUD:
                 raise FeaturePayloadError(f"{view_name!r} is not a cloud feature view here")
             if not isinstance(rows, list):
                 raise FeaturePayloadError(f"{view_name}: rows must be a list")
+            n_rows += len(rows)
+            if n_rows > MAX_CLOUD_ROWS:
+                raise FeaturePayloadError(f"features payload has over {MAX_CLOUD_ROWS} rows")
             for row in rows:
                 if not isinstance(row, dict):
                     raise FeaturePayloadError(f"{view_name}: each row must be an object")
                 entity, ts, values = row.get("entity_id"), row.get("event_ts"), row.get("values")
                 if not isinstance(entity, str) or not entity:
                     raise FeaturePayloadError(f"{view_name}: row without entity_id")
-                if not isinstance(ts, int | float) or isinstance(ts, bool) or not math.isfinite(ts):
-                    raise FeaturePayloadError(f"{view_name}/{entity}: event_ts must be a number")
+                if (
+                    not isinstance(ts, int | float)
+                    or isinstance(ts, bool)
+                    or not math.isfinite(ts)
+                    or not 0 <= ts <= _MAX_EVENT_TS
+                ):
+                    raise FeaturePayloadError(
+                        f"{view_name}/{entity}: event_ts must be seconds since the epoch"
+                    )
                 if not isinstance(values, dict):
                     raise FeaturePayloadError(f"{view_name}/{entity}: values must be an object")
                 for name, value in values.items():
@@ -723,26 +752,33 @@ class FeatureCache:
                     elif isinstance(value, bool) or not isinstance(value, int | float):
                         raise FeaturePayloadError(f"{view_name}.{name} must be a number")
                     todo.append((view_name, entity, name, value, round(ts * 1000)))
-        stored = []
-        for view_name, entity, name, value, event_ms in todo:
-            cur = self._cloud.get((view_name, entity), {}).get(name)
-            if cur is None or cur[1] <= event_ms:
-                stored.append((view_name, entity, name, value, event_ms))
-        conn = self.db.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.executemany(
-                "INSERT OR REPLACE INTO cloud_features "
-                "(view, entity_id, feature, value_json, event_ms, received_ms) "
-                "VALUES (?,?,?,?,?,?)",
-                [(vn, e, n, json.dumps(val), ms, received_ms) for vn, e, n, val, ms in stored],
+        new_entities = {(vn, e) for vn, e, *_ in todo} - self._cloud.keys()
+        if len(self._cloud) + len(new_entities) > MAX_CLOUD_ENTITIES:
+            raise FeaturePayloadError(
+                f"refusing cloud features for {len(new_entities)} more entities: "
+                f"{len(self._cloud)} held, at most {MAX_CLOUD_ENTITIES}"
             )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        for view_name, entity, name, value, event_ms in stored:
-            self._cloud.setdefault((view_name, entity), {})[name] = (value, event_ms)
+        with self._write_lock:
+            stored = []
+            for view_name, entity, name, value, event_ms in todo:
+                cur = self._cloud.get((view_name, entity), {}).get(name)
+                if cur is None or cur[1] <= event_ms:
+                    stored.append((view_name, entity, name, value, event_ms))
+            conn = self.db.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO cloud_features "
+                    "(view, entity_id, feature, value_json, event_ms, received_ms) "
+                    "VALUES (?,?,?,?,?,?)",
+                    [(vn, e, n, json.dumps(val), ms, received_ms) for vn, e, n, val, ms in stored],
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            for view_name, entity, name, value, event_ms in stored:
+                self._cloud.setdefault((view_name, entity), {})[name] = (value, event_ms)
         return len(stored)
 
     # ----------------------------------------------------------------- admin

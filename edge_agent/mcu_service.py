@@ -136,7 +136,7 @@ class McuService:
             result.update(mcu=mcu_id, ok=False, status="error", error=str(exc))
         result["ts"] = time.time()
         key = f"{self.agent.device_id}/actuator/{command_id}"
-        self.agent.outbox.put(
+        await self.agent.outbox.aput(
             topics.up(self.agent.device_id, topics.ACTUATOR_RESULT),
             orjson.dumps({**result, "key": key}),
             key,

@@ -13,6 +13,12 @@ instead of dropped. Only items never handed to the broker are merged: a window t
 already be stored upstream keeps its key, so nothing is ever counted twice. An item that
 cannot be merged and does not fit raises OutboxFull so the caller decides.
 
+Every method that touches SQLite is blocking (a commit at synchronous=FULL is an fsync,
+tens of milliseconds on an SD card): asyncio callers use the ``a*`` coroutines or
+``asyncio.to_thread``, and ``run`` does its own database work in worker threads. One lock
+serialises the connection, so producers on any thread and the publisher never interleave
+transactions.
+
 The outbox knows nothing of MQTT clients: it takes ``publish(topic, payload, qos)``, an
 awaitable that raises when it cannot hand the message over, and optionally
 ``is_connected()`` so nothing is attempted while the link is down.
@@ -24,10 +30,13 @@ import asyncio
 import json
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from edge_agent.drift_stats import encode_window, merge_key, merge_windows
 
@@ -83,11 +92,27 @@ class Outbox:
         self._db.execute("PRAGMA synchronous=FULL")  # an acknowledged put survives power loss
         self._db.executescript(_SCHEMA)
         self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.RLock()  # one transaction at a time on the shared connection
         # Items handed over in an earlier run may or may not have arrived: send them again.
         self._db.execute("UPDATE outbox SET last_sent = NULL")
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
+
+    def _notify(self) -> None:
+        """Wake the publisher; safe from any thread."""
+        if self._wake is None or self._loop is None or self._loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            self._wake.set()
+        else:
+            self._loop.call_soon_threadsafe(self._wake.set)
 
     # -- producers ------------------------------------------------------------------------
     def put(self, topic: str, payload: bytes, key: str, *, merge_group: str | None = None) -> bool:
@@ -97,23 +122,30 @@ class Outbox:
         size = len(payload)
         if size > self.disk_budget_bytes:
             raise OutboxFull(f"item {key!r} ({size} B) exceeds the disk budget")
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            cur = self._db.execute(
-                "INSERT OR IGNORE INTO outbox (key, topic, payload, merge_group, created) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (key, topic, payload, merge_group, time.time()),
-            )
-            inserted = cur.rowcount == 1
-            if inserted:
-                self._enforce_budget(protect_key=None if merge_group else key)
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        if inserted and self._wake is not None:
-            self._wake.set()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self._db.execute(
+                    "INSERT OR IGNORE INTO outbox (key, topic, payload, merge_group, created) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (key, topic, payload, merge_group, time.time()),
+                )
+                inserted = cur.rowcount == 1
+                if inserted:
+                    self._enforce_budget(protect_key=None if merge_group else key)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        if inserted:
+            self._notify()
         return inserted
+
+    async def aput(
+        self, topic: str, payload: bytes, key: str, *, merge_group: str | None = None
+    ) -> bool:
+        """``put`` off the event loop."""
+        return await asyncio.to_thread(self.put, topic, payload, key, merge_group=merge_group)
 
     def put_window(self, topic: str, window: Mapping[str, Any]) -> bool:
         """Queue a drift window (``DriftStats`` output); mergeable under the disk budget."""
@@ -122,18 +154,21 @@ class Outbox:
         )
 
     def size_bytes(self) -> int:
-        row = self._db.execute("SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()
+        with self._lock:
+            row = self._db.execute(
+                "SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM outbox"
+            ).fetchone()
         return int(row[0])
 
     def pending(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
     def items(self) -> list[tuple[str, str, bytes]]:
         """(key, topic, payload) in send order; for inspection and tests."""
-        return [
-            (k, t, bytes(p))
-            for k, t, p in self._db.execute("SELECT key, topic, payload FROM outbox ORDER BY seq")
-        ]
+        with self._lock:
+            rows = self._db.execute("SELECT key, topic, payload FROM outbox ORDER BY seq")
+            return [(k, t, bytes(p)) for k, t, p in rows]
 
     def _enforce_budget(self, protect_key: str | None) -> None:
         # The budget counts payload bytes; SQLite's file overhead is proportional to it.
@@ -178,26 +213,28 @@ class Outbox:
         if not keys:
             return 0
         removed = 0
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            for i in range(0, len(keys), 500):
-                chunk = keys[i : i + 500]
-                cur = self._db.execute(
-                    f"DELETE FROM outbox WHERE key IN ({','.join('?' * len(chunk))})", chunk
-                )
-                removed += cur.rowcount
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        if removed and self._wake is not None:
-            self._wake.set()  # room in the in-flight window
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for i in range(0, len(keys), 500):
+                    chunk = keys[i : i + 500]
+                    cur = self._db.execute(
+                        f"DELETE FROM outbox WHERE key IN ({','.join('?' * len(chunk))})", chunk
+                    )
+                    removed += cur.rowcount
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        if removed:
+            self._notify()  # room in the in-flight window
         return removed
 
     def handle_ack_message(self, payload: bytes) -> int:
         """Handler for ``down/ack``: ``{"keys": [...]}``. Bad payloads are logged, not raised."""
         try:
-            doc = json.loads(payload)
+            # orjson: bounded nesting depth (json.loads raises RecursionError on "[[[[...")
+            doc = orjson.loads(payload)
             keys = doc["keys"]
             if not isinstance(keys, list):
                 raise TypeError("keys must be a list")
@@ -206,11 +243,16 @@ class Outbox:
             return 0
         return self.ack(keys)
 
+    async def ahandle_ack_message(self, payload: bytes) -> int:
+        """``handle_ack_message`` off the event loop."""
+        return await asyncio.to_thread(self.handle_ack_message, payload)
+
     # -- publisher ----------------------------------------------------------------------------
     async def run(self) -> None:
         """Publish forever (cancel to stop). Waits on puts and acks; never busy-loops."""
         if self.publish is None:
             raise RuntimeError("Outbox.run needs a publish callable")
+        self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         backoff = self.retry_min_s
         while True:
@@ -227,49 +269,83 @@ class Outbox:
             except TimeoutError:
                 pass
 
-    async def _send_due(self) -> tuple[int, float]:
-        """Send what is due; returns (count sent, seconds until something may be due)."""
-        assert self.publish is not None
-        if self.is_connected is not None and not self.is_connected():
-            return 0, self.retry_min_s
-        now = time.time()
-        stale = now - self.ack_timeout_s
-        in_flight = self._db.execute(
-            "SELECT COUNT(*) FROM outbox WHERE last_sent IS NOT NULL AND last_sent > ?", (stale,)
-        ).fetchone()[0]
-        room = self.max_in_flight - int(in_flight)
-        sent = 0
-        if room > 0:
+    def _due(self, stale: float) -> list[tuple[int, str, bytes]]:
+        with self._lock:
+            in_flight = self._db.execute(
+                "SELECT COUNT(*) FROM outbox WHERE last_sent IS NOT NULL AND last_sent > ?",
+                (stale,),
+            ).fetchone()[0]
+            room = self.max_in_flight - int(in_flight)
+            if room <= 0:
+                return []
             rows = self._db.execute(
                 "SELECT seq, topic, payload FROM outbox WHERE last_sent IS NULL OR last_sent <= ? "
                 "ORDER BY seq LIMIT ?",
                 (stale, room),
             ).fetchall()
-            for seq, topic, payload in rows:
-                try:
-                    await self.publish(topic, bytes(payload), 1)
-                except ConnectionError:
+        return [(int(seq), str(topic), bytes(payload)) for seq, topic, payload in rows]
+
+    def _mark(
+        self, sent: list[tuple[int, float]], refused: int | None, unknown: int | None
+    ) -> float | None:
+        """Record one send round in one transaction (one fsync, not one per item); returns
+        the oldest ``last_sent`` still waiting for an acknowledgement."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "UPDATE outbox SET handed = 1, attempts = attempts + 1, last_sent = ? "
+                    "WHERE seq = ?",
+                    [(ts, seq) for seq, ts in sent],
+                )
+                if refused is not None:
                     # Refused before reaching the broker: still ours alone, still mergeable.
                     self._db.execute(
-                        "UPDATE outbox SET attempts = attempts + 1 WHERE seq = ?", (seq,)
+                        "UPDATE outbox SET attempts = attempts + 1 WHERE seq = ?", (refused,)
                     )
-                    raise
-                except BaseException:
+                if unknown is not None:
                     # Unknown fate (timeout, cancel): the broker may hold it, so never merge it.
                     self._db.execute(
                         "UPDATE outbox SET handed = 1, attempts = attempts + 1 WHERE seq = ?",
-                        (seq,),
+                        (unknown,),
                     )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            if self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0:
+                return -1.0
+            oldest = self._db.execute(
+                "SELECT MIN(last_sent) FROM outbox WHERE last_sent IS NOT NULL"
+            ).fetchone()[0]
+        return None if oldest is None else float(oldest)
+
+    async def _send_due(self) -> tuple[int, float]:
+        """Send what is due; returns (count sent, seconds until something may be due)."""
+        assert self.publish is not None
+        if self.is_connected is not None and not self.is_connected():
+            return 0, self.retry_min_s
+        stale = time.time() - self.ack_timeout_s
+        rows = await asyncio.to_thread(self._due, stale)
+        sent: list[tuple[int, float]] = []
+        refused = unknown = None
+        try:
+            for seq, topic, payload in rows:
+                try:
+                    await self.publish(topic, payload, 1)
+                except ConnectionError:
+                    refused = seq
                     raise
-                self._db.execute(
-                    "UPDATE outbox SET handed = 1, attempts = attempts + 1, last_sent = ? "
-                    "WHERE seq = ?",
-                    (time.time(), seq),
-                )
-                sent += 1
-        oldest = self._db.execute(
-            "SELECT MIN(last_sent) FROM outbox WHERE last_sent IS NOT NULL"
-        ).fetchone()[0]
+                except BaseException:
+                    unknown = seq
+                    raise
+                sent.append((seq, time.time()))
+        finally:
+            # shielded: a cancel (agent stop) must not lose the record of what was handed over
+            mark = asyncio.ensure_future(asyncio.to_thread(self._mark, sent, refused, unknown))
+            oldest = await asyncio.shield(mark)
+        if oldest is not None and oldest < 0:
+            return len(sent), 3600.0  # nothing queued: sleep until a put wakes us
         if oldest is None:
-            return sent, 3600.0 if not self.pending() else self.retry_min_s
-        return sent, max(0.05, oldest + self.ack_timeout_s - time.time())
+            return len(sent), self.retry_min_s
+        return len(sent), max(0.05, oldest + self.ack_timeout_s - time.time())
