@@ -61,7 +61,7 @@ class RolloutPart:
         if leaf == topics.DESIRED:
             self.desired.on_desired(payload)
         elif leaf == topics.CHUNK:
-            self.receiver.on_chunk(payload)
+            await self.receiver.on_chunk_async(payload)  # hash + fsync in a worker thread
 
     async def on_connect(self) -> None:
         self._health_dirty.set()

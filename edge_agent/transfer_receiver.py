@@ -143,6 +143,11 @@ class _ChunkStore:
         return self._data.read_bytes()
 
 
+def _read_and_hash(store: _ChunkStore) -> tuple[bytes, str]:
+    data = store.read_all()
+    return data, hashlib.sha256(data).hexdigest()
+
+
 class TransferReceiver:
     def __init__(
         self,
@@ -166,6 +171,7 @@ class TransferReceiver:
         self._mem: _ChunkStore | None = None  # without a state dir: the last bundle's chunks
         self._inflight: dict[int, float] = {}
         self._arrived = asyncio.Event()
+        self._write_lock = asyncio.Lock()
         self.bytes_received = 0
         self.chunks_rejected = 0
         self.budget_waits = 0  # times a transfer paused for the byte budget
@@ -173,29 +179,55 @@ class TransferReceiver:
 
     # -- inbound -------------------------------------------------------------------------
     def on_chunk(self, payload: bytes) -> None:
+        """Take one ``down/chunk`` inline (the simulator: chunks held in memory)."""
+        got = self._accept(payload)
+        self.budget.spend(len(payload))  # the link carried it, wanted or not
+        if got is not None:
+            store, index, data = got
+            self._store_chunk(store, index, data)
+            self._arrived.set()
+
+    async def on_chunk_async(self, payload: bytes) -> None:
+        """Take one ``down/chunk`` with the hashing, the fsynced write and the budget
+        ledger in a worker thread (the agent: never an fsync on the event loop). Writes are
+        serialised: ``have.json`` is rewritten by each."""
+        got = self._accept(payload)
+        if got is not None:
+            store, index, data = got
+            async with self._write_lock:
+                await asyncio.to_thread(self._store_chunk, store, index, data, len(payload))
+            self._arrived.set()
+        else:
+            async with self._write_lock:
+                await asyncio.to_thread(self.budget.spend, len(payload))
+
+    def _accept(self, payload: bytes) -> tuple[_ChunkStore, int, bytes] | None:
         try:
             bundle_id, index, _total, data = decode_chunk(payload)
         except WireError as exc:
             log.warning("dropping chunk: %s", exc)
-            return
+            return None
         self.bytes_received += len(payload)
-        self.budget.spend(len(payload))  # the link carried it, wanted or not
         store = self._store
         if (
             store is None
             or bundle_id != store.spec.bundle_id
             or not 0 <= index < len(store.spec.chunks)
         ):
-            return  # a late answer for a transfer we no longer run
+            return None  # a late answer for a transfer we no longer run
         self._inflight.pop(index, None)
         if index in store.have:
-            return
+            return None
+        return store, index, data
+
+    def _store_chunk(self, store: _ChunkStore, index: int, data: bytes, spent: int = 0) -> None:
+        if spent:
+            self.budget.spend(spent)  # the link carried it, wanted or not
         if hashlib.sha256(data).hexdigest() != store.spec.chunks[index]:
             self.chunks_rejected += 1
-            log.warning("chunk %d of %s fails its hash; asking again", index, bundle_id)
-        else:
+            log.warning("chunk %d of %s fails its hash; asking again", index, store.spec.bundle_id)
+        elif index not in store.have:
             store.put(index, data)
-        self._arrived.set()
 
     # -- the transfer --------------------------------------------------------------------
     def progress(self) -> dict[str, object]:
@@ -220,9 +252,11 @@ class TransferReceiver:
             )
         if self.root is None and self._mem is not None and self._mem.spec == spec:
             store = self._store = self._mem  # no disk (simulator): RAM survives a reconnect
-        else:
-            store = self._store = _ChunkStore(spec, self.root)
-            self._mem = store if self.root is None else None
+        elif self.root is None:
+            store = self._store = self._mem = _ChunkStore(spec, None)
+        else:  # opening re-hashes the chunks already held: up to a whole bundle of disk
+            store = self._store = await asyncio.to_thread(_ChunkStore, spec, self.root)
+            self._mem = None
         self._inflight.clear()
         n = len(spec.chunks)
         backoff = self.timeout
@@ -288,9 +322,14 @@ class TransferReceiver:
                     backoff = self.timeout
                 except TimeoutError:
                     backoff = min(backoff * 2, 60.0)  # the control plane may be away
-            data = store.read_all()
+            async with self._write_lock:  # the last chunk's write has finished
+                if self.root is None:
+                    data = store.read_all()
+                    digest = hashlib.sha256(data).hexdigest()
+                else:
+                    data, digest = await asyncio.to_thread(_read_and_hash, store)
             self._mem = None  # the caller has it now; a thousand simulated copies add up
-            if hashlib.sha256(data).hexdigest() != spec.sha256:
+            if digest != spec.sha256:
                 self.discard(spec.bundle_id)
                 raise TransferFailed("assembled bundle does not match its sha256")
             self.state = "complete"

@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 async def handle_trust_update(agent: Agent, payload: bytes) -> dict[str, Any]:
     async with agent.install_lock:
         try:
-            rotated = agent.trust.update(payload)
+            # parsing and signature checks are CPU work: off the event loop
+            rotated = await asyncio.to_thread(agent.trust.update, payload)
             if rotated is None:
                 answer = {"ok": True, "code": "current", "reason": "root already installed"}
             else:
