@@ -45,7 +45,16 @@ def non_finite(outputs: dict[str, Any]) -> str | None:
     """Name of the first float output holding NaN or inf, else None."""
     for key, value in outputs.items():
         arr = np.asarray(value)
-        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        if arr.dtype.kind != "f":
+            continue
+        if arr.size <= 64:
+            # Runs on every answer: for a few values a Python sum is ~4x cheaper than
+            # isfinite().all(). A NaN or inf makes the sum NaN or inf; a finite sum that
+            # overflowed falls through to the exact check.
+            total = sum(arr.ravel().tolist())
+            if total - total == 0.0:
+                continue
+        if not np.isfinite(arr).all():
             return key
     return None
 
