@@ -143,25 +143,41 @@ class Installer:
             if inst is None:
                 continue
             try:
-                bundle = (inst.path / "bundle.fqb").read_bytes()
-                vb = verify_bundle(
-                    bundle,
-                    self.trust,
-                    VerifyPolicy(
-                        max_bundle_bytes=self.max_bundle_bytes,
-                        device_id=self.device_id,
-                        hardware_class=self.hardware_class,
-                        now=_no_expiry(),
-                    ),
-                )
-                for member, blob in vb.members.items():
-                    if (inst.path / member).read_bytes() != blob:
-                        raise BundleRejected("hash", f"installed member {member} changed on disk")
-                self.models.swap(self.load(inst))
+                self.models.swap(self._load_verified(inst))
                 loaded.append(name)
+                continue
             except (BundleRejected, OSError, RuntimeError, ValueError) as exc:
                 log.error("cannot serve installed model %s: %s", name, exc)
+            # The current version is damaged on disk: serve the kept previous one (verified
+            # the same way) rather than nothing, and make it current so disk and API agree.
+            prev = self.store.previous(name)
+            if prev is None:
+                continue
+            try:
+                self.models.swap(self._load_verified(prev))
+                self.store.revert(name)
+                loaded.append(name)
+                log.error("serving %s v%s, the previous version", name, prev.version)
+            except (BundleRejected, OSError, RuntimeError, ValueError) as exc:
+                log.error("cannot serve previous version of %s either: %s", name, exc)
         return loaded
+
+    def _load_verified(self, inst: InstalledModel) -> LoadedModel:
+        bundle = (inst.path / "bundle.fqb").read_bytes()
+        vb = verify_bundle(
+            bundle,
+            self.trust,
+            VerifyPolicy(
+                max_bundle_bytes=self.max_bundle_bytes,
+                device_id=self.device_id,
+                hardware_class=self.hardware_class,
+                now=_no_expiry(),
+            ),
+        )
+        for member, blob in vb.members.items():
+            if (inst.path / member).read_bytes() != blob:
+                raise BundleRejected("hash", f"installed member {member} changed on disk")
+        return self.load(inst)
 
     def rollback(self, name: str) -> InstallResult:
         prev = self.store.previous(name)

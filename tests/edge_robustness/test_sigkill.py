@@ -98,3 +98,22 @@ def test_sigkill_during_bundle_install_leaves_old_or_new_model(
     gw.agent.start()
     gw.agent.wait_for(lambda s: s["ready"], what="ready after the last kill")
     assert gw.answer() == float(served + 5)
+
+
+def test_damaged_current_version_falls_back_to_previous_on_restart(
+    gateway_factory: Callable[..., Gateway],
+) -> None:
+    gw = gateway_factory(version=2)
+    ack = gw.push(make_bundle(gw.signer, 3))
+    assert ack["ok"] and ack["version"] == 3, ack
+    gw.agent.kill()
+    current = (gw.agent.state_dir / "models" / NAME / "current").resolve()
+    (current / "model" / "model.onnx").write_bytes(b"torn write")  # e.g. a failing SD card
+    gw.agent.start()
+    gw.agent.wait_for(lambda s: s["ready"], what="ready on the previous version")
+    assert gw.agent.installed_version(NAME) == 2
+    assert gw.answer() == 2.0
+    # the next install works from there
+    ack = gw.push(make_bundle(gw.signer, 4))
+    assert ack["ok"] and ack["version"] == 4, ack
+    assert gw.answer() == 4.0
