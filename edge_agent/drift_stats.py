@@ -129,7 +129,7 @@ class _Window:
         self.buf = np.empty((self.BUFFER, c))
         self.buffered = 0
 
-    BUFFER = 64
+    BUFFER = 256  # add() costs ~20 numpy calls whatever the rows: 256 makes it ~0.3 us/row
 
     def push(self, x: np.ndarray, pred: np.ndarray | None) -> None:
         n, f = x.shape
