@@ -32,6 +32,8 @@ from farmiq.bundle.trust import TrustRoot
 
 log = logging.getLogger(__name__)
 
+MAX_BUNDLES_WAITING = 2  # pushed bundles held in memory while one installs
+
 
 class Agent:
     def __init__(self, config: AgentConfig) -> None:
@@ -95,6 +97,7 @@ class Agent:
 
             self.mcu = McuService(self)
         self._background: list[asyncio.Task[None]] = []
+        self._bundles_waiting = 0
         from edge_agent.api_routes import build_api
 
         self.api: LocalApi = build_api(self)
@@ -166,7 +169,17 @@ class Agent:
             return
         leaf = parsed[1]
         if leaf == topics.BUNDLE:
-            await self.handle_bundle(payload)
+            if self._bundles_waiting >= MAX_BUNDLES_WAITING:
+                # A flood of pushed bundles must not pile up in memory behind the install
+                # lock: refuse, say so, and let the sender retry.
+                log.warning("bundle refused: %d installs already waiting", self._bundles_waiting)
+                await self._ack_install(InstallResult(False, "busy", "installs already waiting"))
+                return
+            self._bundles_waiting += 1
+            try:
+                await self.handle_bundle(payload)
+            finally:
+                self._bundles_waiting -= 1
         elif self.rollout.handles(leaf):  # down/desired, down/chunk (docs/rollout.md)
             await self.rollout.on_message(leaf, payload)
         elif leaf == topics.OUTBOX_ACK:  # the control plane stored these outbox items
@@ -193,15 +206,18 @@ class Agent:
             result = await asyncio.to_thread(self.installer.install, bundle)
         self.last_install = result
         if ack:  # rollouts acknowledge through the desired-state manager instead
-            await self.link.publish(
-                topics.up(self.device_id, topics.INSTALL_ACK),
-                orjson.dumps({**result.as_dict(), "device_id": self.device_id, "ts": time.time()}),
-            )
+            await self._ack_install(result)
         if result.ok:
             if result.name and result.code != "already-installed":
                 self.router.on_model_swap(result.name)  # new state, cached answers dropped
             await self.publish_state()
         return result
+
+    async def _ack_install(self, result: InstallResult) -> None:
+        await self.link.publish(
+            topics.up(self.device_id, topics.INSTALL_ACK),
+            orjson.dumps({**result.as_dict(), "device_id": self.device_id, "ts": time.time()}),
+        )
 
     def _feature_schema_check(self, manifest: Any) -> str | None:
         ref = manifest.feature_schema

@@ -127,7 +127,8 @@ def build_api(agent: Agent) -> LocalApi:
     @api.route("POST", "/api/v1/feedback")
     async def feedback(req: Request) -> Response:
         """Ground truth arriving later (weighed birds...) for concept-drift detection."""
-        status, doc = agent.drift.feedback(req.body)
+        # Off the loop: a detector state change is queued in the outbox (an fsync).
+        status, doc = await asyncio.to_thread(agent.drift.feedback, req.body)
         return json_response(doc, status)
 
     @api.route("POST", "/api/v1/inference/batch")
@@ -202,7 +203,10 @@ def build_api(agent: Agent) -> LocalApi:
         if agent.models.get(name) is None:
             raise ApiError(404, f"unknown model {name!r}")
         async with agent.install_lock:
-            result = await asyncio.to_thread(agent.installer.rollback, name)
+            try:
+                result = await asyncio.to_thread(agent.installer.rollback, name)
+            except Exception as exc:  # the kept version failed to load: keep serving this one
+                raise ApiError(409, f"rollback of {name!r} failed, still serving: {exc}") from None
         if result.ok:
             router.on_model_swap(name)
             await agent.publish_state()
