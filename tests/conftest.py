@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -83,6 +84,22 @@ def agent_factory(tmp_path: Path, mqtt_port: int) -> Iterator[Callable[..., Agen
     yield make
     for a in started:
         a.stop()
+    _clear_retained(mqtt_port, [a.device_id for a in started])
+
+
+RETAINED_LEAVES = ("up/state", "up/status", "down/desired", "down/trust", "down/features")
+
+
+def _clear_retained(port: int, device_ids: list[str]) -> None:
+    """Tests share the machine's broker, which persists retained messages: clear what each
+    test gateway left, so later control planes do not inherit a fleet of ghosts."""
+    from farmiq import topics
+    from tests.support.mqtt import publish_many
+
+    messages = [(f"{topics.gw(d)}/{leaf}", b"") for d in device_ids for leaf in RETAINED_LEAVES]
+    if messages:
+        with contextlib.suppress(OSError):
+            publish_many(port, messages, retain=True)
 
 
 @pytest.fixture(scope="session")

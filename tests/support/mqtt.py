@@ -12,12 +12,21 @@ import paho.mqtt.client as mqtt
 
 def publish(port: int, topic: str, payload: bytes, retain: bool = False) -> None:
     """Publish one QoS 1 message and wait for the broker to take it."""
+    publish_many(port, [(topic, payload)], retain=retain)
+
+
+def publish_many(port: int, messages: list[tuple[str, bytes]], retain: bool = False) -> None:
+    """Publish QoS 1 messages on one connection, waiting for the broker to take each."""
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-pub-{uuid.uuid4().hex[:8]}")
     c.connect("127.0.0.1", port)
     c.loop_start()
-    c.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
-    c.loop_stop()
-    c.disconnect()
+    try:
+        infos = [c.publish(t, p, qos=1, retain=retain) for t, p in messages]
+        for info in infos:
+            info.wait_for_publish(10)
+    finally:
+        c.loop_stop()
+        c.disconnect()
 
 
 def wait_until(pred: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
