@@ -459,7 +459,11 @@ class FeastFeatureStore:
     ) -> MaterializeResult:
         """Load offline values into the online store: ``[start, end]``, or incrementally
         from each view's last materialization when ``start`` is None."""
-        end = end or datetime.now(UTC)
+        end = _utc(end or datetime.now(UTC))
+        start = _utc(start) if start is not None else None
+        if start is not None and start > end:
+            # Feast would raise deep inside; say it here, in the operator's terms.
+            raise ValueError(f"start {start.isoformat()} is after end {end.isoformat()}")
         names = list(views) if views else sorted(self.views)
         for n in names:
             if n not in self.views:
@@ -596,3 +600,8 @@ def publish_cloud_features(
     payload = store.cloud_payload(entity_keys, now)
     publisher.publish(topics.down(gateway_id, topics.FEATURES), payload, qos=1, retain=True)
     return payload
+
+
+def _utc(t: datetime) -> datetime:
+    """A naive datetime from a request is read as UTC (comparing naive with aware raises)."""
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)

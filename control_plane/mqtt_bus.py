@@ -84,6 +84,9 @@ class MqttBus:
         return self.connected.wait(wait)
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        # Checked here, not left to the broker: it would drop the connection for a
+        # malformed packet and paho would re-send the message after every reconnect.
+        topics.check_topic(topic)
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             raise ConnectionError(f"publish to {topic} failed: {mqtt.error_string(info.rc)}")

@@ -9,10 +9,58 @@ from __future__ import annotations
 ROOT = "farmiq/v1"
 
 
+MAX_DEVICE_ID = 64  # the width of every device_id column in the control plane's database
+
+
+def _forbidden_in_topic(c: str) -> bool:
+    """Characters a broker refuses in a topic name (MQTT 3.1.1 section 1.5.3 as Mosquitto
+    enforces it: control characters, surrogates, non-characters). A client that publishes
+    one is disconnected for a malformed packet, and paho re-sends the QoS 1 message after
+    every reconnect: one such publish cuts the sender off the broker for good."""
+    o = ord(c)
+    return (
+        o <= 0x1F
+        or 0x7F <= o <= 0x9F
+        or 0xD800 <= o <= 0xDFFF
+        or 0xFDD0 <= o <= 0xFDEF
+        or (o & 0xFFFF) in (0xFFFE, 0xFFFF)
+    )
+
+
+def check_device_id(device_id: str) -> str:
+    """``device_id`` if it can name a gateway's topics; else ValueError saying why."""
+    if not isinstance(device_id, str) or not device_id:
+        raise ValueError("a device id must be a non-empty string")
+    if len(device_id) > MAX_DEVICE_ID:
+        raise ValueError(f"device id longer than {MAX_DEVICE_ID} characters: {device_id[:80]!r}")
+    bad = [c for c in device_id if c in "/+#" or _forbidden_in_topic(c)]
+    if bad:
+        raise ValueError(
+            f"invalid device id for a topic: {device_id!r} (contains {bad[0]!r}; "
+            "'/', '+', '#' and control characters are not allowed)"
+        )
+    return device_id
+
+
+def is_device_id(device_id: str) -> bool:
+    try:
+        check_device_id(device_id)
+    except ValueError:
+        return False
+    return True
+
+
+def check_topic(topic: str) -> str:
+    """``topic`` if a broker accepts it as a topic name to publish to; else ValueError."""
+    if not topic or len(topic.encode("utf-8", "surrogatepass")) > 65535:
+        raise ValueError("an MQTT topic must be 1..65535 bytes")
+    if any(c in "+#" or _forbidden_in_topic(c) for c in topic):
+        raise ValueError(f"invalid MQTT topic name: {topic!r}")
+    return topic
+
+
 def gw(device_id: str) -> str:
-    if not device_id or any(c in device_id for c in "/+#\x00"):
-        raise ValueError(f"invalid device id for a topic: {device_id!r}")
-    return f"{ROOT}/gw/{device_id}"
+    return f"{ROOT}/gw/{check_device_id(device_id)}"
 
 
 # cloud -> gateway ("down")

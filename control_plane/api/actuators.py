@@ -9,16 +9,23 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from control_plane.context import ControlPlaneContext, get_ctx
+from control_plane.device_ids import DeviceId
 
 router = APIRouter(prefix="/api/v1/actuators", tags=["actuators"])
 
 
 class Command(BaseModel):
-    device_id: str
-    actuator: str = Field(description="fan, heater, feeder, light or water_valve")
+    device_id: DeviceId
+    actuator: str = Field(
+        min_length=1, max_length=32, description="fan, heater, feeder, light or water_valve"
+    )
     value: float = Field(ge=0, le=1, description="fraction of full power or opening")
-    mcu: str | None = Field(default=None, description="MCU id; optional when the gateway has one")
-    command_id: str | None = Field(default=None, description="idempotency id; generated if absent")
+    mcu: str | None = Field(
+        default=None, max_length=64, description="MCU id; optional when the gateway has one"
+    )
+    command_id: str | None = Field(
+        default=None, min_length=1, max_length=64, description="idempotency id; generated if absent"
+    )
 
 
 @router.post("", summary="Send an actuator command (runs at most once per command id)")

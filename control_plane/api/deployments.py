@@ -9,6 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from control_plane.context import ControlPlaneContext, get_ctx
+from control_plane.device_ids import DeviceId
 from control_plane.registry import RegistryError
 
 router = APIRouter(prefix="/api/v1/deployments", tags=["deployments"])
@@ -17,7 +18,7 @@ router = APIRouter(prefix="/api/v1/deployments", tags=["deployments"])
 class DeployRequest(BaseModel):
     model: str
     version: int | None = Field(default=None, ge=1, description="default: the production alias")
-    devices: list[str] = Field(min_length=1)
+    devices: list[DeviceId] = Field(min_length=1, max_length=10_000)
     rollback_of: int | None = Field(
         default=None, ge=1, description="signed rollback order: the version being rolled back from"
     )

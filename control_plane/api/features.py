@@ -135,6 +135,8 @@ def materialize(
         res = store.materialize(end=body.end, start=body.start, views=body.views)
     except KeyError as exc:
         raise HTTPException(404, str(exc.args[0])) from None
+    except ValueError as exc:
+        raise HTTPException(422, f"invalid materialization window: {exc}") from None
     return {
         "views": res.views,
         "start": res.start.isoformat() if res.start else None,

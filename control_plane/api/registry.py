@@ -49,11 +49,15 @@ async def register(request: Request, ctx: ControlPlaneContext = Depends(get_ctx)
             if len(data) > MAX_MODEL_BYTES:
                 raise HTTPException(413, "model file too large")
             meta = json.loads(str(form.get("meta") or "{}"))
+            if not isinstance(meta, dict):
+                raise ValueError("'meta' must be a JSON object")
             ref_part = form.get("reference")
             reference = None
             if ref_part is not None:
                 raw = await ref_part.read() if hasattr(ref_part, "read") else str(ref_part).encode()
                 reference = json.loads(raw)
+                if not isinstance(reference, dict):
+                    raise ValueError("'reference' must be a JSON object")
             RegisterUri(name=name, source_uri="upload")  # validates the name
             mv = await run_in_threadpool(
                 ctx.registry.register_onnx, name, data, meta=meta, reference=reference
@@ -66,8 +70,10 @@ async def register(request: Request, ctx: ControlPlaneContext = Depends(get_ctx)
             )
     except RegistryError as exc:
         raise _err(exc) from None
-    except (ValueError, json.JSONDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError) as exc:
         raise HTTPException(422, f"invalid registration: {exc}") from None
+    except RecursionError:  # json.loads on absurdly nested input
+        raise HTTPException(422, "invalid registration: JSON nested too deeply") from None
     return mv.as_dict()
 
 

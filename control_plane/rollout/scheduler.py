@@ -78,6 +78,10 @@ class RolloutLock:
             )
             return res.rowcount == 1  # type: ignore[attr-defined, no-any-return]
 
+    def _exists(self, rid: str) -> bool:
+        with self.db.session() as s:
+            return s.get(Rollout, rid) is not None
+
     def _drop_lease(self, rid: str) -> None:
         with self.db.session() as s:
             s.execute(
@@ -97,7 +101,8 @@ class RolloutLock:
             return
         deadline = time.time() + (self.lease_s + 5 if wait else 0)
         while not self._take_lease(rid):
-            if time.time() >= deadline:
+            if time.time() >= deadline or not self._exists(rid):
+                # No such rollout: no lease will ever be taken; don't wait the lease out.
                 yield None
                 return
             time.sleep(0.05)

@@ -14,12 +14,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from control_plane.device_ids import DeviceId
+
 
 class Targeting(BaseModel):
     model_config = ConfigDict(extra="forbid")
     tags: list[str] = Field(default=[], description="devices carrying all of these tags")
     farms: list[str] = Field(default=[], description="devices of any of these farms")
-    devices: list[str] = Field(
+    devices: list[DeviceId] = Field(
         default=[], description="explicit device ids (known or not yet seen)"
     )
     hardware: list[str] = Field(
