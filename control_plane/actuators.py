@@ -18,6 +18,7 @@ from sqlalchemy import JSON, Float, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from control_plane.db import Base, Database
+from control_plane.gateway_reports import ActuatorResult, json_object
 from farmiq import topics
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ class ActuatorService:
     ) -> dict[str, Any]:  # fmt: skip
         if self.bus is None:
             raise RuntimeError("no broker connection: MQTT is disabled in the settings")
+        topics.check_device_id(device_id)
         if not 0.0 <= value <= 1.0:
             raise ValueError("actuator values are 0..1 (fraction of full power or opening)")
         command_id = command_id or uuid.uuid4().hex
@@ -84,17 +86,25 @@ class ActuatorService:
             }  # fmt: skip
 
     def on_result(self, device_id: str, payload: bytes) -> None:
-        doc = orjson.loads(payload)
-        command_id = str(doc.get("command_id", ""))
-        with self.db.session() as s:
-            row = s.get(ActuatorCommand, command_id)
-            if row is not None and row.device_id == device_id:
-                row.status = "ok" if doc.get("ok") else "failed"
-                row.result = doc
-                row.updated = time.time()
-            else:
-                log.warning("result for unknown command %s from %s", command_id, device_id)
-        key = doc.get("key")
+        doc = json_object(device_id, topics.ACTUATOR_RESULT, payload)
+        if doc is None:
+            return
+        key = doc.get("key") if isinstance(doc.get("key"), str) else None
+        try:
+            res = ActuatorResult.model_validate(doc)
+        except ValueError as exc:
+            # Never storable: acknowledged all the same, or the outbox resends it forever.
+            log.warning("actuator result from %s is malformed (%s); dropped", device_id, exc)
+            res = None
+        if res is not None:
+            with self.db.session() as s:
+                row = s.get(ActuatorCommand, res.command_id)
+                if row is not None and row.device_id == device_id:
+                    row.status = "ok" if res.ok else "failed"
+                    row.result = doc
+                    row.updated = time.time()
+                else:
+                    log.warning("result for unknown command %r from %s", res.command_id, device_id)
         if key and self.bus is not None:  # stored (or unknowable): the gateway may forget it
             self.bus.publish(
                 topics.down(device_id, topics.OUTBOX_ACK), orjson.dumps({"keys": [key]})

@@ -13,11 +13,11 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 from sqlalchemy import select
 
 from control_plane.bundles import BundleService
 from control_plane.db import Database
+from control_plane.gateway_reports import InstallAck, ReportedState, parse
 from control_plane.mqtt_bus import MqttBus
 from control_plane.tables import Deployment, Device
 from farmiq import topics
@@ -45,6 +45,8 @@ class DeploymentService:
         devices run now, to sign a rollback order (a downgrade is refused without one)."""
         if not devices:
             raise ValueError("name at least one device")
+        for d in devices:  # before anything is built, stored or published
+            topics.check_device_id(d)
         revoked = [d for d in devices if self.is_revoked(d)]
         if revoked:
             raise ValueError(f"revoked devices get no bundles: {', '.join(revoked)}")
@@ -87,9 +89,11 @@ class DeploymentService:
 
     # -- inbound (MQTT worker thread) ------------------------------------------------------
     def on_install_ack(self, device_id: str, payload: bytes) -> None:
-        ack = orjson.loads(payload)
-        bundle_id = ack.get("bundle_id")
-        status = "installed" if ack.get("ok") else "rejected"
+        ack = parse(InstallAck, device_id, topics.INSTALL_ACK, payload)
+        if ack is None:
+            return
+        bundle_id = ack.bundle_id
+        status = "installed" if ack.ok else "rejected"
         with self.db.session() as s:
             # Rejected before the manifest could be trusted (no bundle id): newest pending one.
             which = Deployment.bundle_id == bundle_id if bundle_id else Deployment.status == "sent"
@@ -98,26 +102,38 @@ class DeploymentService:
             if row is not None:
                 row.status, row.code, row.reason, row.updated = (
                     status,
-                    ack.get("code"),
-                    ack.get("reason"),
+                    ack.code,
+                    ack.reason,
                     time.time(),
                 )
         self._touch(device_id)
 
     def on_state(self, device_id: str, payload: bytes) -> None:
-        state = orjson.loads(payload)
+        parsed = parse(ReportedState, device_id, topics.STATE, payload)
+        if parsed is None:
+            return  # the last good state stays
+        state = parsed.model_dump(exclude_unset=True)
         with self.db.session() as s:
             dev = s.get(Device, device_id) or Device(device_id=device_id)
             dev.reported = state
-            dev.farm_id = state.get("farm_id", dev.farm_id or "default")
+            dev.farm_id = parsed.farm_id or dev.farm_id or "default"
             dev.last_seen = time.time()
             dev.status = "online"
             s.add(dev)
 
     def on_status(self, device_id: str, payload: bytes) -> None:
+        status = payload.decode(errors="replace")
+        if status not in ("online", "offline"):
+            log.warning("status from %s is %r, not online/offline; dropped", device_id, status[:40])
+            return
+        try:
+            topics.check_device_id(device_id)
+        except ValueError as exc:
+            log.warning("status from an unusable device id: %s; dropped", exc)
+            return
         with self.db.session() as s:
             dev = s.get(Device, device_id) or Device(device_id=device_id, reported={})
-            dev.status = payload.decode(errors="replace")[:16]
+            dev.status = status
             dev.last_seen = time.time()
             s.add(dev)
 

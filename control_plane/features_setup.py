@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from control_plane.feature_store import FeastFeatureStore, publish_cloud_features
+from control_plane.gateway_reports import ReportedState, parse
 from farmiq import topics
 from farmiq.features.barn import FLOCK_PROFILE
 
@@ -41,7 +42,8 @@ class _CloudFeaturePush:
         self._sent: dict[str, tuple[str, float]] = {}
 
     def __call__(self, device_id: str, payload: bytes) -> None:
-        entities = json.loads(payload).get("entities")
+        state = parse(ReportedState, device_id, topics.STATE, payload)
+        entities = state.entities if state is not None else None
         if not isinstance(entities, dict) or not any(entities.values()):
             return
         key = json.dumps(entities, sort_keys=True)

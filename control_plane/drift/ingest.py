@@ -14,6 +14,7 @@ from the stored flat arrays, and ``analyze`` runs every statistic over all group
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -119,6 +120,19 @@ def _window_row(device_id: str, w: Mapping[str, Any], raw: bytes, now: float) ->
         raise WindowError(f"malformed window: missing or wrong field {exc}") from exc
     if row["end"] < row["start"]:
         raise WindowError("window ends before it starts")
+    # What the columns hold (PostgreSQL enforces widths and BIGINT range; a row that does
+    # not fit would fail the whole batch's transaction on every redelivery, unacknowledged).
+    if row["farm_id"] is not None and not (
+        isinstance(row["farm_id"], str) and len(row["farm_id"]) <= 64
+    ):
+        raise WindowError("'farm_id' must be a string of at most 64 characters")
+    for name, width in (("model", 128), ("version", 64), ("schema", 32)):
+        if len(row[name]) > width:
+            raise WindowError(f"{name!r} longer than {width} characters")
+    if not 0 <= row["n"] < 2**63:
+        raise WindowError("'n' must be a non-negative 64-bit integer")
+    if not (math.isfinite(row["start"]) and math.isfinite(row["end"])):
+        raise WindowError("'start' and 'end' must be finite timestamps")
     return row
 
 
@@ -223,6 +237,7 @@ class DriftService:
             results.append(res)
             key: str | None = None
             try:
+                topics.check_device_id(device_id)
                 doc = orjson.loads(payload)
                 if not isinstance(doc, dict):
                     raise WindowError("payload must be a JSON object")

@@ -9,22 +9,15 @@ import logging
 import time
 from typing import Any
 
-import orjson
 from sqlalchemy import select
 
 from control_plane.db import Database
+from control_plane.gateway_reports import HealthReport, InstallAck, ShadowReport, parse
 from control_plane.rollout.tables import DeviceHealth, RolloutDevice
 from control_plane.rollout.transfer import TransferServer
+from farmiq import topics
 
 log = logging.getLogger(__name__)
-
-
-def _json(payload: bytes) -> dict[str, Any] | None:
-    try:
-        doc = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return None
-    return doc if isinstance(doc, dict) else None
 
 
 class RolloutIngest:
@@ -40,44 +33,44 @@ class RolloutIngest:
         return row  # type: ignore[no-any-return]
 
     def on_install(self, device_id: str, payload: bytes) -> None:
-        ack = _json(payload)
-        if ack is None or not ack.get("rollout"):
+        ack = parse(InstallAck, device_id, topics.INSTALL_ACK, payload)
+        if ack is None or not ack.rollout:
             return  # a direct deployment's ack: control_plane/deployments.py handles it
         with self.db.session() as s:
             row = s.scalars(
                 select(RolloutDevice).where(
-                    RolloutDevice.rollout_id == str(ack["rollout"]),
+                    RolloutDevice.rollout_id == ack.rollout,
                     RolloutDevice.device_id == device_id,
                 )
             ).first()
             if row is None:
                 return
-            ok = bool(ack.get("ok"))
+            ok = ack.ok
             if row.status == "rolling_back":
-                if ok and ack.get("version") == row.from_version:
+                if ok and ack.version == row.from_version:
                     row.status = "rolled_back"
                     row.updated = time.time()
                     return  # keep the code and reason of the failure that caused it
             elif row.status in ("sent", "pending", "failed", "installed"):
                 row.status = "installed" if ok else "failed"
-            row.code, row.reason = ack.get("code"), ack.get("reason")
+            row.code, row.reason = ack.code, ack.reason
             row.updated = time.time()
 
     def on_health(self, device_id: str, payload: bytes) -> None:
-        doc = _json(payload)
-        if doc is None:
-            return
+        report = parse(HealthReport, device_id, topics.HEALTH, payload)
+        if report is None:
+            return  # the gates keep judging the last good report
         with self.db.session() as s:
             row = self._health_row(s, device_id)
-            row.health, row.updated = doc, time.time()
+            row.health, row.updated = report.model_dump(exclude_unset=True), time.time()
 
     def on_shadow(self, device_id: str, payload: bytes) -> None:
-        doc = _json(payload)
-        if doc is None or not isinstance(doc.get("model"), str):
+        report = parse(ShadowReport, device_id, topics.SHADOW, payload)
+        if report is None:
             return
         with self.db.session() as s:
             row = self._health_row(s, device_id)
-            row.shadow = {**(row.shadow or {}), doc["model"]: doc}
+            row.shadow = {**(row.shadow or {}), report.model: report.model_dump(exclude_unset=True)}
             row.updated = time.time()
 
     def on_transfer(self, device_id: str, payload: bytes) -> None:
