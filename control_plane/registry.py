@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,22 @@ ARCHIVED_ALIASES_TAG = "farmiq.archived_aliases"
 META_TAG = "farmiq.meta"  # JSON: task, labels, feature names, feature schema
 EXPERIMENT = "farmiq-registry"
 REFERENCE_ARTIFACT = "farmiq/reference.json"
+
+
+ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+# MLflow reserves these alias names ("latest", "v<number>") and refuses them.
+_RESERVED_ALIAS_RE = re.compile(r"^(latest|v\d+)$")
+RESERVED_MODEL_NAMES = frozenset({PRODUCTION})  # GET /api/v1/models/production lists models
+
+
+def check_alias(alias: str) -> str:
+    if not ALIAS_RE.fullmatch(alias) or _RESERVED_ALIAS_RE.fullmatch(alias):
+        raise RegistryError(
+            422,
+            f"invalid alias {alias[:80]!r}: lowercase letters, digits, '_' and '-', starting "
+            "with a letter, at most 63 characters, and not 'latest' or 'v<number>'",
+        )
+    return alias
 
 
 class RegistryError(Exception):
@@ -176,11 +193,17 @@ class ModelRegistry:
         return out
 
     def promote(self, name: str, version: int, alias: str = PRODUCTION) -> ModelVersionInfo:
+        from mlflow.exceptions import MlflowException
+
+        check_alias(alias)
         rm = self._get_model(name)
         if self._archived(rm):
             raise RegistryError(409, f"model {name!r} is archived; restore it first")
         self._version(name, version)  # 404 if missing
-        self.client.set_registered_model_alias(name, alias, str(version))
+        try:
+            self.client.set_registered_model_alias(name, alias, str(version))
+        except MlflowException as exc:
+            raise RegistryError(422, f"cannot set alias {alias!r}: {exc.message}") from None
         return self._version(name, version)
 
     def production(self) -> list[ModelVersionInfo]:
@@ -222,10 +245,15 @@ class ModelRegistry:
 
     def restore(self, name: str) -> dict[str, Any]:
         rm = self._get_model(name)
+        if not self._archived(rm):
+            # Nothing to undo. Re-applying the aliases remembered by an earlier archive
+            # would silently move "production" back to an old version.
+            return self.get(name)
         aliases = json.loads((rm.tags or {}).get(ARCHIVED_ALIASES_TAG, "{}"))
         for alias, version in aliases.items():
             self.client.set_registered_model_alias(name, alias, str(version))
         self.client.set_registered_model_tag(name, ARCHIVED_TAG, "false")
+        self.client.delete_registered_model_tag(name, ARCHIVED_ALIASES_TAG)
         return self.get(name)
 
     def reference(self, name: str, version: int) -> dict[str, Any] | None:

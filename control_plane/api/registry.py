@@ -7,10 +7,10 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from control_plane.context import ControlPlaneContext, get_ctx
-from control_plane.registry import RegistryError
+from control_plane.registry import RESERVED_MODEL_NAMES, RegistryError
 
 router = APIRouter(prefix="/api/v1/models", tags=["registry"])
 
@@ -19,23 +19,74 @@ MAX_MODEL_BYTES = 256 * 1024 * 1024
 
 class RegisterUri(BaseModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
-    source_uri: str
+    source_uri: str = Field(min_length=1, max_length=4096)
     task: str = "classification"
     labels: list[str] | None = None
     feature_names: list[str] | None = None
     feature_schema: dict[str, str] | None = None
 
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, name: str) -> str:
+        if name in RESERVED_MODEL_NAMES:
+            raise ValueError(f"{name!r} is reserved: GET /api/v1/models/{name} lists models")
+        return name
+
 
 class Promote(BaseModel):
     version: int = Field(ge=1)
-    alias: str = "production"
+    alias: str = Field(
+        default="production",
+        description="MLflow alias: lowercase letters, digits, '_', '-'; not 'latest' or 'v<n>'",
+    )
 
 
 def _err(exc: RegistryError) -> HTTPException:
     return HTTPException(exc.status, str(exc))
 
 
-@router.post("/register", summary="Register a model (ONNX upload or an MLflow model URI)")
+# The body is read by hand (an upload or JSON), so its schema is declared here for OpenAPI.
+_REGISTER_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["name", "file"],
+                    "properties": {
+                        "name": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_.-]{0,63}$"},
+                        "file": {"type": "string", "format": "binary", "description": "ONNX"},
+                        "meta": {
+                            "type": "string",
+                            "description": "JSON object: task, labels, feature_names, ...",
+                        },
+                        "reference": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "drift reference statistics (JSON object)",
+                        },
+                    },
+                }
+            },
+            "application/json": {"schema": RegisterUri.model_json_schema()},
+        },
+    }
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"description": "no such model or version"},
+    409: {"description": "the model is archived"},
+    413: {"description": "model file too large"},
+    422: {"description": "invalid input; the detail says which"},
+}
+
+
+@router.post(
+    "/register",
+    summary="Register a model (ONNX upload or an MLflow model URI)",
+    openapi_extra=_REGISTER_BODY,
+    responses=_ERRORS,
+)
 async def register(request: Request, ctx: ControlPlaneContext = Depends(get_ctx)) -> dict[str, Any]:
     ctype = request.headers.get("content-type", "")
     try:
@@ -89,7 +140,7 @@ async def list_models(
     return {"models": await run_in_threadpool(ctx.registry.list_models, include_archived)}
 
 
-@router.get("/{name}", summary="A model with its versions and aliases")
+@router.get("/{name}", summary="A model with its versions and aliases", responses=_ERRORS)
 async def get_model(name: str, ctx: ControlPlaneContext = Depends(get_ctx)) -> dict[str, Any]:
     try:
         return await run_in_threadpool(ctx.registry.get, name)
@@ -97,7 +148,11 @@ async def get_model(name: str, ctx: ControlPlaneContext = Depends(get_ctx)) -> d
         raise _err(exc) from None
 
 
-@router.put("/{name}/promote", summary="Point an alias (default: production) at a version")
+@router.put(
+    "/{name}/promote",
+    summary="Point an alias (default: production) at a version",
+    responses=_ERRORS,
+)
 async def promote(
     name: str, body: Promote, ctx: ControlPlaneContext = Depends(get_ctx)
 ) -> dict[str, Any]:
@@ -110,7 +165,9 @@ async def promote(
     return mv.as_dict()
 
 
-@router.delete("/{name}", summary="Archive a model (reversible; nothing is deleted)")
+@router.delete(
+    "/{name}", summary="Archive a model (reversible; nothing is deleted)", responses=_ERRORS
+)
 async def archive(name: str, ctx: ControlPlaneContext = Depends(get_ctx)) -> dict[str, Any]:
     try:
         return await run_in_threadpool(ctx.registry.archive, name)
@@ -118,7 +175,7 @@ async def archive(name: str, ctx: ControlPlaneContext = Depends(get_ctx)) -> dic
         raise _err(exc) from None
 
 
-@router.post("/{name}/restore", summary="Undo an archive, restoring its aliases")
+@router.post("/{name}/restore", summary="Undo an archive, restoring its aliases", responses=_ERRORS)
 async def restore(name: str, ctx: ControlPlaneContext = Depends(get_ctx)) -> dict[str, Any]:
     try:
         return await run_in_threadpool(ctx.registry.restore, name)
