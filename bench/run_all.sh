@@ -14,5 +14,5 @@ names=("$@")
 for name in "${names[@]}"; do
   echo "== $name"
   { echo "# .venv/bin/python bench/$name.py  ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores)"
-    .venv/bin/python "bench/$name.py"; } 2>&1 | tee "bench/results/$name.txt"
+    .venv/bin/python "bench/$name.py"; } 2>&1 | sed -u -e 's/\x1b\[[0-9;]*m//g' | tee "bench/results/$name.txt"
 done
