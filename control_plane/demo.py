@@ -258,6 +258,7 @@ def run_demo(workdir: Path, keep_running: bool = False, embedded_broker: bool = 
                 "mlflow.log",
             )  # fmt: skip
             say(f"operator API  {api}/docs")
+            say(f"dashboard     {api}/dashboard")
             say(f"MLflow UI     http://127.0.0.1:{ml_port}")
             say(f"gateway API   {agent_url}/api/v1/models")
             say("Ctrl-C to stop.")
