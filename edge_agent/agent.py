@@ -19,14 +19,22 @@ from typing import Any
 
 import orjson
 
+from edge_agent.api_routes import build_api
 from edge_agent.config import AgentConfig
+from edge_agent.drift_reporter import DriftReporter
+from edge_agent.feature_cache import FeatureCache
 from edge_agent.inference import InferenceService
 from edge_agent.installer import Installer, InstallResult
+from edge_agent.lifecycle import Lifecycle
 from edge_agent.local_api import LocalApi
 from edge_agent.model_store import ModelStore
 from edge_agent.mqtt_link import MqttLink
+from edge_agent.observability import install_metrics
+from edge_agent.outbox import Outbox
+from edge_agent.rollout_agent import RolloutPart
 from edge_agent.router import Router
 from edge_agent.serving import ModelSet
+from edge_agent.trust_updates import handle_trust_update
 from farmiq import __version__, topics
 from farmiq.bundle.trust import TrustRoot
 
@@ -54,8 +62,6 @@ class Agent:
         )
         # Feature cache (docs/features.md): a bundle whose feature schema it cannot serve
         # is refused before anything is staged.
-        from edge_agent.feature_cache import FeatureCache
-
         self.features = FeatureCache(config.state_dir / "features.db")
         self.installer.checks.append(self._feature_schema_check)
         self.router = Router.for_agent(self)  # hybrid router: edge, MCU, cloud (issue 3)
@@ -72,9 +78,6 @@ class Agent:
             on_connect=self.on_connect,
         )
         # What the gateway owes the cloud goes through the durable outbox (docs/drift.md).
-        from edge_agent.drift_reporter import DriftReporter
-        from edge_agent.outbox import Outbox
-
         self.outbox = Outbox(
             config.state_dir / "outbox.db",
             self.link.publish,
@@ -98,16 +101,9 @@ class Agent:
             self.mcu = McuService(self)
         self._background: list[asyncio.Task[None]] = []
         self._bundles_waiting = 0
-        from edge_agent.api_routes import build_api
-
         self.api: LocalApi = build_api(self)
-        from edge_agent.rollout_agent import RolloutPart
-
         self.rollout = RolloutPart(self)  # desired state, chunked transfers, shadow, health
         self.shadow = self.rollout.shadow  # request path: agent.shadow.observe(...)
-        from edge_agent.lifecycle import Lifecycle
-        from edge_agent.observability import install_metrics
-
         self.config_path: str | None = None  # set by run(); SIGHUP re-reads it
         self.lifecycle = Lifecycle(self)
         self.metrics = install_metrics(self)
@@ -194,9 +190,7 @@ class Agent:
                 log.warning("actuator command but no MCU is configured")
             else:
                 await self.mcu.handle_command(payload)
-        elif leaf == topics.TRUST:  # root rotation (issue 8)
-            from edge_agent.trust_updates import handle_trust_update
-
+        elif leaf == topics.TRUST:  # root rotation (docs/security.md)
             await handle_trust_update(self, payload)
         else:
             log.debug("ignoring message on %s", topic)
