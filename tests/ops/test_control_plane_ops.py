@@ -93,6 +93,18 @@ def fleet(control_plane: ControlPlaneProc, mqtt_port: int) -> list[str]:
     return ids
 
 
+def _json_lines(text: str) -> list[dict[str, Any]]:
+    """JSON log records; skips the line still being written and other processes' output."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+    return out
+
+
 def test_request_id_is_echoed_and_logged_as_json(control_plane: ControlPlaneProc) -> None:
     r = httpx.get(control_plane.url + "/api/v1/trust-root", headers={"X-Request-Id": "ops-trace-7"})
     assert r.status_code == 200 and r.headers["x-request-id"] == "ops-trace-7"
@@ -100,8 +112,7 @@ def test_request_id_is_echoed_and_logged_as_json(control_plane: ControlPlaneProc
     assert len(generated) == 16 and generated != "ops-trace-7"
 
     def logged() -> list[dict[str, Any]]:
-        recs = [json.loads(x) for x in control_plane.log_text().splitlines() if x.startswith("{")]
-        return [x for x in recs if x.get("request_id") == "ops-trace-7"]
+        return [x for x in _json_lines(control_plane.log_text()) if x.get("request_id") == "ops-trace-7"]
 
     (rec,) = _wait(logged, what="the access log line")
     assert rec["logger"] == "control_plane.access" and rec["status"] == 200
