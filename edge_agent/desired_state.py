@@ -70,6 +70,9 @@ class DesiredStateManager:
         self.blocked: dict[str, set[int]] = {}
         self.failed: set[str] = set()  # bundle ids that failed here: not retried until changed
         self.acked: set[str] = set()
+        # name -> bundle id installed but not yet through probation. Persisted, so an agent
+        # stopped mid-probation (crash, power cut) finishes it after it comes back.
+        self.probation: dict[str, str] = {}
         self._task: asyncio.Task[None] | None = None
         self._install_lock = asyncio.Lock()
         self.converged = asyncio.Event()
@@ -85,6 +88,7 @@ class DesiredStateManager:
             self.blocked = {k: set(v) for k, v in saved.get("blocked", {}).items()}
             self.failed = set(saved.get("failed", []))
             self.acked = set(saved.get("acked", []))
+            self.probation = dict(saved.get("probation", {}))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.error("ignoring unreadable %s: %s", self.path, exc)
 
@@ -99,6 +103,7 @@ class DesiredStateManager:
                     "blocked": {k: sorted(v) for k, v in self.blocked.items()},
                     "failed": sorted(self.failed),
                     "acked": sorted(self.acked)[-256:],
+                    "probation": self.probation,
                 }
             )
         )
@@ -192,6 +197,22 @@ class DesiredStateManager:
                     name, d, {"ok": True, "code": "shadow-loaded", "reason": "candidate loaded"}
                 )
             return
+        pending = self.probation.get(name)
+        if cur is not None and pending is not None:
+            if cur[1] == pending:  # stopped mid-probation: finish it before anything else
+                installed = {
+                    "ok": True,
+                    "code": "installed",
+                    "version": cur[0],
+                    "bundle_id": pending,
+                }
+                res = await self._shielded(self._finish_probation(name, installed))
+                if not res.get("ok"):
+                    self.failed.add(pending)
+                await self._ack(name, d, res, force=True)
+                return
+            self.probation.pop(name)  # another version is current now: nothing to finish
+            self._save()
         if cur is not None and cur[0] == d.version:
             await self._ack(
                 name,
@@ -221,12 +242,28 @@ class DesiredStateManager:
         async with self._install_lock:
             res = await self.host.install(data)
             if res.get("ok") and res.get("code") == "installed":
-                why = await self.host.probation(name)
-                if why:
-                    log.error("%s failed its post-install health check (%s); reverting", name, why)
-                    await self.host.revert(name)
-                    res = {**res, "ok": False, "code": "self-rollback", "reason": why}
+                res = await self._probation(name, res)
             return res
+
+    async def _finish_probation(self, name: str, res: dict[str, Any]) -> dict[str, Any]:
+        async with self._install_lock:
+            return await self._probation(name, res)
+
+    async def _probation(self, name: str, res: dict[str, Any]) -> dict[str, Any]:
+        """Watch a freshly installed version (install lock held); revert by ourselves if it
+        fails. The marker is on disk for the whole watch."""
+        self.probation[name] = str(res.get("bundle_id"))
+        self._save()
+        try:
+            why = await self.host.probation(name)
+            if why:
+                log.error("%s failed its post-install health check (%s); reverting", name, why)
+                await self.host.revert(name)
+                res = {**res, "ok": False, "code": "self-rollback", "reason": why}
+        finally:
+            self.probation.pop(name, None)
+            self._save()
+        return res
 
     async def _revert(self, name: str, d: DesiredModel) -> None:
         async with self._install_lock:

@@ -167,3 +167,41 @@ def test_gateway_rolls_back_a_candidate_that_answers_nan_on_real_readings(
     assert info["version"] == v1
     wait_rollout(cp, rid, lambda d: d["devices"].get("rolled_back") == 1, what="rollback ack")
     assert v_bad in agent.get("/api/v1/status").json()["state"]["blocked"][MODEL]
+
+
+def test_probation_cut_short_by_a_crash_is_finished_after_restart(
+    rollout_cp, agent_factory, device_id
+):
+    """kill -9 while a new version is on probation: after the restart the gateway finishes
+    the probation (marker kept on disk) before it reports the version as installed."""
+    import json
+    import tomllib
+
+    from farmiq.config import dump_toml
+    from tests.support.mqtt import wait_until
+
+    cp = rollout_cp
+    v2 = cp.versions[1]
+    agent = agent_factory(
+        device_id, cp.trust_root(), rollout={"probation_s": 60.0, "health_interval_s": 1.0}
+    )
+    agent.wait_for(lambda s: s["broker_connected"], what="broker")
+    rid = _rollout(cp, device_id, v2)
+    wait_until(lambda: agent.installed_version(MODEL) == v2, 30, "v2 switched in")
+    desired = agent.state_dir / "desired.json"
+    wait_until(lambda: MODEL in json.loads(desired.read_text()).get("probation", {}), 10, "marker")
+    agent.kill()  # mid-probation: nothing acknowledged yet
+    with cp.client() as c:
+        (dev,) = c.get(f"/api/v1/rollouts/{rid}/devices").json()["devices"]
+    assert dev["code"] != "installed", dev
+
+    cfg = tomllib.loads(agent.config_path.read_text())
+    cfg["rollout"]["probation_s"] = 0.5
+    agent.config_path.write_text(dump_toml(cfg))
+    agent.start()
+    doc = wait_rollout(cp, rid, lambda d: d["status"] == "succeeded", what="probation finished")
+    with cp.client() as c:
+        (dev,) = c.get(f"/api/v1/rollouts/{rid}/devices").json()["devices"]
+    assert dev["code"] == "installed", dev  # probation ran to its end, not "already-installed"
+    assert json.loads(desired.read_text()).get("probation") == {}
+    assert agent.installed_version(MODEL) == v2, doc
