@@ -7,6 +7,7 @@ they were, and comes back as an ``InstallResult`` with a code and a reason.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -15,6 +16,7 @@ from typing import Any
 
 from edge_agent.model_store import InstalledModel, ModelStore
 from edge_agent.serving import LoadedModel, ModelSet, health_check, load_runtime
+from farmiq import __version__
 from farmiq.bundle.format import Manifest
 from farmiq.bundle.trust import TrustRoot
 from farmiq.bundle.verifier import BundleRejected, VerifiedBundle, VerifyPolicy, verify_bundle
@@ -94,6 +96,9 @@ class Installer:
         ids: dict[str, Any] = {"name": m.name, "version": m.version, "bundle_id": m.bundle_id}
         if cur is not None and cur.manifest.bundle_id == m.bundle_id:
             return InstallResult(True, "already-installed", "bundle already installed", **ids)
+        if _version_tuple(m.min_agent_version) > _version_tuple(__version__):
+            too_old = f"bundle needs agent {m.min_agent_version} or newer; this is {__version__}"
+            return InstallResult(False, "agent-too-old", too_old, **ids)
         for check in self.checks:
             why = check(m)
             if why:
@@ -197,6 +202,15 @@ class Installer:
             bundle_id=prev.manifest.bundle_id,
             previous_version=old.version if old else None,
         )
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    """'1.2.3' -> (1, 2, 3); pre-release suffixes are ignored ('1.3.0rc1' -> (1, 3, 0))."""
+    parts = []
+    for piece in version.split(".")[:3]:
+        digits = "".join(itertools.takewhile(str.isdigit, piece))
+        parts.append(int(digits or 0))
+    return tuple(parts)
 
 
 def _no_expiry() -> datetime:

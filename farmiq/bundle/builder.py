@@ -75,6 +75,7 @@ def build_bundle(
     registry_uri: str | None = None,
     inputs: list[TensorSpec] | None = None,
     outputs: list[TensorSpec] | None = None,
+    min_agent_version: str = "0.1.0",
 ) -> bytes:
     """Return the bytes of a signed bundle."""
     if not signers:
@@ -115,6 +116,7 @@ def build_bundle(
         },
         created=utcnow_iso(),
         expires=(now + expires_in).strftime("%Y-%m-%dT%H:%M:%SZ") if expires_in else None,
+        min_agent_version=min_agent_version,
         targeting=Targeting.model_validate(targeting or {}),
         serving=Serving.model_validate(serving or {}),
         rollback_of=rollback_of,

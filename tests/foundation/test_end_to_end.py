@@ -159,3 +159,21 @@ def test_agent_restarts_serving_installed_model_without_control_plane(
     assert r.json()["version"] == registered
     status = agent.get("/api/v1/status").json()
     assert status["broker_connected"] is False and status["ready"] is True
+
+
+def test_bundle_for_a_newer_agent_is_refused_and_the_model_keeps_serving(
+    control_plane, registered, agent_factory, device_id, mqtt_port, barn_model
+):
+    agent = agent_factory(device_id, control_plane.trust_root())
+    assert _deploy(control_plane, device_id)["status"] == "installed"
+    signer = Signer.load(control_plane.data_dir / "keys" / "bundle-signing.pem")
+    bundle = build_bundle(
+        barn_model.onnx_bytes, name=MODEL, version=50, signers=[signer], min_agent_version="99.0.0"
+    )
+    publish(mqtt_port, topics.down(device_id, topics.BUNDLE), bundle)
+    status = agent.wait_for(
+        lambda s: (s["last_install"] or {}).get("version") == 50, what="refusal"
+    )
+    assert status["last_install"]["code"] == "agent-too-old"
+    assert "99.0.0" in status["last_install"]["reason"]
+    assert agent.installed_version(MODEL) == registered
