@@ -146,8 +146,9 @@ def _start_agent(
         "mqtt": {"port": int(os.environ.get("FARMIQ_BENCH_MQTT_PORT", "1883"))},
     }))  # fmt: skip
     env = {**os.environ, "FARMIQ_LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen([sys.executable, "-m", "farmiq", "agent", "run", "-c", str(conf)], env=env,
-                            stdout=open(work / "agent.log", "wb"), stderr=subprocess.STDOUT)  # fmt: skip
+    with open(work / "agent.log", "wb") as log:  # the child keeps its own descriptor
+        proc = subprocess.Popen([sys.executable, "-m", "farmiq", "agent", "run", "-c", str(conf)],
+                                env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
     return proc, f"http://127.0.0.1:{port}"
 
 

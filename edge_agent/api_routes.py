@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 
 MAX_BATCH_REQUESTS = 256  # requests in one POST /api/v1/inference/batch
 _OPT = orjson.OPT_SERIALIZE_NUMPY
-_BODY_HELP = 'body must be {"model": name, "inputs": rows or {input: rows}, "latency_budget_ms"?: number}'
+_BODY_HELP = (
+    'body must be {"model": name, "inputs": rows or {input: rows}, "latency_budget_ms"?: number}'
+)
 
 
 def _budget(body: dict[str, Any]) -> float | None:
@@ -53,7 +55,7 @@ def _entity_inputs(agent: Agent, body: dict[str, Any]) -> tuple[list[list[float]
         raise ApiError(422, f"model {model.name!r} names no feature schema; send 'inputs'")
     entity = body["entity"]
     if type(entity) is not dict:
-        raise ApiError(422, "'entity' must be an object of entity keys, e.g. {\"barn_id\": \"b1\"}")
+        raise ApiError(422, '\'entity\' must be an object of entity keys, e.g. {"barn_id": "b1"}')
     try:
         vector, flags = agent.features.vector(ref.name, entity)
     except FeatureUnavailable as exc:
@@ -84,7 +86,11 @@ def build_api(agent: Agent) -> LocalApi:
     async def get_model(req: Request) -> Response:
         m = agent.models.get(req.params["name"])
         if m is None:
-            raise ApiError(404, f"unknown model {req.params['name']!r}", known=[x.name for x in agent.models.all()])
+            raise ApiError(
+                404,
+                f"unknown model {req.params['name']!r}",
+                known=[x.name for x in agent.models.all()],
+            )
         prev = agent.store.previous(m.name)
         info = _model_info(agent, m)
         info["manifest"] = m.manifest.model_dump(mode="json")
@@ -138,7 +144,9 @@ def build_api(agent: Agent) -> LocalApi:
         if type(reqs) is not list or not reqs:
             raise ApiError(422, 'body must be {"requests": [{"model": ..., "inputs": ...}, ...]}')
         if len(reqs) > MAX_BATCH_REQUESTS:
-            raise ApiError(413, f"batch of {len(reqs)} requests exceeds the limit {MAX_BATCH_REQUESTS}")
+            raise ApiError(
+                413, f"batch of {len(reqs)} requests exceeds the limit {MAX_BATCH_REQUESTS}"
+            )
 
         async def one(i: int, item: Any) -> dict[str, Any]:
             try:
@@ -156,7 +164,9 @@ def build_api(agent: Agent) -> LocalApi:
 
         results = await asyncio.gather(*(one(i, r) for i, r in enumerate(reqs)))
         ok = sum(1 for r in results if r["status"] == 200)
-        return Response(orjson.dumps({"ok": ok, "failed": len(results) - ok, "results": results}, option=_OPT))
+        return Response(
+            orjson.dumps({"ok": ok, "failed": len(results) - ok, "results": results}, option=_OPT)
+        )
 
     @api.route("GET", "/api/v1/metrics")
     async def metrics(req: Request) -> Response:
@@ -166,7 +176,9 @@ def build_api(agent: Agent) -> LocalApi:
     async def warmup(req: Request) -> Response:
         body = req.json() if req.body else {}
         names = body.get("models") if isinstance(body, dict) else None
-        if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
+        if names is not None and (
+            not isinstance(names, list) or not all(isinstance(n, str) for n in names)
+        ):
             raise ApiError(422, 'body must be {"models"?: [name, ...], "runs"?: int}')
         runs = body.get("runs", 5) if isinstance(body, dict) else 5
         if not isinstance(runs, int) or not 1 <= runs <= 1000:

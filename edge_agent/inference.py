@@ -23,10 +23,14 @@ class InferenceService:
     def model(self, name: str) -> LoadedModel:
         m = self.router.models.get(name)
         if m is None:
-            raise ApiError(404, f"unknown model {name!r}", known=[x.name for x in self.router.models.all()])
+            raise ApiError(
+                404, f"unknown model {name!r}", known=[x.name for x in self.router.models.all()]
+            )
         return m
 
-    async def infer(self, name: str, inputs: Any, *, budget_ms: float | None = None) -> dict[str, Any]:
+    async def infer(
+        self, name: str, inputs: Any, *, budget_ms: float | None = None
+    ) -> dict[str, Any]:
         try:
             res = await self.router.infer(name, inputs, budget_ms=budget_ms)
         except RoutingError as exc:

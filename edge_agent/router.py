@@ -701,7 +701,10 @@ class Router:
             return
         result.low_confidence = True
         unreachable = not choices and not any("budget" in w for w in why_not)
-        result.reason += f"; {n_low} row(s) under confidence {st.threshold}, not escalated: {'; '.join(why_not) or 'no cloud target in the bundle'}"
+        not_why = "; ".join(why_not) or "no cloud target in the bundle"
+        result.reason += (
+            f"; {n_low} row(s) under confidence {st.threshold}, not escalated: {not_why}"
+        )
         if unreachable or choices:  # link down (or every remote failed): keep the input
             self.metrics.escalations[(st.name, "kept")] += 1
             if self.escalations is not None:

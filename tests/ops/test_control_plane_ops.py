@@ -112,7 +112,9 @@ def test_request_id_is_echoed_and_logged_as_json(control_plane: ControlPlaneProc
     assert len(generated) == 16 and generated != "ops-trace-7"
 
     def logged() -> list[dict[str, Any]]:
-        return [x for x in _json_lines(control_plane.log_text()) if x.get("request_id") == "ops-trace-7"]
+        return [
+            x for x in _json_lines(control_plane.log_text()) if x.get("request_id") == "ops-trace-7"
+        ]
 
     (rec,) = _wait(logged, what="the access log line")
     assert rec["logger"] == "control_plane.access" and rec["status"] == 200
