@@ -23,7 +23,6 @@ from edge_agent.api_routes import build_api
 from edge_agent.config import AgentConfig
 from edge_agent.drift_reporter import DriftReporter
 from edge_agent.feature_cache import FeatureCache
-from edge_agent.inference import InferenceService
 from edge_agent.installer import Installer, InstallResult
 from edge_agent.lifecycle import Lifecycle
 from edge_agent.local_api import LocalApi
@@ -65,7 +64,6 @@ class Agent:
         self.features = FeatureCache(config.state_dir / "features.db")
         self.installer.checks.append(self._feature_schema_check)
         self.router = Router.for_agent(self)  # hybrid router: edge, MCU, cloud (issue 3)
-        self.inference = InferenceService(self.router)
         self.started_at = time.time()
         self.install_lock = asyncio.Lock()
         self.last_install: InstallResult | None = None
