@@ -6,13 +6,15 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from onnx import TensorProto, helper
 from tuf.api.metadata import Metadata, Root
 
+from farmiq.bundle.builder import build_bundle
 from farmiq.bundle.signing import Signer
-from provisioning.fleet import FleetPaths, signer_from_file
+from provisioning.fleet import FleetPaths, init_fleet, signer_from_file
 
 
 def scale_model(k: float) -> bytes:
@@ -97,3 +99,20 @@ class Listener:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+def threshold_fleet(directory: Path) -> FleetPaths:
+    """A fleet whose root and bundle signing both need 2 of 3 keys."""
+    return init_fleet(directory, root_threshold=2, root_keys=3, targets_threshold=2, targets_keys=3)
+
+
+def fleet_signers(fleet: FleetPaths) -> list[Signer]:
+    return [Signer.load(p) for p in fleet.targets_keys()]
+
+
+def regression_bundle(signers: list[Signer], version: int, name: str = "barn", **kw: Any) -> bytes:
+    """A bundle whose model scales its input by ``version``, so answers name the version."""
+    return build_bundle(
+        scale_model(float(version)), name=name, version=version, signers=signers,
+        task="regression", **kw,
+    )  # fmt: skip

@@ -22,11 +22,17 @@ import pytest
 from tuf.api.metadata import Metadata, Root
 
 from farmiq import topics
-from farmiq.bundle.builder import build_bundle, read_container
+from farmiq.bundle.builder import read_container
 from farmiq.bundle.format import canonical_json, pack
 from farmiq.bundle.signing import Signer
-from provisioning.fleet import FleetPaths, init_fleet, signer_from_file
-from tests.security.helpers import Listener, next_root, scale_model
+from provisioning.fleet import FleetPaths, signer_from_file
+from tests.security.helpers import (
+    Listener,
+    fleet_signers,
+    next_root,
+    regression_bundle,
+    threshold_fleet,
+)
 from tests.support.procs import AgentProc
 
 NAME = "barn"
@@ -36,29 +42,16 @@ MAX_BUNDLE = 2_000_000
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> FleetPaths:
-    return init_fleet(
-        tmp_path_factory.mktemp("live") / "fleet",
-        root_threshold=2,
-        root_keys=3,
-        targets_threshold=2,
-        targets_keys=3,
-    )
+    return threshold_fleet(tmp_path_factory.mktemp("live") / "fleet")
 
 
 @pytest.fixture(scope="module")
 def keys(fleet: FleetPaths) -> list[Signer]:
-    return [Signer.load(p) for p in fleet.targets_keys()]
+    return fleet_signers(fleet)
 
 
 def make_bundle(signers: list[Signer], version: int, **kw: Any) -> bytes:
-    return build_bundle(
-        scale_model(float(version)),
-        name=NAME,
-        version=version,
-        signers=signers,
-        task="regression",
-        **kw,
-    )
+    return regression_bundle(signers, version, NAME, **kw)
 
 
 class Gateway:

@@ -21,12 +21,12 @@ from tuf.api.metadata import Metadata, Root
 from edge_agent.installer import Installer
 from edge_agent.model_store import ModelStore
 from edge_agent.serving import ModelSet
-from farmiq.bundle.builder import build_bundle, read_container
+from farmiq.bundle.builder import read_container
 from farmiq.bundle.format import canonical_json, pack
 from farmiq.bundle.signing import Signer
 from farmiq.bundle.trust import TrustError, TrustRoot
-from provisioning.fleet import FleetPaths, init_fleet, signer_from_file
-from tests.security.helpers import scale_model
+from provisioning.fleet import FleetPaths, signer_from_file
+from tests.security.helpers import fleet_signers, regression_bundle, threshold_fleet
 
 NAME = "barn"
 DEVICE = "gw-1"
@@ -35,29 +35,16 @@ HW = "rpi4"
 
 @pytest.fixture(scope="module")
 def tfleet(tmp_path_factory: pytest.TempPathFactory) -> FleetPaths:
-    return init_fleet(
-        tmp_path_factory.mktemp("tf") / "fleet",
-        root_threshold=2,
-        root_keys=3,
-        targets_threshold=2,
-        targets_keys=3,
-    )
+    return threshold_fleet(tmp_path_factory.mktemp("tf") / "fleet")
 
 
 @pytest.fixture(scope="module")
 def signers(tfleet: FleetPaths) -> list[Signer]:
-    return [Signer.load(p) for p in tfleet.targets_keys()]
+    return fleet_signers(tfleet)
 
 
 def bundle(signers: list[Signer], version: int, **kw: Any) -> bytes:
-    return build_bundle(
-        scale_model(float(version)),
-        name=NAME,
-        version=version,
-        signers=signers,
-        task="regression",
-        **kw,
-    )
+    return regression_bundle(signers, version, NAME, **kw)
 
 
 @pytest.fixture()
