@@ -166,7 +166,7 @@ def main() -> int:
     if not shutil.which("wrk"):
         print("wrk not found: apt-get install wrk", file=sys.stderr)
         return 2
-    from control_plane.barn_model import train_barn_model
+    from farmiq_sim.barn_model import train_barn_model
 
     tm = train_barn_model(n=2000, seed=1)
     body = (b'{"model":"' + MODEL.encode() + b'","inputs":[' +

@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from control_plane.fleet_sim.fleet import Fleet, FleetConfig
+from farmiq_sim.fleet.fleet import Fleet, FleetConfig
 from farmiq.bundle.trust import TrustRoot
 from tests.support.procs import ENV, ControlPlaneProc, Mosquitto
 

@@ -29,7 +29,7 @@ def main() -> int:
     import tritonclient.grpc.aio as grpc_aio
     import tritonclient.http.aio as http_aio
 
-    from control_plane.barn_model import train_barn_model
+    from farmiq_sim.barn_model import train_barn_model
     from control_plane.triton.publisher import TritonPublisher
     from control_plane.triton.server import TritonServer
     from edge_agent.model_from_bytes import loaded_model_from_onnx

@@ -109,7 +109,7 @@ def run_demo(workdir: Path, keep_running: bool = False, embedded_broker: bool = 
     import httpx
     import onnxruntime as ort
 
-    from control_plane.barn_model import FEATURES, LABELS, train_barn_model
+    from farmiq_sim.barn_model import FEATURES, LABELS, train_barn_model
 
     workdir = workdir.resolve()
     if workdir.exists():

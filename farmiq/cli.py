@@ -24,7 +24,7 @@ COMMAND_MODULES = (
     "provisioning.cli",
     "firmware_bridge.cli",
     "control_plane.rollout_cli",
-    "control_plane.fleet_sim_cli",
+    "farmiq_sim.fleet.cli",
 )
 
 

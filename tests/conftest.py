@@ -104,7 +104,7 @@ def _clear_retained(port: int, device_ids: list[str]) -> None:
 
 @pytest.fixture(scope="session")
 def barn_model() -> Any:
-    from control_plane.barn_model import train_barn_model
+    from farmiq_sim.barn_model import train_barn_model
 
     return train_barn_model(n=2000, seed=1)
 

@@ -65,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from control_plane.fleet_sim.fleet import Fleet, FleetConfig
+    from farmiq_sim.fleet.fleet import Fleet, FleetConfig
     from farmiq.bundle.trust import TrustRoot
 
     host, _, port = args.broker.rpartition(":")

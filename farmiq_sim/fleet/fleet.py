@@ -10,7 +10,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from control_plane.fleet_sim.gateway import SimGateway
+from farmiq_sim.fleet.gateway import SimGateway
 from edge_agent.transfer_receiver import ByteBudget
 from farmiq.bundle.trust import TrustRoot
 

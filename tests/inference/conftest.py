@@ -26,7 +26,7 @@ def make_model(
 @pytest.fixture(scope="session")
 def big_model() -> Any:
     """An MLP big enough that the router micro-batches it."""
-    from control_plane.barn_model import train_barn_model
+    from farmiq_sim.barn_model import train_barn_model
 
     return train_barn_model(n=1500, seed=2, hidden=256)
 

@@ -53,7 +53,7 @@ def test_drift_windows_and_feedback_reach_the_control_plane(
             ),
             what="install",
         )
-    from control_plane.barn_model import synthetic_barn
+    from farmiq_sim.barn_model import synthetic_barn
 
     hot, _ = synthetic_barn(400, seed=9, shift=2.5)  # a much hotter, dirtier barn
     for i in range(0, 400, 50):

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from control_plane.fleet_sim.fleet import Fleet, FleetConfig
+from farmiq_sim.fleet.fleet import Fleet, FleetConfig
 from farmiq.bundle.trust import TrustRoot
 from tests.support.procs import ENV, ControlPlaneProc
 
@@ -33,7 +33,7 @@ def start_cp(workdir: Path, mqtt_port: int, replica: str = "", **settings: Any) 
 
 
 def register_versions(cp: ControlPlaneProc, n: int = 3) -> list[int]:
-    from control_plane.barn_model import train_barn_model
+    from farmiq_sim.barn_model import train_barn_model
 
     meta = {
         "task": "classification",

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from control_plane.barn_model import FEATURES, LABELS, synthetic_barn, train_barn_model
+from farmiq_sim.barn_model import FEATURES, LABELS, synthetic_barn, train_barn_model
 from tests.support.procs import ControlPlaneProc
 
 META = {"task": "classification", "labels": LABELS, "feature_names": FEATURES}

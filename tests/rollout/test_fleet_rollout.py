@@ -9,7 +9,7 @@ import signal
 import time
 import uuid
 
-from control_plane.fleet_sim.fleet import _share
+from farmiq_sim.fleet.fleet import _share
 from tests.rollout.conftest import MODEL, wait_devices_known, wait_rollout
 from tests.rollout.models import good_model, register
 
