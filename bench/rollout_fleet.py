@@ -30,8 +30,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from farmiq_sim.fleet.fleet import Fleet, FleetConfig
 from farmiq.bundle.trust import TrustRoot
+from farmiq_sim.fleet.fleet import Fleet, FleetConfig
 from tests.support.procs import ENV, ControlPlaneProc, Mosquitto
 
 AWS_IOT_JOBS_MAX_PER_MIN = 1000

@@ -1,13 +1,32 @@
-"""``farmiq control-plane serve`` and ``farmiq demo``."""
+"""``farmiq control-plane serve|migrate|export-triton|...`` and ``farmiq demo``.
+
+The cloud side's commands live here (and in the control plane's other ``*_cli`` modules), so
+the shared ``farmiq`` package and the gateway side never import ``control_plane``. Two
+commands keep the names users know from before the split: ``farmiq bundle export-triton``
+(an alias of ``farmiq control-plane export-triton``) and the cloud actions of
+``farmiq provision`` (``control_plane/provision_cli.py``); both are registered only when
+the control plane is installed.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 
+# What the control plane cannot run without: a gateway's wheel carries this package too, but
+# without the `control` extra these are absent and the cloud commands are not offered.
+REQUIRED_MODULES = ("fastapi", "sqlalchemy", "alembic")
+
+
+def control_plane_installed() -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in REQUIRED_MODULES)
+
 
 def register(sub: argparse._SubParsersAction) -> None:
+    if not control_plane_installed():
+        return
     p = sub.add_parser(
         "control-plane", help="the cloud control plane (operator API, registry, rollouts)"
     )
@@ -30,6 +49,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--revision", default="head", help="target revision (default: head)")
     m.add_argument("--show", action="store_true", help="print current and newest revision only")
     m.set_defaults(func=_migrate)
+    add_export_triton(csub)
+    bundle_actions = subcommands_of(sub, "bundle")
+    if bundle_actions is not None:  # `farmiq bundle export-triton`, the name README gives
+        add_export_triton(bundle_actions)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
     d = sub.add_parser(
@@ -48,6 +71,61 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="use the embedded amqtt broker even when Mosquitto is available",
     )
     d.set_defaults(func=_demo)
+
+
+def subcommands_of(
+    sub: argparse._SubParsersAction, command: str
+) -> argparse._SubParsersAction | None:
+    """The ACTION subparsers of an already registered ``farmiq COMMAND``, if there is one."""
+    parser = sub.choices.get(command)
+    if parser is None:
+        return None
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return None
+
+
+def add_export_triton(sub: argparse._SubParsersAction) -> None:
+    t = sub.add_parser(
+        "export-triton",
+        help="write a Triton model repository entry for an ONNX bundle (config.pbtxt + model)",
+        description="Writes REPO/<name>/config.pbtxt (dynamic batching, warm-up, instance groups) and "
+        "REPO/<name>/<version>/model.onnx. The default variant is Triton's ONNX Runtime platform on GPU "
+        "instances (TensorRT FP16 when the bundle allows it); --variant python runs the same model with "
+        "onnxruntime in Triton's python backend, for the CPU-only tritonserver of the nvidia-pytriton wheel.",
+    )
+    t.add_argument(
+        "bundle", type=Path, help="bundle file (.fqb); verify it first if it came from elsewhere"
+    )
+    t.add_argument(
+        "-o", "--repository", type=Path, required=True, help="Triton model repository directory"
+    )
+    t.add_argument("--variant", default="onnxruntime_onnx", choices=["onnxruntime_onnx", "python"])
+    t.add_argument(
+        "--instances", type=int, default=1, help="model instances per device (default 1)"
+    )
+    t.add_argument(
+        "--kind",
+        choices=["KIND_GPU", "KIND_CPU"],
+        help="instance kind (default: GPU for onnxruntime_onnx)",
+    )
+    t.set_defaults(func=_export_triton)
+
+
+def _export_triton(args: argparse.Namespace) -> int:
+    from control_plane.triton.export import export_bundle
+
+    try:
+        path = export_bundle(
+            args.bundle.read_bytes(), args.repository, variant=args.variant,
+            instance_count=args.instances, kind=args.kind,
+        )  # fmt: skip
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"cannot export {args.bundle}: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {path} ({args.variant})")
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -15,14 +15,18 @@ from collections.abc import Sequence
 
 from farmiq import __version__
 
-# (module, why it might be absent): a gateway installed with only the `edge` extra has no
-# control-plane dependencies, so a missing optional package must not break the command.
+# Registered in this order; a missing module (a gateway installed with only the `edge` extra
+# has no control plane, an install without the `sim` extra no simulators) is skipped. The
+# control plane's modules come after `bundle` and `provision`: they add their cloud actions
+# (`bundle export-triton`, `provision init-fleet|token|...`) to those commands. This package
+# itself imports none of them.
 COMMAND_MODULES = (
     "edge_agent.cli",
-    "control_plane.cli",
     "farmiq.bundle.cli",
     "provisioning.cli",
     "firmware_bridge.cli",
+    "control_plane.cli",
+    "control_plane.provision_cli",
     "control_plane.rollout_cli",
     "farmiq_sim.fleet.cli",
 )

@@ -1,4 +1,8 @@
-"""``farmiq bundle build|sign|verify|inspect``."""
+"""``farmiq bundle build|sign|verify|inspect|keygen``.
+
+``farmiq bundle export-triton`` belongs to the control plane (``control_plane/cli.py`` adds it
+here when the control plane is installed); this module imports nothing from it.
+"""
 
 from __future__ import annotations
 
@@ -64,30 +68,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     k.add_argument("--key", type=Path, required=True, help="where to write the private key (0600)")
     k.add_argument("--trust", type=Path, help="also write a trust root JSON trusting this key")
     k.set_defaults(func=_keygen)
-    t = bsub.add_parser(
-        "export-triton",
-        help="write a Triton model repository entry for an ONNX bundle (config.pbtxt + model)",
-        description="Writes REPO/<name>/config.pbtxt (dynamic batching, warm-up, instance groups) and "
-        "REPO/<name>/<version>/model.onnx. The default variant is Triton's ONNX Runtime platform on GPU "
-        "instances (TensorRT FP16 when the bundle allows it); --variant python runs the same model with "
-        "onnxruntime in Triton's python backend, for the CPU-only tritonserver of the nvidia-pytriton wheel.",
-    )
-    t.add_argument(
-        "bundle", type=Path, help="bundle file (.fqb); verify it first if it came from elsewhere"
-    )
-    t.add_argument(
-        "-o", "--repository", type=Path, required=True, help="Triton model repository directory"
-    )
-    t.add_argument("--variant", default="onnxruntime_onnx", choices=["onnxruntime_onnx", "python"])
-    t.add_argument(
-        "--instances", type=int, default=1, help="model instances per device (default 1)"
-    )
-    t.add_argument(
-        "--kind",
-        choices=["KIND_GPU", "KIND_CPU"],
-        help="instance kind (default: GPU for onnxruntime_onnx)",
-    )
-    t.set_defaults(func=_export_triton)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
 
@@ -116,21 +96,6 @@ def _build(args: argparse.Namespace) -> int:
     )
     args.out.write_bytes(data)
     print(f"wrote {args.out} ({len(data)} bytes), {args.name} v{args.version}")
-    return 0
-
-
-def _export_triton(args: argparse.Namespace) -> int:
-    from control_plane.triton.export import export_bundle
-
-    try:
-        path = export_bundle(
-            args.bundle.read_bytes(), args.repository, variant=args.variant,
-            instance_count=args.instances, kind=args.kind,
-        )  # fmt: skip
-    except (OSError, ValueError, KeyError) as exc:
-        print(f"cannot export {args.bundle}: {exc}", file=sys.stderr)
-        return 1
-    print(f"wrote {path} ({args.variant})")
     return 0
 
 

@@ -65,8 +65,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from farmiq_sim.fleet.fleet import Fleet, FleetConfig
     from farmiq.bundle.trust import TrustRoot
+    from farmiq_sim.fleet.fleet import Fleet, FleetConfig
 
     host, _, port = args.broker.rpartition(":")
     cfg = FleetConfig(

@@ -10,9 +10,9 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from farmiq_sim.fleet.gateway import SimGateway
 from edge_agent.transfer_receiver import ByteBudget
 from farmiq.bundle.trust import TrustRoot
+from farmiq_sim.fleet.gateway import SimGateway
 
 
 def _share(salt: str, device_id: str) -> float:

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from farmiq_sim.fleet.fleet import Fleet, FleetConfig
 from farmiq.bundle.trust import TrustRoot
+from farmiq_sim.fleet.fleet import Fleet, FleetConfig
 from tests.support.procs import ENV, ControlPlaneProc
 
 MODEL = "barn-ventilation"
