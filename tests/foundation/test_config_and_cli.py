@@ -24,6 +24,26 @@ def test_toml_plus_env_overrides(tmp_path):
     assert cfg.tags == ["layer", "north"]
 
 
+def test_env_overrides_are_toml_scalars_and_a_misspelt_one_is_refused_by_name(tmp_path):
+    p = tmp_path / "agent.toml"
+    p.write_text('device_id = "barn-7"\n')
+    cfg = load_config(
+        AgentConfig,
+        p,
+        env_prefix="FARMIQ_AGENT",
+        environ={"FARMIQ_AGENT__FARM_ID": '"north farm"', "FARMIQ_AGENT__API__PORT": "9000"},
+    )
+    assert cfg.farm_id == "north farm" and cfg.api.port == 9000
+    with pytest.raises(ConfigError, match=r"mqtt_port: Extra inputs are not permitted"):
+        load_config(
+            AgentConfig, p, env_prefix="FARMIQ_AGENT", environ={"FARMIQ_AGENT__MQTT_PORT": "1"}
+        )
+    with pytest.raises(ConfigError, match=r"mqtt\.port: Input should be a valid integer"):
+        load_config(
+            AgentConfig, p, env_prefix="FARMIQ_AGENT", environ={"FARMIQ_AGENT__MQTT__PORT": "x"}
+        )
+
+
 @pytest.mark.parametrize(
     "body,key",
     [
@@ -86,3 +106,28 @@ def test_help_says_what_each_command_does(args):
     assert out.returncode == 0, out.stderr
     assert "usage: farmiq" in out.stdout
     assert len(out.stdout.splitlines()) > 3
+
+
+def test_every_command_readme_lists_exists():
+    """The README's command list (`farmiq bundle build|sign|...`) names real actions, including
+    the ones the control plane adds to `bundle` and `provision`."""
+    import argparse
+    import re
+    from pathlib import Path
+
+    from farmiq.cli import build_parser
+
+    def actions(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+        for a in parser._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                return dict(a.choices)
+        return {}
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    listed = re.findall(r"^farmiq ([a-z-]+) ([a-z-]+(?:\|[a-z-]+)+)", readme, re.M)
+    assert ("provision", "init-fleet|token|enroll|revoke|devices|mosquitto-config|api-key") in listed
+    commands = actions(build_parser())
+    for command, names in listed:
+        assert set(names.split("|")) <= set(actions(commands[command])), (command, names)
+    assert "export-triton" in actions(commands["control-plane"])
+    assert "simulate" in actions(commands["fleet"])
