@@ -125,7 +125,10 @@ def test_every_command_readme_lists_exists():
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     listed = re.findall(r"^farmiq ([a-z-]+) ([a-z-]+(?:\|[a-z-]+)+)", readme, re.M)
-    assert ("provision", "init-fleet|token|enroll|revoke|devices|mosquitto-config|api-key") in listed
+    assert (
+        "provision",
+        "init-fleet|token|enroll|revoke|devices|mosquitto-config|api-key",
+    ) in listed
     commands = actions(build_parser())
     for command, names in listed:
         assert set(names.split("|")) <= set(actions(commands[command])), (command, names)
