@@ -36,12 +36,10 @@ class Database:
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
 
     def create_all(self) -> None:
-        # Import every module that declares tables so they register on Base.metadata.
-        import control_plane.tables  # noqa: F401
-        from control_plane.table_registry import import_table_modules
+        # Every table of every area (imported there so that they register on Base).
+        from control_plane.table_registry import metadata
 
-        import_table_modules()
-        Base.metadata.create_all(self.engine)
+        metadata().create_all(self.engine)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

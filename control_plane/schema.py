@@ -11,42 +11,27 @@ until a migration covers them. ``farmiq control-plane migrate`` does the same by
 
 from __future__ import annotations
 
-import importlib
 import logging
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
-from control_plane.db import Base, Database
+from control_plane.db import Database
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 INITIAL_REVISION = "0001_initial"
 ADVISORY_LOCK_ID = 0x6661726D6971  # "farmiq"
-# Areas that keep their tables on their own MetaData instead of control_plane.db.Base.
-EXTRA_METADATA = [
-    ("control_plane.security.audit_log", "METADATA"),
-    ("control_plane.security.api_keys", "METADATA"),
-]
 
 
 def all_metadata() -> list[sa.MetaData]:
-    """Every MetaData whose tables the control plane owns, after importing the table modules."""
-    import control_plane.tables  # noqa: F401
-    from control_plane.table_registry import import_table_modules
+    """Every MetaData whose tables the control plane owns (one: every area declares its
+    tables on ``control_plane.db.Base``; see ``control_plane.table_registry``)."""
+    from control_plane.table_registry import metadata
 
-    import_table_modules()
-    out = [Base.metadata]
-    for module, attr in EXTRA_METADATA:
-        try:
-            md = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError):
-            continue
-        if md not in out:
-            out.append(md)
-    return out
+    return [metadata()]
 
 
 def alembic_config(url: str, connection: Any = None) -> Any:

@@ -1,23 +1,24 @@
-"""Modules that declare control-plane tables. Each area adds its module here so that
-``create_all`` and Alembic see every table."""
+"""Every control-plane table, on one MetaData: ``control_plane.db.Base.metadata``.
+
+Each area declares its tables as ORM classes on ``Base`` in its own module. The plain
+imports below register them all, so ``create_all``, the start-up schema check and Alembic
+see every table; an area that adds a table module adds its import here (a wrong name fails
+at import, loudly).
+"""
 
 from __future__ import annotations
 
-import importlib
+import sqlalchemy as sa
 
-TABLE_MODULES = [
-    "control_plane.tables",
-    "control_plane.drift.tables",
-    "control_plane.security.tables",
-    "control_plane.rollout.tables",
-    "control_plane.actuators",
-]
+from control_plane import actuators, tables
+from control_plane.db import Base
+from control_plane.drift import tables as drift_tables
+from control_plane.rollout import tables as rollout_tables
+from control_plane.security import tables as security_tables
+
+TABLE_MODULES = (tables, drift_tables, rollout_tables, security_tables, actuators)
 
 
-def import_table_modules() -> None:
-    for name in TABLE_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name is None or not name.startswith(exc.name):
-                raise
+def metadata() -> sa.MetaData:
+    """The MetaData holding every table the control plane owns."""
+    return Base.metadata

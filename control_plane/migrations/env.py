@@ -1,7 +1,7 @@
 """Alembic environment of the control plane.
 
-Target metadata: ``control_plane.db.Base`` after ``import_table_modules()``, plus the
-areas that keep their own MetaData (control_plane.schema.all_metadata). The URL comes from
+Target metadata: ``control_plane.db.Base.metadata``, which ``control_plane.table_registry``
+fills with every area's tables (control_plane.schema.all_metadata). The URL comes from
 the caller's connection (``farmiq control-plane migrate``, start-up), else ``-x url=...``,
 else ``FARMIQ_CP__DATABASE_URL``, else alembic.ini's ``sqlalchemy.url``.
 """

@@ -15,21 +15,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from control_plane.security.roles import Principal, Role
-
-METADATA = sa.MetaData()
-
-api_keys_table = sa.Table(
-    "api_keys",
-    METADATA,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("name", sa.String(128), nullable=False, unique=True),
-    sa.Column("role", sa.String(16), nullable=False),
-    sa.Column("prefix", sa.String(16), nullable=False),
-    sa.Column("key_sha256", sa.String(64), nullable=False, unique=True),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("created_by", sa.String(128), nullable=False, default=""),
-    sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
-)
+from control_plane.security.tables import api_keys_table
 
 KEY_PREFIX = "fiq_"
 
@@ -51,7 +37,7 @@ class ApiKeyInfo:
 class ApiKeyStore:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
-        METADATA.create_all(engine)
+        api_keys_table.create(engine, checkfirst=True)
 
     def create(self, name: str, role: Role | str, *, created_by: str = "") -> str:
         """Create a key and return its secret; this is the only time it is visible."""

@@ -14,19 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-METADATA = sa.MetaData()
-
-audit_table = sa.Table(
-    "audit_log",
-    METADATA,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("at", sa.DateTime(timezone=True), nullable=False, index=True),
-    sa.Column("actor", sa.String(128), nullable=False, index=True),
-    sa.Column("action", sa.String(128), nullable=False, index=True),
-    sa.Column("target", sa.String(256), nullable=False, default=""),
-    sa.Column("source_ip", sa.String(64), nullable=False, default=""),
-    sa.Column("detail", sa.Text, nullable=False, default="{}"),
-)
+from control_plane.security.tables import audit_table
 
 _SQLITE_TRIGGERS = [
     """CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
@@ -44,7 +32,7 @@ _PG_TRIGGERS = [
 
 
 def create_audit_table(engine: sa.Engine) -> None:
-    METADATA.create_all(engine)
+    audit_table.create(engine, checkfirst=True)
     statements = _PG_TRIGGERS if engine.dialect.name == "postgresql" else _SQLITE_TRIGGERS
     if engine.dialect.name not in ("postgresql", "sqlite"):
         return
