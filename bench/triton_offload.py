@@ -30,12 +30,12 @@ def main() -> int:
     import tritonclient.http.aio as http_aio
 
     from control_plane.triton.publisher import TritonPublisher
-    from control_plane.triton.server import TritonServer
     from edge_agent.model_from_bytes import loaded_model_from_onnx
     from edge_agent.router import Router
     from edge_agent.runtimes.triton_target import TritonTarget
     from edge_agent.serving import ModelSet
     from farmiq_sim.barn_model import train_barn_model
+    from farmiq_sim.triton_server import TritonServer
 
     tm = train_barn_model(n=2000, seed=1)
     x = tm.X_test[:1].copy()

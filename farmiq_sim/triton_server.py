@@ -164,7 +164,7 @@ class TritonServer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m control_plane.triton.server REPO [--http-port N]``: run in the foreground."""
+    """``python -m farmiq_sim.triton_server REPO [--http-port N]``: run in the foreground."""
     import argparse
 
     p = argparse.ArgumentParser(description=main.__doc__)

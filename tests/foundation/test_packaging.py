@@ -24,7 +24,6 @@ CLOUD_ONLY = {"mlflow", "feast", "evidently", "pandas", "scikit-learn", "sklearn
 GATEWAY_ONLY = {"ai-edge-litert", "pyserial", "cobs", "sqlite-utils", "river"}
 # Imports under control_plane/ that another extra provides (module -> extra).
 CONTROL_PLANE_OPTIONAL = {
-    "pytriton": "dev",  # control_plane/triton/server.py: the CPU tritonserver for tests, demo
     "amqtt": "sim",  # the demo's embedded broker (on its way to farmiq_sim/)
 }
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]

@@ -41,7 +41,7 @@ class TritonFixture:
 @pytest.fixture(scope="module")
 def triton(tmp_path_factory: pytest.TempPathFactory, barn_model: Any) -> Iterator[TritonFixture]:
     from control_plane.triton.publisher import TritonPublisher
-    from control_plane.triton.server import TritonServer
+    from farmiq_sim.triton_server import TritonServer
 
     work = tmp_path_factory.mktemp("triton")
     repo = work / "repo"
