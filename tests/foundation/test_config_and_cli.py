@@ -134,3 +134,26 @@ def test_every_command_readme_lists_exists():
         assert set(names.split("|")) <= set(actions(commands[command])), (command, names)
     assert "export-triton" in actions(commands["control-plane"])
     assert "simulate" in actions(commands["fleet"])
+
+
+def test_a_gateway_without_the_control_plane_gets_only_the_gateway_commands(monkeypatch):
+    """Without the `control` extra's packages the cloud commands are not offered: a gateway
+    has `provision enroll` and the bundle tools, not `export-triton` or `provision token`."""
+    import argparse
+
+    import control_plane.cli
+    from farmiq.cli import build_parser
+
+    monkeypatch.setattr(control_plane.cli, "REQUIRED_MODULES", ("farmiq_no_such_package",))
+
+    def actions(parser: argparse.ArgumentParser) -> set[str]:
+        for a in parser._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                return set(a.choices)
+        return set()
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert "control-plane" not in sub.choices and "demo" not in sub.choices
+    assert actions(sub.choices["provision"]) == {"enroll"}
+    assert "export-triton" not in actions(sub.choices["bundle"])
+    assert {"build", "verify", "keygen"} <= actions(sub.choices["bundle"])
