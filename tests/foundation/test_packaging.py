@@ -122,7 +122,7 @@ def test_control_extra_has_what_the_control_plane_imports_and_no_gateway_package
     pulled = _closure(_requirements("control"))
     assert {"fastapi", "mlflow", "paho-mqtt", "onnxruntime"} <= pulled  # the walk works
     assert not (pulled & GATEWAY_ONLY), sorted(pulled & GATEWAY_ONLY)
-    imports = _third_party_imports("control_plane", "provisioning")
+    imports = _third_party_imports("control_plane", "provisioning", "farmiq")
     for module, extra in CONTROL_PLANE_OPTIONAL.items():
         if imports.pop(module, None):
             assert _unprovided({module: extra}, _closure(_requirements(extra))) == []
