@@ -145,7 +145,9 @@ class ActuatorService:
                     if row.status == "ok" and not res.ok:
                         # The MCU ran it; a later failure is a retry's (e.g. the MCU was
                         # unplugged when it was re-sent), not the command's.
-                        log.info("late failed result for %r kept out of an ok command", row.command_id)
+                        log.info(
+                            "late failed result for %r kept out of an ok command", row.command_id
+                        )
                     else:
                         row.status = "ok" if res.ok else "failed"
                         row.result = doc
