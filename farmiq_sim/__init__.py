@@ -1,0 +1,1 @@
+"""Simulators (MCUs, fleets, barns) for demos and tests; never needed by a gateway."""
