@@ -106,6 +106,7 @@ class _Device:
     waiters: dict[tuple[str, int], asyncio.Future[Any]] = field(default_factory=dict)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     readings_dropped: int = 0
+    slots: list[tuple[str, str]] = field(default_factory=list)  # (model_id, sha256), newest first
     identity_changes: int = 0
     boots: int = 1
 
@@ -240,6 +241,11 @@ class MCUManager:
                         "max_frame": h.max_frame,
                     },
                     "models": [{"model_id": m, "sha256": sha} for m, sha in sorted(d.models.items())],
+                    # slot-limited MCUs (A/B): what each slot holds, the active (newest) first
+                    "slots": [
+                        {"slot": i, "model_id": m, "sha256": sha, "active": i == 0}
+                        for i, (m, sha) in enumerate(d.slots)
+                    ],
                     "link": {
                         "connected": bool(link is not None and link.connected),
                         "last_seen_s": round(now - d.last_seen, 3) if d.last_seen else None,
@@ -586,6 +592,13 @@ class MCUManager:
         )
         if st.status == ModelLoadStatus.COMMITTED:
             dev.models[model_id] = digest.hex()
+            if dev.hello.model_slots:
+                # A/B slots: the new model goes into the slot of the older one, which is gone
+                dev.slots.insert(0, (model_id, digest.hex()))
+                del dev.slots[dev.hello.model_slots :]
+                kept = {m for m, _ in dev.slots}
+                for gone in [m for m in dev.models if m not in kept]:
+                    del dev.models[gone]
             return
         if st.status in (ModelLoadStatus.INCOMPLETE, ModelLoadStatus.NO_TRANSFER):
             raise _DeviceReset(f"commit found {ModelLoadStatus(st.status).name}")

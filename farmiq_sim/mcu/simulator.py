@@ -357,7 +357,7 @@ class MCUSimulator:
             caps=int(caps | Capability.INFER),
             model_capacity=self.model_capacity,
             arena_capacity=self.arena_capacity,
-            model_slots=2,
+            model_slots=0,  # a model per id, as many as model_capacity allows each
             device_id=self.device_id,
             fw_version=self.fw_version,
         )

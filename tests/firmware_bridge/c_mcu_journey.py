@@ -60,7 +60,18 @@ async def run_journey(port: str, device_id: str, model: bytes, *, min_readings: 
         await mgr.load_model(device_id, "vent", model, timeout=30)
         assert_within_quantization(await mgr.infer(device_id, "vent", x[:5]), want[:5])
         (d,) = mgr.describe()
-        assert d["models"] == [{"model_id": "vent", "sha256": hashlib.sha256(model).hexdigest()}]
+        sha = hashlib.sha256(model).hexdigest()
+        assert d["models"] == [{"model_id": "vent", "sha256": sha}]
+        assert [(s["model_id"], s["active"]) for s in d["slots"]] == [("vent", True), ("vent", False)]
+        # a different model takes the older slot: the first "vent" is gone, the new one stays
+        await mgr.load_model(device_id, "vent-b", model, timeout=30)
+        assert [s["model_id"] for s in mgr.describe()[0]["slots"]] == ["vent-b", "vent"]
+        await mgr.load_model(device_id, "vent-c", model, timeout=30)
+        assert mgr.has_model("vent") is None and mgr.has_model("vent-b") == device_id
+        with pytest.raises(InferenceError, match="NO_MODEL"):
+            await mgr.infer(device_id, "vent", x[0])
+        assert_within_quantization(await mgr.infer(device_id, "vent-c", x[:3]), want[:3])
+        d = mgr.describe()[0]
         assert d["online"] and d["link"]["bad_frames"] == 0
         return {"load_s": load_s, "max_diff": float(np.abs(got - want).max())}
     except ModelLoadError:

@@ -58,7 +58,7 @@ async def test_describe_reports_identity_budget_models_and_link_health(
     assert d["id"] == "pen-d" and d["firmware"] == "sim-1.0.0" and d["online"] is True
     assert d["port"] == sim.path and len(d["boot_id"]) == 8
     assert d["budget"] == {
-        "model_slot_bytes": 65536, "arena_bytes": 12288, "model_slots": 2, "max_frame": 512,
+        "model_slot_bytes": 65536, "arena_bytes": 12288, "model_slots": 0, "max_frame": 512,
     }  # fmt: skip
     import hashlib
 
