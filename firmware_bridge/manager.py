@@ -608,6 +608,13 @@ class MCUManager:
         self, device_id: str, model_id: str, inputs: np.ndarray, *, timeout: float = 5.0
     ) -> np.ndarray:
         """Run ``model_id`` on the MCU for one row (1-D input) or several rows (2-D)."""
+        out, _ = await self.infer_timed(device_id, model_id, inputs, timeout=timeout)
+        return out
+
+    async def infer_timed(
+        self, device_id: str, model_id: str, inputs: np.ndarray, *, timeout: float = 5.0
+    ) -> tuple[np.ndarray, int]:
+        """Like :meth:`infer`, plus the MCU's own compute time in microseconds (its clock)."""
         x = np.asarray(inputs, dtype=np.float32)
         if x.ndim not in (1, 2) or x.size == 0:
             raise ValueError(f"inputs must be a non-empty 1-D or 2-D array, got {x.shape}")
@@ -617,6 +624,7 @@ class MCUManager:
         per_req = max(1, budget // 4 // rows.shape[1])
         deadline = time.monotonic() + timeout
         outs: list[np.ndarray] = []
+        mcu_us = 0
         for start in range(0, rows.shape[0], per_req):
             part = rows[start : start + per_req]
             req_id = next(self._ids) & 0xFFFF
@@ -627,8 +635,9 @@ class MCUManager:
                 name = InferStatus(resp.status).name if known else str(resp.status)
                 raise InferenceError(f"{device_id!r} could not run {model_id!r}: {name}")
             outs.append(np.asarray(resp.values, dtype=np.float32).reshape(resp.rows, -1))
+            mcu_us += resp.latency_us
         out = np.concatenate(outs)
-        return out[0] if x.ndim == 1 else out
+        return (out[0] if x.ndim == 1 else out), mcu_us
 
 
 class _ManagerCollector(Collector):
