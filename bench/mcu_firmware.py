@@ -143,17 +143,23 @@ def main() -> int:
     # MCU clock under -icount shift=0: 1 us of MCU time = 1000 instructions
     instr = mcu_us * 1000 / (2**ICOUNT_SHIFT) / args.rows
     at_board_us = instr / (BOARD_HZ / 1e6)
-    print(f"model: {MODEL.name} ({len(model)} bytes, sha256 {hashlib.sha256(model).hexdigest()[:12]})")
+    print(
+        f"model: {MODEL.name} ({len(model)} bytes, sha256 {hashlib.sha256(model).hexdigest()[:12]})"
+    )
     print(f"1. compute per row, {args.rows} rows")
     print(f"   MCU (QEMU -icount): {instr:,.0f} instructions (~cycles on a Cortex-M3 at ~1 IPC)")
     print(f"   = {at_board_us:,.1f} us at the board's 25 MHz")
-    print(f"   baseline host LiteRT: {host_us:.2f} us per row;  ratio MCU/host {at_board_us / host_us:,.0f}x")
+    print(
+        f"   baseline host LiteRT: {host_us:.2f} us per row;  ratio MCU/host {at_board_us / host_us:,.0f}x"
+    )
     one = InferReq(1, 1, "vent", tuple(x[0].tolist()))
     resp = InferResp(1, 0, 1, 0, (0.5, 0.5))
     exchange = frame_len(one) + frame_len(resp) + 2 * ACK
     print("2. one single-row INFER exchange on the wire at 115200 baud")
-    print(f"   {exchange} bytes = {wire_s(exchange) * 1e3:.2f} ms;  MCU compute {at_board_us / 1e3:.3f} ms;"
-          f"  ratio wire/compute {wire_s(exchange) * 1e6 / at_board_us:,.1f}x")
+    print(
+        f"   {exchange} bytes = {wire_s(exchange) * 1e3:.2f} ms;  MCU compute {at_board_us / 1e3:.3f} ms;"
+        f"  ratio wire/compute {wire_s(exchange) * 1e6 / at_board_us:,.1f}x"
+    )
     chunk = 256 - 6 - ModelLoadChunk.OVERHEAD
     n_chunks = -(-len(model) // chunk)
     st = ModelLoadStatusMsg(1, 0, 0, "vent")
@@ -162,11 +168,15 @@ def main() -> int:
         + sum(frame_len(ModelLoadChunk(1, o, model[o : o + chunk])) for o in range(0, len(model), chunk))
         + frame_len(ModelLoadCommit(1)) + (n_chunks + 4) * ACK
     )  # fmt: skip
-    print(f"3. model load: {n_chunks} chunks, {load_bytes} bytes on the wire = "
-          f"{wire_s(load_bytes):.2f} s at 115200 baud (payload {len(model)} B, "
-          f"x{load_bytes / len(model):.3f})")
-    print(f"   (QEMU's UART does not model the baud rate: load took {load_wall:.2f} s and "
-          f"{args.rows} rows {infer_wall:.2f} s of wall time here)")
+    print(
+        f"3. model load: {n_chunks} chunks, {load_bytes} bytes on the wire = "
+        f"{wire_s(load_bytes):.2f} s at 115200 baud (payload {len(model)} B, "
+        f"x{load_bytes / len(model):.3f})"
+    )
+    print(
+        f"   (QEMU's UART does not model the baud rate: load took {load_wall:.2f} s and "
+        f"{args.rows} rows {infer_wall:.2f} s of wall time here)"
+    )
     return 0
 
 

@@ -44,8 +44,14 @@ def build() -> dict[str, Any]:
         (m.HelloReq(0xDEADBEEF), "gw"),
         (m.Hello(1, 0x01020304, 123456, 256, 15, 32768, "c-ref-7", "c-ref-2.0", 16384, 2), "mcu"),
         (m.Heartbeat(0xFFFFFFFF, 0), "mcu"),
-        (m.Readings(0xFFFFFFFE, 1000, (m.RawReading(1, 0, _f32(21.5)),
-                                       m.RawReading(2, 65535, _f32(-0.1)))), "mcu"),  # fmt: skip
+        (
+            m.Readings(
+                0xFFFFFFFE,
+                1000,
+                (m.RawReading(1, 0, _f32(21.5)), m.RawReading(2, 65535, _f32(-0.1))),
+            ),
+            "mcu",
+        ),
         (m.ActuatorCmd(m.command_hash("fan-on-42"), 1, 0.75), "gw"),
         (m.ActuatorCmd(m.command_hash("x"), 9, -1.0), "gw"),
         (m.ActuatorResultMsg(m.command_hash("fan-on-42"), 1, 0, True, 0.75, 77), "mcu"),
@@ -66,7 +72,7 @@ def build() -> dict[str, Any]:
             "name": type(msg).__name__, "type": int(msg.TYPE), "sender": sender, "fields": fields,
             "payload": payload.hex(), "seq": seq, "wire": encode_frame(msg.TYPE, seq, payload).hex(),
         })  # fmt: skip
-    frames = [
+    frames: list[dict[str, Any]] = [
         {"type": int(m.MsgType.ACK), "seq": 0, "payload": ""},
         {"type": int(m.MsgType.ACK), "seq": 0xFFFF, "payload": ""},
         {"type": int(m.MsgType.NACK), "seq": 0x0100, "payload": "05"},
@@ -83,11 +89,14 @@ def build() -> dict[str, Any]:
         "frames": frames,
         "messages": msg_out,
         "command_id": [
-            {"command_id": c, "wire_id": m.command_hash(c),
-             "wire_le": m.command_hash(c).to_bytes(8, "little").hex(),
-             "note": "BLAKE2b(digest_size=8, no key) of the UTF-8 id, little-endian u64"}
+            {
+                "command_id": c,
+                "wire_id": m.command_hash(c),
+                "wire_le": m.command_hash(c).to_bytes(8, "little").hex(),
+                "note": "BLAKE2b(digest_size=8, no key) of the UTF-8 id, little-endian u64",
+            }
             for c in ("fan-on-42", "", "é-ünïcode", "0" * 64)
-        ],  # fmt: skip
+        ],
         "sha256": [{"data": d.hex(), "digest": hashlib.sha256(d).hexdigest()} for d in data_cases],
     }
 
@@ -235,7 +244,9 @@ def main(argv: list[str] | None = None) -> int:
             if not p.exists() or p.read_text() != want
         ]  # fmt: skip
         if stale:
-            print(f"stale protocol vectors: {', '.join(stale)}; run {__spec__.name}", file=sys.stderr)  # type: ignore[name-defined]
+            print(
+                f"stale protocol vectors: {', '.join(stale)}; run {__spec__.name}", file=sys.stderr
+            )  # type: ignore[name-defined]
             return 1
         return 0
     JSON_PATH.write_text(text)

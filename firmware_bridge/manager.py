@@ -240,7 +240,9 @@ class MCUManager:
                         "model_slots": h.model_slots,
                         "max_frame": h.max_frame,
                     },
-                    "models": [{"model_id": m, "sha256": sha} for m, sha in sorted(d.models.items())],
+                    "models": [
+                        {"model_id": m, "sha256": sha} for m, sha in sorted(d.models.items())
+                    ],
                     # slot-limited MCUs (A/B): what each slot holds, the active (newest) first
                     "slots": [
                         {"slot": i, "model_id": m, "sha256": sha, "active": i == 0}

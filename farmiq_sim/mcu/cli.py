@@ -33,7 +33,6 @@ def register_simulate(sub: argparse._SubParsersAction) -> None:
     sim.set_defaults(func=_simulate)
 
 
-
 def _simulate(args: argparse.Namespace) -> int:
     from farmiq_sim.mcu.simulator import FaultConfig, MCUSimulator
 
@@ -60,5 +59,3 @@ def _simulate(args: argparse.Namespace) -> int:
 
     asyncio.run(run())
     return 0
-
-

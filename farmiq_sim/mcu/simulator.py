@@ -118,7 +118,9 @@ class FaultConfig:
                 else:
                     values[name] = int(raw)
             except ValueError:
-                want = "on/off" if "bool" in kind else "a number" if "float" in kind else "an integer"
+                want = (
+                    "on/off" if "bool" in kind else "a number" if "float" in kind else "an integer"
+                )
                 raise ValueError(f"fault {name}={raw!r}: expected {want}") from None
         return cls(**values)
 
@@ -551,7 +553,9 @@ class MCUSimulator:
     def _on_infer(self, m: InferReq) -> None:
         micro = self._micro_models.get(m.model_id)
         if micro is None and m.model_id in self.models:
-            micro = self._micro_models[m.model_id] = _load_micro(self.models[m.model_id], self.arena_capacity)
+            micro = self._micro_models[m.model_id] = _load_micro(
+                self.models[m.model_id], self.arena_capacity
+            )
         if micro is None:
             self._post(InferResp(m.request, InferStatus.NO_MODEL, 0, 0, ()))
             return

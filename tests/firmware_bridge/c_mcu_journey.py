@@ -62,7 +62,10 @@ async def run_journey(port: str, device_id: str, model: bytes, *, min_readings: 
         (d,) = mgr.describe()
         sha = hashlib.sha256(model).hexdigest()
         assert d["models"] == [{"model_id": "vent", "sha256": sha}]
-        assert [(s["model_id"], s["active"]) for s in d["slots"]] == [("vent", True), ("vent", False)]
+        assert [(s["model_id"], s["active"]) for s in d["slots"]] == [
+            ("vent", True),
+            ("vent", False),
+        ]
         # a different model takes the older slot: the first "vent" is gone, the new one stays
         await mgr.load_model(device_id, "vent-b", model, timeout=30)
         assert [s["model_id"] for s in mgr.describe()[0]["slots"]] == ["vent-b", "vent"]

@@ -33,7 +33,10 @@ def test_committed_vectors_are_what_the_script_makes() -> None:
 def test_crc_cobs_sha256_vectors() -> None:
     for v in DOC["crc16_ccitt_false"]:
         assert crc16(bytes.fromhex(v["data"])) == v["crc"]
-    assert next(v["crc"] for v in DOC["crc16_ccitt_false"] if v["data"] == b"123456789".hex()) == 0x29B1
+    assert (
+        next(v["crc"] for v in DOC["crc16_ccitt_false"] if v["data"] == b"123456789".hex())
+        == 0x29B1
+    )
     for v in DOC["cobs"]:
         assert cobs.encode(bytes.fromhex(v["data"])).hex() == v["encoded"]
         assert cobs.decode(bytes.fromhex(v["encoded"])).hex() == v["data"]

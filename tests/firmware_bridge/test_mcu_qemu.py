@@ -26,7 +26,9 @@ def test_make_qemu_builds_within_the_declared_budget(arm_build: Path) -> None:
     values = {p[2]: int(p[0], 16) for p in (ln.split() for ln in syms.splitlines()) if len(p) == 3}
     assert values["_flash_used"] <= 256 * 1024  # code + constants + two 32 KB model slots
     assert values["_ram_used"] <= 64 * 1024  # data + 16 KB arena + stack
-    header = subprocess.run(["arm-none-eabi-readelf", "-h", str(elf)], capture_output=True, text=True)
+    header = subprocess.run(
+        ["arm-none-eabi-readelf", "-h", str(elf)], capture_output=True, text=True
+    )
     assert "ARM" in header.stdout
 
 
@@ -41,6 +43,8 @@ def test_protocol_vectors_pass_on_the_cortex_m3(arm_build: Path) -> None:
     assert " 0 failed" in r.stdout
 
 
-async def test_gateway_bridge_drives_the_firmware_in_qemu(arm_build: Path, tiny_model: bytes) -> None:
+async def test_gateway_bridge_drives_the_firmware_in_qemu(
+    arm_build: Path, tiny_model: bytes
+) -> None:
     with qemu_mcu(arm_build / "arm" / "mcu.elf") as port:
         await run_journey(port, "qemu-m3-0001", tiny_model, min_readings=10)
