@@ -87,12 +87,13 @@ static uint8_t fb_scalar_u8(fb_t *b, uint32_t t, int idx, uint8_t dflt) {
 
 /* ---- TFLite fixed-point arithmetic (tensorflow/lite/kernels/internal/common.h) ------- */
 static void quantize_multiplier(double m, int32_t *qm, int8_t *shift) {
-    if (m == 0.0) { *qm = 0; *shift = 0; return; }
+    if (!(m > 0.0) || m > 1e9) { *qm = 0; *shift = 0; return; } /* 0, NaN, absurd: no output */
     int sh;
     double q = frexp(m, &sh);
     int64_t q_fixed = (int64_t)round(q * (double)(1LL << 31));
     if (q_fixed == (1LL << 31)) { q_fixed /= 2; ++sh; }
     if (sh < -31) { sh = 0; q_fixed = 0; }
+    if (sh > 30) sh = 30; /* keeps 1 << shift defined; only absurd scales get here */
     *qm = (int32_t)q_fixed;
     *shift = (int8_t)sh;
 }
@@ -110,7 +111,10 @@ static int32_t rdbp(int32_t x, int exponent) { /* RoundingDivideByPOT */
 }
 static int32_t mbqm(int32_t x, int32_t qm, int shift) { /* MultiplyByQuantizedMultiplier */
     int left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
-    return rdbp(srdhm((int32_t)((int64_t)x * (1 << left)), qm), right);
+    int64_t shifted = (int64_t)x * ((int64_t)1 << left);
+    if (shifted > INT32_MAX) shifted = INT32_MAX; /* saturate, as the NEON path does */
+    if (shifted < INT32_MIN) shifted = INT32_MIN;
+    return rdbp(srdhm((int32_t)shifted, qm), right);
 }
 
 /* ---- model reading ------------------------------------------------------------------ */
@@ -197,9 +201,14 @@ int tfl_prepare(tfl_plan_t *p, const uint8_t *model, uint32_t size, uint32_t are
             uint32_t sp = fb_vec(&b, q, 2, &ns, 4);
             uint32_t zpp = fb_vec(&b, q, 3, &nz, 8);
             if (ns) { t->scale = fb_f32(&b, sp); t->scales_pos = sp; t->n_scales = ns; }
-            if (nz) t->zp = (int32_t)fb_u32(&b, zpp);
+            if (nz) {
+                t->zp = (int32_t)fb_u32(&b, zpp); /* int64 in the file */
+                if (fb_u32(&b, zpp + 4) != (t->zp < 0 ? 0xFFFFFFFFu : 0u)) return E_TYPE;
+            }
         }
-        if (t->type == TT_INT8 && !(t->scale > 0.0f)) return E_TYPE;
+        if (t->type == TT_INT8 &&
+            (!(t->scale > 0.0f && t->scale < 1e30f) || t->zp < -128 || t->zp > 127))
+            return E_TYPE; /* int8 needs a finite scale and an int8 zero point */
     }
     if (b.bad) return E_FORMAT;
     if (arena > arena_size) return E_ARENA;
@@ -244,7 +253,8 @@ int tfl_prepare(tfl_plan_t *p, const uint8_t *model, uint32_t size, uint32_t are
             const tfl_tensor_t *w = &p->t[op->in[1]];
             if (!w->is_const || w->ndims != 2) return E_SHAPE;
             uint32_t units = (uint32_t)w->dims[0], depth = (uint32_t)w->dims[1];
-            if (a->nelem % depth || y->nelem != a->nelem / depth * units) return E_SHAPE;
+            if (depth > 8192 || a->nelem % depth || y->nelem != a->nelem / depth * units)
+                return E_SHAPE; /* depth bound: the int32 accumulator cannot overflow */
             if (op->in[2] >= 0 && p->t[op->in[2]].nelem != units) return E_SHAPE;
             if (a->type == TT_INT8) {
                 if (w->type != TT_INT8 || y->type != TT_INT8) return E_TYPE;
@@ -361,11 +371,13 @@ static void fully_connected(const ctx_t *c, const tfl_op_t *op) {
             const int8_t *xr = (const int8_t *)xd + bt * depth;
             for (uint32_t u = 0; u < units; u++) {
                 const int8_t *wr = (const int8_t *)wd + u * depth;
-                int32_t acc = 0;
+                int64_t acc = 0;
                 for (uint32_t k = 0; k < depth; k++)
                     acc += ((int32_t)xr[k] - x->zp) * ((int32_t)wr[k] - w->zp);
                 if (bd) acc += get_i32(bd, u);
-                int32_t v = mbqm(acc, p->qm[op->q_base + u], p->qs[op->q_base + u]) + y->zp;
+                if (acc > INT32_MAX) acc = INT32_MAX; /* only a corrupt bias gets here */
+                if (acc < INT32_MIN) acc = INT32_MIN;
+                int32_t v = mbqm((int32_t)acc, p->qm[op->q_base + u], p->qs[op->q_base + u]) + y->zp;
                 yd[bt * units + u] = (int8_t)(v < lo ? lo : v > hi ? hi : v);
             }
         }

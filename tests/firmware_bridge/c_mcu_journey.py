@@ -53,6 +53,10 @@ async def run_journey(port: str, device_id: str, model: bytes, *, min_readings: 
         got = await mgr.infer(device_id, "vent", x)
         want = local_litert(model, x)
         assert_within_quantization(got, want)
+        # and TFLite Micro's own kernels, which the C interpreter follows, give the same bits
+        from farmiq_sim.mcu.tflm_runner import MicroModel
+
+        np.testing.assert_array_equal(got, MicroModel(model, 16384).run(x))
         assert got[:, 1].min() < 0.5 < got[:, 1].max()  # it discriminates
         with pytest.raises(InferenceError, match="BAD_SHAPE"):
             await mgr.infer(device_id, "vent", np.ones(3, np.float32))
