@@ -83,3 +83,44 @@ def test_results_for_unknown_commands_are_kept_and_listed(svc: ActuatorService) 
     # still acknowledged, or the gateway's outbox would resend them forever
     acks = [orjson.loads(p) for t, p in svc.bus.published if t.endswith("ack")]  # type: ignore[union-attr]
     assert {"keys": ["k/never-sent"]} in acks
+
+
+def test_operator_api_409_on_reused_id_and_lists_unmatched_results(
+    control_plane, mqtt_port
+) -> None:
+    """Through the real control plane: HTTP for the operator, MQTT for the gateway."""
+    import uuid
+
+    import paho.mqtt.client as mqtt
+
+    from farmiq import topics
+    from tests.support.mqtt import wait_until
+
+    gw_a, gw_b = f"gw-act-{uuid.uuid4().hex[:8]}", f"gw-act-{uuid.uuid4().hex[:8]}"
+    cid = f"cmd-{uuid.uuid4().hex[:8]}"
+    with control_plane.client() as c:
+        body = {"device_id": gw_a, "actuator": "fan", "value": 1.0, "command_id": cid}
+        assert c.post("/api/v1/actuators", json=body).status_code == 200
+        assert c.post("/api/v1/actuators", json=body).status_code == 200  # idempotent re-send
+        r = c.post("/api/v1/actuators", json={**body, "device_id": gw_b})
+        assert r.status_code == 409 and "already used" in r.text
+        pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"t-{gw_b}")
+        pub.connect("127.0.0.1", mqtt_port)
+        pub.loop_start()
+        try:
+            stray = orjson.dumps({"command_id": "never-sent-" + cid, "ok": True, "key": "k1"})
+            pub.publish(topics.up(gw_b, topics.ACTUATOR_RESULT), stray, qos=1).wait_for_publish(10)
+            wait_until(
+                lambda: any(
+                    r["command_id"] == "never-sent-" + cid
+                    for r in c.get(
+                        "/api/v1/actuators/unmatched", params={"device_id": gw_b}
+                    ).json()["results"]
+                ),
+                timeout=20,
+                what="the unmatched result listed",
+            )
+        finally:
+            pub.loop_stop()
+            pub.disconnect()
+        assert c.get(f"/api/v1/actuators/{cid}").json()["device_id"] == gw_a
