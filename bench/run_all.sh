@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=1 FEAST_USAGE=False
 mkdir -p bench/results
 names=("$@")
 [ ${#names[@]} -eq 0 ] && names=(inference_inproc inference_http micro_batching triton_offload
-  mcu_protocol feature_ingest feature_lookup drift_vs_evidently fleet_drift rollout_fleet)
+  mcu_protocol mcu_firmware feature_ingest feature_lookup drift_vs_evidently fleet_drift rollout_fleet)
 for name in "${names[@]}"; do
   echo "== $name"
   { echo "# .venv/bin/python bench/$name.py  ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores)"

@@ -1,11 +1,10 @@
-"""``farmiq mcu ...``: run an MCU simulator on a pty, or probe a serial port."""
+"""``farmiq mcu ...``: probe a serial port (and ``simulate``, from farmiq_sim.mcu.cli)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
-import signal
 import sys
 
 
@@ -17,27 +16,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     sub = mcu.add_subparsers(dest="mcu_command", metavar="SUBCOMMAND", required=True)
 
-    sim = sub.add_parser(
-        "simulate",
-        help="run a simulated barn MCU on a pseudo-terminal until Ctrl-C",
-        description="Opens a pty, prints its path, and behaves like FarmIQ MCU firmware: "
-        "barn readings, actuators, model load and inference, with optional faults.",
-    )
-    sim.add_argument("--device-id", default="sim-0001", help="device id sent in HELLO")
-    sim.add_argument(
-        "--faults",
-        default="",
-        metavar="SPEC",
-        help="comma-separated faults, e.g. 'garbage=0.05,drop=0.02,corrupt=0.02,"
-        "rx_drop=0.01,replay=0.05,slow_bps=9600,reset_after_chunks=3,corrupt_staging'",
-    )
-    sim.add_argument(
-        "--link", default=None, metavar="PATH", help="also keep a stable symlink to the pty here"
-    )
-    sim.add_argument(
-        "--interval", type=float, default=1.0, help="seconds between readings (default 1)"
-    )
-    sim.set_defaults(func=_simulate)
+    # The simulator lives outside the gateway's packages (farmiq_sim); present in a dev or
+    # demo install, absent from a bare gateway one.
+    try:
+        from farmiq_sim.mcu.cli import register_simulate
+    except ModuleNotFoundError:
+        pass
+    else:
+        register_simulate(sub)
 
     probe = sub.add_parser(
         "probe",
@@ -49,34 +35,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     probe.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (default 10)")
     probe.add_argument("--baudrate", type=int, default=115200)
     probe.set_defaults(func=_probe)
-
-
-def _simulate(args: argparse.Namespace) -> int:
-    from firmware_bridge.simulator import FaultConfig, MCUSimulator
-
-    try:
-        faults = FaultConfig.parse(args.faults)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-    async def run() -> None:
-        sim = MCUSimulator(
-            args.device_id, faults=faults, link_path=args.link, reading_interval=args.interval
-        )
-        path = await sim.start()
-        print(path, flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            await stop.wait()
-        finally:
-            await sim.stop()
-
-    asyncio.run(run())
-    return 0
 
 
 def _probe(args: argparse.Namespace) -> int:

@@ -20,11 +20,13 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from firmware_bridge.clock import ClockMap
 from firmware_bridge.framing import DEFAULT_MAX_FRAME
@@ -57,6 +59,7 @@ from firmware_bridge.messages import (
     sensor_name,
 )
 from firmware_bridge.reliability import LinkError, NackError, SeqWindow
+from firmware_bridge.tflite_model import ModelFormatError, ModelNeeds, model_needs
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +82,16 @@ class InferenceError(MCUError):
     pass
 
 
+class ModelBudgetError(ModelLoadError):
+    """The model does not fit the budget the MCU declared; refused before any transfer."""
+
+
 class _DeviceReset(MCUError):
     pass
+
+
+class IdentityChanged(LinkError):
+    """The MCU on a port rebooted as another device: frames for the old one are dropped."""
 
 
 @dataclass(eq=False)
@@ -94,6 +105,10 @@ class _Device:
     models: dict[str, str] = field(default_factory=dict)  # model_id -> sha256 hex
     waiters: dict[tuple[str, int], asyncio.Future[Any]] = field(default_factory=dict)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    readings_dropped: int = 0
+    slots: list[tuple[str, str]] = field(default_factory=list)  # (model_id, sha256), newest first
+    identity_changes: int = 0
+    boots: int = 1
 
     def notify(self) -> None:
         self.changed.set()
@@ -197,6 +212,83 @@ class MCUManager:
             and time.monotonic() - dev.last_seen < self._offline_after
         )
 
+    def describe(self) -> list[dict[str, Any]]:
+        """What the agent reports about each MCU (resources/status, up/state): JSON-ready.
+
+        One dict per MCU ever seen, sorted by id: identity, firmware, port, online, the
+        budget it declared (model slot bytes, tensor arena bytes, slots), the models the
+        gateway committed on it (id and sha256), and link health.
+        """
+        now = time.monotonic()
+        out: list[dict[str, Any]] = []
+        for d in sorted(self._devices.values(), key=lambda d: d.device_id):
+            link = d.link
+            ep = link.endpoint if link is not None else None
+            h = d.hello
+            out.append(
+                {
+                    "id": d.device_id,
+                    "firmware": h.fw_version,
+                    "protocol": h.proto,
+                    "boot_id": f"{h.boot_id:08x}",
+                    "port": link.url if link is not None else None,
+                    "online": self._online(d),
+                    "capabilities": [c.name.lower() for c in Capability if c & h.caps and c.name],
+                    "budget": {
+                        "model_slot_bytes": h.model_capacity,
+                        "arena_bytes": h.arena_capacity,
+                        "model_slots": h.model_slots,
+                        "max_frame": h.max_frame,
+                    },
+                    "models": [
+                        {"model_id": m, "sha256": sha} for m, sha in sorted(d.models.items())
+                    ],
+                    # slot-limited MCUs (A/B): what each slot holds, the active (newest) first
+                    "slots": [
+                        {"slot": i, "model_id": m, "sha256": sha, "active": i == 0}
+                        for i, (m, sha) in enumerate(d.slots)
+                    ],
+                    "link": {
+                        "connected": bool(link is not None and link.connected),
+                        "last_seen_s": round(now - d.last_seen, 3) if d.last_seen else None,
+                        "connects": link.connects if link is not None else 0,
+                        "boots": d.boots,
+                        "identity_changes": d.identity_changes,
+                        "frames_sent": ep.stats.sent if ep else 0,
+                        "retransmits": ep.stats.retransmits if ep else 0,
+                        "ack_timeouts": ep.stats.timeouts if ep else 0,
+                        "frames_received": ep.stats.received if ep else 0,
+                        "bad_frames": ep.decoder.stats.errors if ep else 0,
+                        "readings_dropped": d.readings_dropped,
+                    },
+                }
+            )
+        return out
+
+    def metric_families(self) -> Iterator[Metric]:
+        """Prometheus families for a custom collector (``AgentMetrics.add_source``)."""
+        dropped = CounterMetricFamily(
+            "farmiq_mcu_readings_dropped",
+            "Readings dropped on the gateway because the readings queue was full",
+            labels=["mcu"],
+        )
+        online = GaugeMetricFamily("farmiq_mcu_online", "1 while the MCU is online", labels=["mcu"])
+        retrans = CounterMetricFamily(
+            "farmiq_mcu_link_retransmits", "Frames the gateway sent again", labels=["mcu"]
+        )
+        for d in self._devices.values():
+            dropped.add_metric([d.device_id], d.readings_dropped)
+            online.add_metric([d.device_id], 1.0 if self._online(d) else 0.0)
+            ep = d.link.endpoint if d.link is not None else None
+            retrans.add_metric([d.device_id], ep.stats.retransmits if ep else 0)
+        yield dropped
+        yield online
+        yield retrans
+
+    def collector(self) -> Collector:
+        """This manager as a prometheus_client collector: ``registry.register(m.collector())``."""
+        return _ManagerCollector(self)
+
     def devices(self) -> list[MCUInfo]:
         return [
             MCUInfo(
@@ -209,6 +301,8 @@ class MCUManager:
                 port=d.link.url if d.link else "",
                 online=self._online(d),
                 models=tuple(sorted(d.models)),
+                arena_capacity=d.hello.arena_capacity,
+                model_slots=d.hello.model_slots,
             )
             for d in self._devices.values()
         ]
@@ -256,6 +350,21 @@ class MCUManager:
                 dev.fail_waiters(("load", "abort"), _DeviceReset("MCU lost the transfer"))
 
     def _on_hello(self, link: SerialLink, hello: Hello) -> None:
+        previous = link.device_id
+        if previous is not None and previous != hello.device_id:
+            # The MCU on this port rebooted as another identity. Whatever was sent for the
+            # old one must not run on this one: drop the frames still in flight (no more
+            # retransmits) and detach the old device, whose commands now wait for it to
+            # turn up again on some port (or fail at their deadline).
+            log.warning("MCU on %s is now %r (was %r)", link.url, hello.device_id, previous)
+            link.endpoint.fail_all(IdentityChanged(f"{link.url} is now {hello.device_id!r}"))
+            old = self._devices.get(previous)
+            if old is not None and old.link is link:
+                old.link = None
+                old.identity_changes += 1
+                old.fail_waiters(("act", "load", "infer", "abort"), _DeviceReset("MCU replaced"))
+                old.notify()
+            link.device_id = None
         dev = self._devices.get(hello.device_id)
         if dev is None:
             dev = _Device(hello.device_id, hello)
@@ -265,6 +374,7 @@ class MCUManager:
         else:
             new_boot = dev.hello.boot_id != hello.boot_id
             dev.hello = hello
+            dev.boots += int(new_boot)
         if new_boot:
             dev.clock.reset()
             link.endpoint.reset_rx_window()
@@ -294,6 +404,7 @@ class MCUManager:
                 self._readings_q.put_nowait((dev.device_id, out))
             except asyncio.QueueFull:
                 self.readings_dropped += len(out)
+                dev.readings_dropped += len(out)
                 log.warning("readings consumer is behind; dropped %d readings", len(out))
 
     async def _deliver_readings(self) -> None:
@@ -379,6 +490,35 @@ class MCUManager:
             duplicate=res.duplicate,
         )  # fmt: skip
 
+    def check_budget(self, device_id: str, data: bytes) -> ModelNeeds:
+        """Refuse (ModelBudgetError) a model that cannot run on ``device_id``.
+
+        Checked on the gateway before a byte is sent, against what the MCU declared in
+        HELLO: the model slot (flash) and the tensor arena (RAM, estimated from the model
+        file as an upper bound of TFLite Micro's plan: firmware_bridge/tflite_model.py).
+        """
+        dev = self._devices.get(device_id)
+        if dev is None:
+            raise ModelLoadError(f"MCU {device_id!r} has not introduced itself")
+        h = dev.hello
+        if not h.caps & Capability.MODEL_LOAD:
+            raise ModelBudgetError(f"MCU {device_id!r} (fw {h.fw_version}) cannot load models")
+        try:
+            needs = model_needs(data)
+        except ModelFormatError as exc:
+            raise ModelBudgetError(f"not an MCU model: {exc}") from exc
+        if needs.flash_bytes > h.model_capacity:
+            raise ModelBudgetError(
+                f"model of {needs.flash_bytes} bytes does not fit the {h.model_capacity}-byte "
+                f"model slot of {device_id!r}"
+            )
+        if h.arena_capacity and needs.arena_bytes > h.arena_capacity:
+            raise ModelBudgetError(
+                f"model needs up to {needs.arena_bytes} bytes of tensor arena; {device_id!r} "
+                f"has {h.arena_capacity}"
+            )
+        return needs
+
     async def load_model(
         self, device_id: str, model_id: str, data: bytes, *, timeout: float = 60.0,
         attempts: int = 3,
@@ -387,6 +527,7 @@ class MCUManager:
 
         After a reset or a lost transfer the load restarts from BEGIN (up to ``attempts``).
         """
+        self.check_budget(device_id, data)
         digest = hashlib.sha256(data).digest()
         deadline = time.monotonic() + timeout
         last: Exception | None = None
@@ -453,6 +594,13 @@ class MCUManager:
         )
         if st.status == ModelLoadStatus.COMMITTED:
             dev.models[model_id] = digest.hex()
+            if dev.hello.model_slots:
+                # A/B slots: the new model goes into the slot of the older one, which is gone
+                dev.slots.insert(0, (model_id, digest.hex()))
+                del dev.slots[dev.hello.model_slots :]
+                kept = {m for m, _ in dev.slots}
+                for gone in [m for m in dev.models if m not in kept]:
+                    del dev.models[gone]
             return
         if st.status in (ModelLoadStatus.INCOMPLETE, ModelLoadStatus.NO_TRANSFER):
             raise _DeviceReset(f"commit found {ModelLoadStatus(st.status).name}")
@@ -462,6 +610,13 @@ class MCUManager:
         self, device_id: str, model_id: str, inputs: np.ndarray, *, timeout: float = 5.0
     ) -> np.ndarray:
         """Run ``model_id`` on the MCU for one row (1-D input) or several rows (2-D)."""
+        out, _ = await self.infer_timed(device_id, model_id, inputs, timeout=timeout)
+        return out
+
+    async def infer_timed(
+        self, device_id: str, model_id: str, inputs: np.ndarray, *, timeout: float = 5.0
+    ) -> tuple[np.ndarray, int]:
+        """Like :meth:`infer`, plus the MCU's own compute time in microseconds (its clock)."""
         x = np.asarray(inputs, dtype=np.float32)
         if x.ndim not in (1, 2) or x.size == 0:
             raise ValueError(f"inputs must be a non-empty 1-D or 2-D array, got {x.shape}")
@@ -471,6 +626,7 @@ class MCUManager:
         per_req = max(1, budget // 4 // rows.shape[1])
         deadline = time.monotonic() + timeout
         outs: list[np.ndarray] = []
+        mcu_us = 0
         for start in range(0, rows.shape[0], per_req):
             part = rows[start : start + per_req]
             req_id = next(self._ids) & 0xFFFF
@@ -481,5 +637,17 @@ class MCUManager:
                 name = InferStatus(resp.status).name if known else str(resp.status)
                 raise InferenceError(f"{device_id!r} could not run {model_id!r}: {name}")
             outs.append(np.asarray(resp.values, dtype=np.float32).reshape(resp.rows, -1))
+            mcu_us += resp.latency_us
         out = np.concatenate(outs)
-        return out[0] if x.ndim == 1 else out
+        return (out[0] if x.ndim == 1 else out), mcu_us
+
+
+class _ManagerCollector(Collector):
+    def __init__(self, manager: MCUManager) -> None:
+        self._manager = manager
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # dynamic families: nothing to check at registration
+
+    def collect(self) -> Iterator[Metric]:
+        return self._manager.metric_families()

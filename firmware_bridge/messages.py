@@ -101,7 +101,12 @@ def sensor_name(sensor_id: int) -> str:
 
 
 def command_hash(command_id: str) -> int:
-    """The 64-bit wire id of a command id string (first 8 bytes of BLAKE2b)."""
+    """The 64-bit wire id of a command id string.
+
+    BLAKE2b with ``digest_size=8`` (an 8-byte BLAKE2b, which is *not* the first 8 bytes of
+    the default 64-byte BLAKE2b: the digest size is part of BLAKE2's parameter block) over
+    the UTF-8 bytes of the id, no key, read as a little-endian u64.
+    """
     return int.from_bytes(hashlib.blake2b(command_id.encode(), digest_size=8).digest(), "little")
 
 
@@ -192,25 +197,35 @@ class Hello:
     model_capacity: int
     device_id: str
     fw_version: str
+    # Optional tail (absent in older firmware, then 0 = not declared): the RAM the MCU
+    # gives a model's tensor arena and its number of model slots (2 = A/B).
+    arena_capacity: int = 0
+    model_slots: int = 0
     _S: ClassVar[struct.Struct] = struct.Struct("<BIIHII")
+    _TAIL: ClassVar[struct.Struct] = struct.Struct("<IB")
 
     def pack(self) -> bytes:
         head = self._S.pack(
             self.proto, self.boot_id, self.mcu_ms, self.max_frame, self.caps, self.model_capacity
         )
-        return head + _str8(self.device_id) + _str8(self.fw_version)
+        tail = self._TAIL.pack(self.arena_capacity, self.model_slots)
+        return head + _str8(self.device_id) + _str8(self.fw_version) + tail
 
     @classmethod
     def unpack(cls, p: bytes) -> Self:
         proto, boot_id, mcu_ms, max_frame, caps, cap = _unpack(cls._S, p)
         device_id, pos = _read_str8(p, cls._S.size)
         fw, pos = _read_str8(p, pos)
+        arena = slots = 0
+        if len(p) > pos:
+            arena, slots = _unpack(cls._TAIL, p, pos)
+            pos += cls._TAIL.size
         _exact(p, pos)
         if not device_id:
             raise MessageError("HELLO without a device id")
         if max_frame < 64:
             raise MessageError(f"max_frame {max_frame} is below the protocol minimum of 64")
-        return cls(proto, boot_id, mcu_ms, max_frame, caps, cap, device_id, fw)
+        return cls(proto, boot_id, mcu_ms, max_frame, caps, cap, device_id, fw, arena, slots)
 
 
 @dataclass(frozen=True, slots=True)
@@ -517,6 +532,8 @@ class MCUInfo:
     port: str  # the URL it is attached on now (informative; identity is device_id)
     online: bool
     models: tuple[str, ...] = field(default_factory=tuple)
+    arena_capacity: int = 0  # bytes of tensor arena the MCU declared (0: not declared)
+    model_slots: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -113,6 +113,9 @@ class ReliableEndpoint:
     initial_seq: int = 0
     rx_window: int = 256
     stats: EndpointStats = field(default_factory=EndpointStats)
+    # Called with a valid frame's type before it is ACKed; a NackCode refuses it. An MCU
+    # answers BUSY to everything but HELLO_REQ until its HELLO was ACKed (section 2).
+    admit: Callable[[int], NackCode | None] | None = None
 
     def __post_init__(self) -> None:
         self.decoder = FrameDecoder(self.max_frame)
@@ -152,6 +155,11 @@ class ReliableEndpoint:
             log.warning("malformed type 0x%02x seq %d: %s", f.type, f.seq, exc)
             self._nack(f.seq, NackCode.MALFORMED)
             return
+        if self.admit is not None:
+            refused = self.admit(f.type)
+            if refused is not None:
+                self._nack(f.seq, refused)
+                return
         self.write(encode_frame(MsgType.ACK, f.seq))
         if f.type not in ALWAYS_DELIVER and not self._rx_seen.add(f.seq):
             self.stats.duplicates += 1

@@ -3,8 +3,9 @@
 # Triton, Chromium). Installs what it needs, starts the local services when they are down.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# chromium: dashboard test; systemd: systemd-analyze verify of the unit; gcc: MCU C reference.
-bash scripts/bootstrap.sh all chromium systemd gcc
+# chromium: dashboard test; systemd: systemd-analyze verify of the unit; gcc, make: MCU C reference;
+# qemu-system-arm, gcc-arm-none-eabi, libnewlib-arm-none-eabi: the firmware on an emulated Cortex-M3.
+bash scripts/bootstrap.sh all chromium systemd gcc make qemu-system-arm gcc-arm-none-eabi libnewlib-arm-none-eabi
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 if ! port_open 1883 && command -v mosquitto >/dev/null 2>&1; then

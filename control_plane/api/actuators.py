@@ -44,6 +44,14 @@ async def send(body: Command, ctx: ControlPlaneContext = Depends(get_ctx)) -> di
         raise HTTPException(409, str(exc)) from None
 
 
+@router.get("/unmatched", summary="Results from gateways for commands not sent from here")
+async def unmatched(
+    device_id: str | None = None, limit: int = 100, ctx: ControlPlaneContext = Depends(get_ctx)
+) -> dict[str, Any]:
+    rows = await run_in_threadpool(ctx.services["actuators"].unmatched, device_id, limit)
+    return {"results": rows}
+
+
 @router.get("/{command_id}", summary="A command and what the MCU did")
 async def get(command_id: str, ctx: ControlPlaneContext = Depends(get_ctx)) -> dict[str, Any]:
     try:

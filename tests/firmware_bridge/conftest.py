@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from mcu_helpers import Collector, SimFactory
 
+from farmiq_sim.mcu.simulator import FaultConfig, MCUSimulator
 from firmware_bridge.manager import MCUManager
-from firmware_bridge.simulator import FaultConfig, MCUSimulator
 
 FIXTURE = Path(__file__).resolve().parents[2] / "firmware_bridge" / "fixtures" / "tiny_int8.tflite"
 

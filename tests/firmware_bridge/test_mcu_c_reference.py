@@ -1,77 +1,45 @@
-"""The protocol against a peer that is not our Python: the C reference MCU, built with cc."""
+"""The protocol against a peer that is not our Python: the C reference firmware, host build."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import subprocess
 import time
-import tty
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from c_firmware import build, host_mcu
+from c_mcu_journey import run_journey
 from mcu_helpers import Collector
 
-from firmware_bridge.manager import MCUError, MCUManager
+from firmware_bridge.manager import MCUManager
 
-SRC = Path(__file__).resolve().parents[2] / "firmware_bridge" / "mcu_reference" / "mcu.c"
-
-pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="no system C compiler")
+pytestmark = pytest.mark.skipif(
+    shutil.which("cc") is None or shutil.which("make") is None, reason="no C compiler or make"
+)
 
 
 @pytest.fixture(scope="module")
-def mcu_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("mcu") / "mcu"
-    subprocess.run(
-        ["cc", "-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", "-o", str(out), str(SRC)],
-        check=True,
-    )
-    return out
+def host_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build(tmp_path_factory.mktemp("mcu-host"), "all")
 
 
 @pytest.fixture
-def c_mcu(mcu_binary: Path) -> Iterator[str]:
-    """The C MCU on the master side of a pty; yields the slave path for the gateway."""
-    master, slave = os.openpty()
-    tty.setraw(slave)
-    proc = subprocess.Popen([str(mcu_binary), "c-ref-7", "50"], stdin=master, stdout=master)
-    os.close(master)
-    try:
-        yield os.ttyname(slave)
-    finally:
-        proc.terminate()
-        proc.wait(5)
-        os.close(slave)
+def c_mcu(host_build: Path) -> Iterator[str]:
+    with host_mcu(host_build / "host" / "mcu", "c-ref-7", 50) as path:
+        yield path
 
 
-async def test_c_mcu_hello_and_readings(c_mcu: str, collector: Collector) -> None:
-    mgr = MCUManager([c_mcu], on_readings=collector, ack_timeout=0.05)
-    await mgr.start()
-    try:
-        info = await mgr.wait_for_device("c-ref-7", 5)
-        assert info.fw_version == "c-ref-1.0" and info.max_frame == 256
-        deadline = time.monotonic() + 10
-        while len(collector.readings) < 40 and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        readings = collector.readings
-        assert len(readings) >= 40
-        assert {r.sensor for r in readings} == {"temperature_c", "humidity_pct"}
-        assert not [k for k, n in Counter(collector.keys()).items() if n > 1]
-        seqs = sorted(r.mcu_seq for r in readings)
-        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # nothing lost, nothing twice
-        assert all(abs(r.timestamp - time.time()) < 3 for r in readings)
-        # HEARTBEATs keep it online; the C firmware refuses what it does not implement
-        await asyncio.sleep(1.2)
-        assert mgr.devices()[0].online
-        t0 = time.monotonic()
-        with pytest.raises(MCUError, match="UNKNOWN_TYPE"):
-            await mgr.send_actuator("c-ref-7", "fan", 1.0, "c-cmd", timeout=5)
-        assert time.monotonic() - t0 < 2  # a NACK fails fast instead of timing out
-    finally:
-        await mgr.stop()
+def test_c_protocol_code_passes_the_protocol_vectors(host_build: Path) -> None:
+    r = subprocess.run([str(host_build / "host" / "vectors_check")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout
+    assert " 0 failed" in r.stdout and "FAIL" not in r.stdout
+
+
+async def test_c_mcu_whole_protocol(c_mcu: str, tiny_model: bytes) -> None:
+    await run_journey(c_mcu, "c-ref-7", tiny_model, min_readings=40)
 
 
 async def test_c_mcu_reintroduces_itself_to_a_new_gateway(c_mcu: str) -> None:
@@ -85,5 +53,7 @@ async def test_c_mcu_reintroduces_itself_to_a_new_gateway(c_mcu: str) -> None:
             while len(col.readings) < 6 and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
             assert len(col.readings) >= 6
+            await asyncio.sleep(1.2)  # HEARTBEATs keep it online
+            assert mgr.devices()[0].online
         finally:
             await mgr.stop()

@@ -41,6 +41,22 @@ def test_bad_fault_spec_is_a_clear_error() -> None:
     assert r.returncode == 2 and "unknown fault 'meteor'" in r.stderr
 
 
+def test_out_of_range_fault_values_are_refused_in_one_line() -> None:
+    cases = {
+        "garbage=1.5": "garbage=1.5: a probability must be between 0 and 1",
+        "reset_after_chunks=-1": "reset_after_chunks=-1: must be 0 (off) or a positive number",
+        "drop=nan": "drop=nan: a probability",
+        "slow_bps=fast": "slow_bps='fast': expected an integer",
+    }
+    for spec, message in cases.items():
+        r = subprocess.run(
+            [*FARMIQ, "mcu", "simulate", "--faults", spec], capture_output=True, text=True
+        )
+        assert r.returncode == 2, spec
+        assert message in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
 def test_probe_of_a_silent_port_fails_cleanly(tmp_path: Path) -> None:
     r = subprocess.run(
         [*FARMIQ, "mcu", "probe", str(tmp_path / "nothing"), "--timeout", "1"],

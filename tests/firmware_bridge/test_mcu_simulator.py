@@ -8,12 +8,12 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from ai_edge_litert.interpreter import Interpreter
-from mcu_helpers import Collector, SimFactory
+from mcu_helpers import Collector, SimFactory, assert_within_quantization, local_litert, vent_rows
 
-from firmware_bridge.manager import InferenceError, MCUManager, ModelLoadError
+from farmiq_sim.mcu.simulator import FaultConfig
+from firmware_bridge.manager import InferenceError, MCUManager, ModelBudgetError, ModelLoadError
 from firmware_bridge.messages import command_hash
-from firmware_bridge.simulator import FaultConfig
+from firmware_bridge.tflite_model import model_needs
 
 
 def noisy(**extra: float) -> FaultConfig:
@@ -130,23 +130,6 @@ async def test_unplug_replug_during_commands_and_readings(
     assert sim._slave_name and old_tty  # both sides had a pty
 
 
-def local_litert(model: bytes, rows: np.ndarray) -> np.ndarray:
-    """Reference: the model run directly with LiteRT, quantising as the tensors say."""
-    it = Interpreter(model_content=model)
-    it.allocate_tensors()
-    i, o = it.get_input_details()[0], it.get_output_details()[0]
-    outs = []
-    for row in rows:
-        s, z = i["quantization"]
-        q = np.clip(np.round(row / s) + z, -128, 127).astype(np.int8).reshape(1, -1)
-        it.set_tensor(i["index"], q)
-        it.invoke()
-        y = it.get_tensor(o["index"]).astype(np.float32)
-        s, z = o["quantization"]
-        outs.append(((y - z) * s).reshape(-1))
-    return np.stack(outs)
-
-
 async def test_model_load_and_infer_match_local_litert(
     make_sim: SimFactory, manager: MCUManager, tiny_model: bytes
 ) -> None:
@@ -157,17 +140,9 @@ async def test_model_load_and_infer_match_local_litert(
     await manager.load_model("infer", "vent", tiny_model, timeout=30)
     assert sim.models["vent"] == tiny_model
     assert manager.has_model("vent") == "infer"
-    rng = np.random.default_rng(0)
-    x = np.column_stack(
-        [
-            rng.normal(22, 5, 40),
-            rng.uniform(40, 90, 40),
-            rng.gamma(2, 6, 40),
-            rng.uniform(0.5, 4, 40),
-        ]
-    ).astype(np.float32)
+    x = vent_rows(40)
     got = await manager.infer("infer", "vent", x)
-    np.testing.assert_array_equal(got, local_litert(tiny_model, x))
+    assert_within_quantization(got, local_litert(tiny_model, x))  # TFLite Micro vs LiteRT
     one = await manager.infer("infer", "vent", x[0])
     assert one.shape == (2,)
     assert got[:, 1].min() < 0.5 < got[:, 1].max()  # the model does discriminate
@@ -204,15 +179,43 @@ async def test_failed_load_leaves_previous_model_untouched(
     sim.faults.corrupt_staging = False
     assert sim.models["vent"] == tiny_model
 
-    with pytest.raises(ModelLoadError, match="INVALID_MODEL"):
+    chunks = sim.chunks_seen
+    # refused on the gateway, before a byte goes out: not a model, or over the slot
+    with pytest.raises(ModelBudgetError, match="not an MCU model"):
         await manager.load_model("atomic", "junk", b"\x01" * 3000)
-    with pytest.raises(ModelLoadError, match="does not fit"):
-        await manager.load_model("atomic", "huge", b"\x00" * (sim.model_capacity + 1))
+    huge = tiny_model + b"\x00" * sim.model_capacity
+    with pytest.raises(ModelBudgetError, match="does not fit the 65536-byte model slot"):
+        await manager.load_model("atomic", "huge", huge)
+    assert sim.chunks_seen == chunks
+    # the MCU checks again: TFLite Micro cannot prepare it in what is left of its RAM
+    sim.arena_capacity = 1024
+    with pytest.raises(ModelLoadError, match="INVALID_MODEL"):
+        await manager.load_model("atomic", "vent2", tiny_model)
     assert set(sim.models) == {"vent"}
     x = np.array([30, 60, 30, 3.5], np.float32)
-    np.testing.assert_array_equal(
-        await manager.infer("atomic", "vent", x), local_litert(tiny_model, x[None])[0]
+    assert_within_quantization(
+        (await manager.infer("atomic", "vent", x))[None], local_litert(tiny_model, x[None])
     )
+
+
+async def test_model_needing_more_arena_than_declared_is_refused_before_transfer(
+    make_sim: SimFactory, manager: MCUManager, tiny_model: bytes
+) -> None:
+    from farmiq_sim.mcu.tflm_runner import arena_needed
+
+    needs = model_needs(tiny_model)
+    tflm = arena_needed(tiny_model)
+    assert tflm <= needs.arena_bytes  # the gateway's estimate bounds TFLite Micro's plan
+    sim = await make_sim("small-ram", arena_capacity=needs.arena_bytes - 16)
+    await manager.add_port(sim.path)
+    await manager.wait_for_device("small-ram", 5)
+    info = next(d for d in manager.describe() if d["id"] == "small-ram")
+    assert info["budget"]["arena_bytes"] == needs.arena_bytes - 16
+    with pytest.raises(
+        ModelBudgetError, match=f"needs up to {needs.arena_bytes} bytes of tensor arena"
+    ):
+        await manager.load_model("small-ram", "vent", tiny_model)
+    assert sim.chunks_seen == 0 and sim.models == {}
 
 
 async def test_unplug_during_model_load_commits_whole_or_not_at_all(

@@ -17,7 +17,7 @@ from farmiq import topics
 from farmiq.bundle.builder import build_bundle
 from farmiq.bundle.signing import Signer
 from farmiq.features import BARN_SCHEMA
-from firmware_bridge.simulator import MCUSimulator
+from farmiq_sim.mcu.simulator import MCUSimulator
 from tests.support.mqtt import publish, wait_until
 
 MODEL = "barn-drift"

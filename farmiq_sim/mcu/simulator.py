@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from firmware_bridge.barn import Barn
+from farmiq_sim.mcu.barn import Barn
 from firmware_bridge.messages import (
     ACTUATOR_NAMES,
     MAX_READINGS_PER_BATCH,
@@ -53,6 +53,7 @@ from firmware_bridge.messages import (
     ModelLoadStatus,
     ModelLoadStatusMsg,
     MsgType,
+    NackCode,
     RawReading,
     Readings,
 )
@@ -79,25 +80,49 @@ class FaultConfig:
     corrupt_staging: bool = False  # flash write error: staged model bytes get damaged
     seed: int | None = None
 
+    _PROBABILITIES = ("garbage", "drop", "corrupt", "rx_drop", "rx_corrupt", "replay")
+    _COUNTS = ("slow_bps", "reset_after_chunks")
+
+    def __post_init__(self) -> None:
+        for name in self._PROBABILITIES:
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:  # also refuses NaN
+                raise ValueError(f"fault {name}={v}: a probability must be between 0 and 1")
+        for name in self._COUNTS:
+            v = getattr(self, name)
+            if v < 0:
+                raise ValueError(f"fault {name}={v}: must be 0 (off) or a positive number")
+
     @classmethod
     def parse(cls, spec: str) -> FaultConfig:
-        """``"garbage=0.05,drop=0.02,slow_bps=9600,reset_after_chunks=3"``."""
-        cfg = cls()
+        """``"garbage=0.05,drop=0.02,slow_bps=9600,reset_after_chunks=3"``.
+
+        Raises ValueError with a one-line reason for an unknown fault or a bad value.
+        """
+        values: dict[str, Any] = {}
         kinds = {f.name: f.type for f in fields(cls)}
         for part in filter(None, (p.strip() for p in spec.split(","))):
             name, _, raw = part.partition("=")
             name = name.strip().replace("-", "_")
+            raw = raw.strip()
             if name not in kinds:
                 raise ValueError(f"unknown fault {name!r}; known: {', '.join(kinds)}")
             kind = str(kinds[name])
-            if "bool" in kind:
-                value: Any = raw.strip().lower() in ("", "1", "true", "yes", "on")
-            elif "float" in kind:
-                value = float(raw)
-            else:
-                value = int(raw)
-            setattr(cfg, name, value)
-        return cfg
+            try:
+                if "bool" in kind:
+                    if raw.lower() not in ("", "1", "true", "yes", "on", "0", "false", "no", "off"):
+                        raise ValueError
+                    values[name] = raw.lower() in ("", "1", "true", "yes", "on")
+                elif "float" in kind:
+                    values[name] = float(raw)
+                else:
+                    values[name] = int(raw)
+            except ValueError:
+                want = (
+                    "on/off" if "bool" in kind else "a number" if "float" in kind else "an integer"
+                )
+                raise ValueError(f"fault {name}={raw!r}: expected {want}") from None
+        return cls(**values)
 
 
 @dataclass
@@ -122,6 +147,7 @@ class MCUSimulator:
         link_path: str | os.PathLike[str] | None = None,
         fw_version: str = "sim-1.0.0",
         model_capacity: int = 64 * 1024,
+        arena_capacity: int = 16 * 1024,
         max_frame: int = 512,
         ack_timeout: float = 0.1,
         seed: int | None = None,
@@ -133,6 +159,7 @@ class MCUSimulator:
         self.link_path = Path(link_path) if link_path else None
         self.fw_version = fw_version
         self.model_capacity = model_capacity
+        self.arena_capacity = arena_capacity  # TFLite Micro tensor arena, declared in HELLO
         self.max_frame = max_frame
         self.ack_timeout = ack_timeout
         self._rng = random.Random(self.faults.seed if self.faults.seed is not None else seed)
@@ -292,6 +319,7 @@ class MCUSimulator:
             max_retries=6,
             window=4,
             initial_seq=self._rng.getrandbits(16),
+            admit=self._admit,
         )
         self._hello_acked = asyncio.Event()
         self._qev = asyncio.Event()
@@ -311,6 +339,13 @@ class MCUSimulator:
             self.endpoint.close(ConnectionResetError("MCU reset"))
             self.endpoint = None
 
+    def _admit(self, msg_type: int) -> NackCode | None:
+        """Until the gateway ACKed this boot's HELLO, it may still think we are the MCU that
+        was on this port before: run nothing it sends (BUSY makes it retry later)."""
+        if self._hello_acked.is_set() or msg_type in (MsgType.HELLO_REQ, MsgType.HEARTBEAT):
+            return None
+        return NackCode.BUSY
+
     def mcu_ms(self) -> int:
         return int((time.monotonic() - self._t0) * 1000) & 0xFFFFFFFF
 
@@ -323,6 +358,8 @@ class MCUSimulator:
             max_frame=self.max_frame,
             caps=int(caps | Capability.INFER),
             model_capacity=self.model_capacity,
+            arena_capacity=self.arena_capacity,
+            model_slots=0,  # a model per id, as many as model_capacity allows each
             device_id=self.device_id,
             fw_version=self.fw_version,
         )
@@ -501,7 +538,7 @@ class MCUSimulator:
             self._status(t, m.transfer, ModelLoadStatus.HASH_MISMATCH)
             return
         try:
-            micro = _load_micro(bytes(t.buf))
+            micro = _load_micro(bytes(t.buf), self.arena_capacity)
         except ValueError as exc:
             log.warning("model %s rejected: %s", t.model_id, exc)
             self._transfer = None
@@ -516,7 +553,9 @@ class MCUSimulator:
     def _on_infer(self, m: InferReq) -> None:
         micro = self._micro_models.get(m.model_id)
         if micro is None and m.model_id in self.models:
-            micro = self._micro_models[m.model_id] = _load_micro(self.models[m.model_id])
+            micro = self._micro_models[m.model_id] = _load_micro(
+                self.models[m.model_id], self.arena_capacity
+            )
         if micro is None:
             self._post(InferResp(m.request, InferStatus.NO_MODEL, 0, 0, ()))
             return
@@ -534,10 +573,10 @@ class MCUSimulator:
         self._post(InferResp(m.request, InferStatus.OK, m.rows, us, tuple(out.ravel().tolist())))
 
 
-def _load_micro(model: bytes) -> Any:
-    from firmware_bridge.tflm_runner import MicroModel  # LiteRT only when a model arrives
+def _load_micro(model: bytes, arena_size: int) -> Any:
+    from farmiq_sim.mcu.tflm_runner import MicroModel  # TFLite Micro only when a model arrives
 
-    return MicroModel(model)
+    return MicroModel(model, arena_size)
 
 
 def _flip(data: bytes, rng: random.Random) -> bytes:
