@@ -31,6 +31,8 @@ class SourceLineage:
     dataset: dict[str, Any] | None = None  # {name, digest, source}
     reference: dict[str, Any] | None = None
     reference_from: str | None = None  # "run artifact", "training dataset", None
+    parent_version: int | None = None  # from a retraining run's farmiq.parent_version tag
+    data_window: list[float] | None = None  # from its farmiq.data_window tag
     notes: list[str] = field(default_factory=list)
 
     def manifest_lineage(self, flavor: str | None) -> dict[str, Any]:
@@ -39,6 +41,8 @@ class SourceLineage:
             "source_uri": self.source_uri,
             "flavor": flavor,
             "dataset": self.dataset,
+            "parent_version": self.parent_version,
+            "data_window": self.data_window,
         }
 
 
@@ -142,6 +146,15 @@ def lineage_of_source(
     except Exception:
         lin.notes.append(f"source run {lin.run_id} not found")
         return lin
+    tags = dict(run.data.tags or {})
+    if str(tags.get("farmiq.parent_version", "")).isdigit():
+        lin.parent_version = int(tags["farmiq.parent_version"])
+    try:
+        window = json.loads(tags.get("farmiq.data_window", "null"))
+        if isinstance(window, list) and len(window) == 2:
+            lin.data_window = [float(window[0]), float(window[1])]
+    except (TypeError, ValueError):
+        pass
     di = training_dataset(run)
     if di is not None:
         lin.dataset = {
@@ -160,7 +173,9 @@ def lineage_of_source(
     if di is None:
         lin.notes.append("the source run logged no training dataset: no drift reference")
         return lin
-    lin.reference, why = reference_from_dataset(di, feature_names, own_roots, tracking_uri)
+    # The dataset may live in the source run's own artifacts or in the registry's store.
+    roots = [*own_roots, run.info.artifact_uri]
+    lin.reference, why = reference_from_dataset(di, feature_names, roots, tracking_uri)
     if lin.reference is not None:
         lin.reference_from = "training dataset"
     elif why:

@@ -28,8 +28,14 @@ TFLITE = Path(__file__).resolve().parents[2] / "firmware_bridge" / "fixtures" / 
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> ModelRegistry:
+    import mlflow
+
     root = tmp_path_factory.mktemp("reg")
-    return ModelRegistry(f"sqlite:///{root / 'mlflow.db'}", root / "artifacts")
+    reg = ModelRegistry(f"sqlite:///{root / 'mlflow.db'}", root / "artifacts")
+    # The data scientist's own experiment (runs are logged there, then registered).
+    reg.client.create_experiment("data-science", artifact_location=(root / "ds").as_uri())
+    mlflow.set_experiment("data-science")
+    return reg
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +81,6 @@ def test_zipmap_onnx_logged_with_mlflow_answers_probabilities(
     clf, X = trained
     onx = to_onnx(clf, X[:1])  # skl2onnx's default: probabilities as a ZipMap
     assert any(n.op_type == "ZipMap" for n in onx.graph.node)
-    mlflow.set_experiment("data-science")
     with mlflow.start_run() as run:
         mlflow.onnx.log_model(onx, name="model", pip_requirements=["onnxruntime"])
     name = f"zipmap-{uuid.uuid4().hex[:6]}"
@@ -248,3 +253,43 @@ def test_bundles_without_lineage_keep_their_canonical_bytes() -> None:
     manifest_bytes = read_container(data)[0]
     assert b"lineage" not in manifest_bytes
     assert Manifest.model_validate_json(manifest_bytes).canonical() == manifest_bytes
+
+
+def test_an_external_run_with_a_logged_dataset_is_monitored_with_lineage(
+    registry: ModelRegistry, trained: Any, tmp_path: Path
+) -> None:
+    """The drift reference comes from the training dataset the run logged with
+    mlflow.log_input, so a version FarmIQ did not train is monitored too, and its bundle
+    names the run, the dataset digest and the feature schema."""
+    import mlflow
+    import pandas as pd
+
+    clf, X = trained
+    features = ["temp_c", "humidity", "nh3", "co2"]
+    df = pd.DataFrame(X, columns=features).assign(label=clf.predict(X))
+    csv = tmp_path / "train.csv"
+    df.to_csv(csv, index=False)
+    with mlflow.start_run() as run:
+        mlflow.log_artifact(str(csv), "data")
+        dataset = mlflow.data.from_pandas(
+            df, source=mlflow.get_artifact_uri("data/train.csv"), targets="label", name="barns"
+        )
+        mlflow.log_input(dataset, context="training")
+        mlflow.sklearn.log_model(
+            clf, name="model", input_example=X[:2], pip_requirements=["scikit-learn"]
+        )
+    name = f"ext-{uuid.uuid4().hex[:6]}"
+    mv = registry.register_uri(
+        name,
+        f"runs:/{run.info.run_id}/model",
+        meta={"feature_names": features, "feature_schema": {"name": "barn", "version": "2"}},
+    )
+    assert mv.meta["monitored"] is True, mv.meta.get("lineage_notes")
+    reference = registry.reference(name, mv.version)
+    assert reference is not None and list(reference["features"]) == features
+    assert reference["features"]["temp_c"]["n"] == len(X)
+    served = _served(registry, name, mv.version, tmp_path)
+    lineage = served.manifest.lineage
+    assert lineage is not None and lineage.run_id == run.info.run_id
+    assert lineage.dataset is not None and lineage.dataset.digest == dataset.digest
+    assert lineage.flavor == "sklearn"
