@@ -111,6 +111,8 @@ def validate_meta(meta: dict[str, Any] | None) -> dict[str, Any]:
             "name": schema["name"],
             "version": str(schema.get("version", "1")),
         }
+    if not isinstance(meta.get("skip_gate", False), bool):
+        raise IntakeError("skip_gate must be true or false")
     runtime = meta.get("runtime")
     if runtime is not None and runtime not in RUNTIMES:
         raise IntakeError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")

@@ -9,6 +9,7 @@ specs, labels, feature names and schema, serving defaults and lineage.
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from control_plane.model_intake import GatewayModel, IntakeError, is_tflite, val
 from control_plane.model_lineage import REFERENCE_ARTIFACT, SourceLineage
 from control_plane.registry import META_TAG, RegistryError
 from farmiq.bundle.format import Lineage, Serving, TensorSpec
+
+log = logging.getLogger(__name__)
 
 GATE_ROWS_MAX_CHARS = 2000  # rows of the input example kept for the bundle-build gate
 
@@ -204,16 +207,20 @@ def bundle_plan(
         else:  # a version registered before specs were recorded
             inputs, outputs = io_specs(model_bytes, runtime)
         sample = ((reference or {}).get("sample") or {}).get("rows")
-        report = check_model(
-            model_bytes,
-            runtime=runtime,
-            inputs=inputs,
-            outputs=outputs,
-            example=meta.get("gate_rows"),
-            reference_sample=sample,
-            task=meta.get("task", "classification"),
-            labels=meta.get("labels"),
-        )
+        if meta.get("skip_gate"):  # registered with the explicit, warned flag
+            log.warning("bundle build without the gate: the version was registered with skip_gate")
+            report = None
+        else:
+            report = check_model(
+                model_bytes,
+                runtime=runtime,
+                inputs=inputs,
+                outputs=outputs,
+                example=meta.get("gate_rows"),
+                reference_sample=sample,
+                task=meta.get("task", "classification"),
+                labels=meta.get("labels"),
+            )
     except GateError as exc:
         raise RegistryError(422, f"a gateway could not serve this version: {exc}") from None
     except (ValueError, RuntimeError) as exc:  # unreadable model, bad stored specs
@@ -227,7 +234,7 @@ def bundle_plan(
         outputs=outputs,
         serving=srv.model_dump(mode="json"),
         lineage=Lineage.model_validate(lin) if lin else None,
-        gate=report.as_dict(),
+        gate=report.as_dict() if report is not None else {"skipped": True},
     )
 
 
