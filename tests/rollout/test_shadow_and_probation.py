@@ -16,6 +16,7 @@ from typing import Any
 
 from tests.rollout.conftest import MODEL, wait_rollout
 from tests.rollout.models import (
+    META,
     barn_rows,
     good_model,
     nan_on_real_inputs_model,
