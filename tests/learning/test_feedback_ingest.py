@@ -35,6 +35,7 @@ def test_feedback_is_stored_once_acked_and_windowed(tmp_path: Path) -> None:
     handle("gw-1", json.dumps(batch).encode())
     handle("gw-1", json.dumps(batch).encode())  # re-sent after a lost ack
     X, y, ts = store.window("barn", since=101, until=103)
+    assert ts.tolist() == [101.0, 102.0, 103.0]
     assert X.tolist() == [[1, 2], [2, 4], [3, 6]] and list(y) == ["low"] * 3
     assert len(store.window("barn")[0]) == 5
     assert bus.sent == [("farmiq/v1/gw/gw-1/down/ack", {"keys": ["gw-1/fb/1"]})] * 2
