@@ -61,6 +61,12 @@ def _example_rows(gm: GatewayModel) -> dict[str, Any] | None:
 def gate(
     gm: GatewayModel, meta: dict[str, Any], reference: dict[str, Any] | None
 ) -> dict[str, Any]:
+    if meta.get("skip_gate"):
+        log.warning(
+            "registration with skip_gate: the model was NOT run in the gateway runtime; "
+            "only the gateways' own health check and probation stand between it and the fleet"
+        )
+        return {"skipped": True}
     sample = ((reference or {}).get("sample") or {}).get("rows")
     report = check_model(
         gm.model_bytes,

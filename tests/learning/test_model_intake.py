@@ -293,3 +293,20 @@ def test_an_external_run_with_a_logged_dataset_is_monitored_with_lineage(
     assert lineage is not None and lineage.run_id == run.info.run_id
     assert lineage.dataset is not None and lineage.dataset.digest == dataset.digest
     assert lineage.flavor == "sklearn"
+
+
+def test_skip_gate_is_an_explicit_flag_that_the_bundle_build_honours(
+    registry: ModelRegistry,
+) -> None:
+    from onnx import TensorProto, helper
+
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3])
+    nan = _graph(
+        helper.make_node("Sqrt", ["m"], ["y"]), y, (helper.make_node("Neg", ["x"], ["m"]),)
+    )
+    with pytest.raises(RegistryError, match="skip_gate must be"):
+        registry.register_onnx("skip-bad-flag", nan, meta={"skip_gate": "yes"})
+    mv = registry.register_onnx(f"skip-{uuid.uuid4().hex[:6]}", nan, meta={"skip_gate": True})
+    assert mv.meta["gate"] == {"skipped": True}
+    plan = bundle_plan(registry.model_bytes(mv.name, mv.version), mv.meta, None, None)
+    assert plan.gate == {"skipped": True}
