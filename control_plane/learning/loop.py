@@ -19,7 +19,8 @@ hysteresis and cooldown said retrain. It
    enough rows (or, with ``approval``, points the ``challenger`` alias at it for an
    operator); otherwise production stays where it is.
 
-Each step is logged on the training run and ends in an alert.
+Each step is logged on the training run and ends in an alert and an audit-log entry
+(actor ``learning-loop``).
 """
 
 from __future__ import annotations
@@ -91,7 +92,9 @@ class LearningLoop:
         alerts: Any = None,
         on_promote: Callable[[str, int], None] | None = None,
         artifact_location: str | None = None,
+        audit_engine: Any = None,
     ) -> None:
+        self.audit_engine = audit_engine  # the audit log (control_plane.security.audit_log)
         self.registry = registry
         self.examples = examples
         self.config = config
@@ -272,6 +275,17 @@ class LearningLoop:
             return str(run.info.run_id)
 
     def _alert(self, kind: str, model: str, run_id: str, **fields: Any) -> None:
+        if self.audit_engine is not None:
+            from control_plane.security.audit_log import audit
+
+            target = f"{model}/v{fields['version']}" if "version" in fields else model
+            try:
+                audit(
+                    self.audit_engine, "learning-loop", f"learning.{kind}", target,
+                    detail={"mlflow_run_id": run_id, **fields},
+                )  # fmt: skip
+            except Exception:  # the audit table may be missing in a bare set-up
+                log.exception("learning audit entry failed")
         if self.alerts is None:
             return
         try:

@@ -50,6 +50,7 @@ def learning_hook(ctx: Any, cfg: dict[str, Any], alerts: Any) -> LearningLoop | 
         alerts=alerts,
         on_promote=getattr(ctx, "promoted", None),
         artifact_location=str(Path(ctx.data_dir) / "mlartifacts" / "training"),
+        audit_engine=ctx.engine,
     )
     mqtt = getattr(ctx, "mqtt", None)
     if mqtt is not None:

@@ -26,6 +26,7 @@ from control_plane.learning.champion import predictions
 from control_plane.learning.examples import ExampleStore
 from control_plane.learning.loop import LearningConfig, LearningLoop
 from control_plane.registry import ModelRegistry
+from control_plane.security.audit_log import create_audit_table, query_audit
 from edge_agent.drift_stats import DriftStats, encode_window
 from farmiq.drift_reference import build_reference
 
@@ -68,6 +69,7 @@ def loop_setup(tmp_path: Path) -> Any:
     engine = create_engine(f"sqlite:///{tmp_path / 'cp.db'}")
     drift = DriftService(engine)
     drift.create_tables()
+    create_audit_table(engine)
     examples = ExampleStore(engine)
     examples.create_tables()
 
@@ -135,7 +137,11 @@ def test_a_shift_retrains_and_promotes_a_better_model_with_no_human(loop_setup: 
         }
     )
     loop = LearningLoop(
-        registry, examples, config, alerts=Alerts(lambda t, b: alerts.append(json.loads(b)))
+        registry,
+        examples,
+        config,
+        alerts=Alerts(lambda t, b: alerts.append(json.loads(b))),
+        audit_engine=drift.engine,
     )
     decider = RetrainingDecider(drift, RetrainingPolicy(min_consecutive=2, min_samples=1000))
     trigger = RetrainingTrigger(
@@ -188,3 +194,8 @@ def test_a_shift_retrains_and_promotes_a_better_model_with_no_human(loop_setup: 
     assert registry.resolve("barn-worse").version == 1
     kinds = {(a["type"], a["model"]) for a in alerts}
     assert ("candidate_promoted", "barn") in kinds and ("candidate_rejected", "barn-worse") in kinds
+    audited = {(e.action, e.target) for e in query_audit(drift.engine, actor="learning-loop")}
+    assert audited == {
+        ("learning.candidate_promoted", "barn/v2"),
+        ("learning.candidate_rejected", "barn-worse/v2"),
+    }
