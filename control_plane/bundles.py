@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from control_plane.db import Database
+from control_plane.model_registration import bundle_plan
 from control_plane.registry import ModelRegistry
 from control_plane.tables import BundleRecord
 from farmiq.bundle.builder import build_bundle
@@ -43,6 +44,9 @@ class BundleService:
         model = self.registry.model_bytes(name, version)
         meta = mv.meta
         schema = meta.get("feature_schema")
+        reference = self.registry.reference(name, version)
+        # The gate again, on the bytes that go into the bundle (control_plane.model_gate).
+        plan = bundle_plan(model, meta, serving, reference)
         data = build_bundle(
             model,
             name=name,
@@ -52,8 +56,12 @@ class BundleService:
             labels=meta.get("labels"),
             feature_names=meta.get("feature_names"),
             feature_schema=(schema["name"], schema["version"]) if schema else None,
-            reference=self.registry.reference(name, version),
-            serving=serving or meta.get("serving"),
+            reference=reference,
+            serving=plan.serving,
+            runtime=plan.runtime,
+            inputs=plan.inputs,
+            outputs=plan.outputs,
+            lineage=plan.lineage,
             targeting=targeting,
             expires_in=self.expiry,
             rollback_of=rollback_of,

@@ -121,50 +121,45 @@ class ModelRegistry:
         description: str = "",
         reference: dict[str, Any] | None = None,
     ) -> ModelVersionInfo:
-        """Log the ONNX model to a run (with its drift reference statistics as an artifact,
-        when given) and register it as a new version of ``name``."""
-        import onnx
-        from mlflow.onnx import log_model
+        """Take in an uploaded model file (ONNX, or TFLite for LiteRT), pass it through the
+        gateway gate, and register it as a new version of ``name`` (model_registration)."""
+        from control_plane.model_intake import from_bytes
+        from control_plane.model_registration import register_gateway_model
 
         try:
-            model = onnx.load_from_string(model_bytes)
-            onnx.checker.check_model(model)
-        except Exception as exc:
-            raise RegistryError(422, f"not a valid ONNX model: {exc}") from None
-        with self._mlflow.start_run(
-            experiment_id=self.experiment_id, run_name=f"register-{name}"
-        ) as run:
-            self._mlflow.set_tags({"farmiq.kind": "registration", "farmiq.model": name})
-            if reference is not None:
-                from farmiq.drift_reference import validate_reference
-
-                try:
-                    validate_reference(reference)
-                except (ValueError, KeyError, TypeError) as exc:
-                    raise RegistryError(422, f"invalid drift reference: {exc}") from None
-                self._mlflow.log_dict(reference, REFERENCE_ARTIFACT)
-            info = log_model(
-                model, name="model", pip_requirements=["onnxruntime"], registered_model_name=name
+            gm = from_bytes(model_bytes)
+            version = register_gateway_model(
+                self, name, gm, meta=meta, description=description, reference=reference
             )
-        version = int(info.registered_model_version)
-        self.client.set_model_version_tag(name, str(version), META_TAG, json.dumps(meta or {}))
-        if description:
-            self.client.update_model_version(name, str(version), description=description)
-        del run
+        except ValueError as exc:  # IntakeError, GateError: the message names the problem
+            raise RegistryError(422, str(exc)) from None
         return self._version(name, version)
 
     def register_uri(
         self, name: str, source_uri: str, *, meta: dict[str, Any] | None = None
     ) -> ModelVersionInfo:
-        """Register an existing MLflow model (``runs:/...`` or ``models:/...``)."""
-        from mlflow.exceptions import MlflowException
+        """Register an MLflow model (``runs:/``, ``models:/``, ``mlflow-artifacts:`` or a path
+        in the registry's store): onnx and sklearn flavors, or a logged .tflite. The model is
+        converted for gateways, gated, and logged with its lineage before any version exists."""
+        from control_plane.model_intake import check_source_uri, from_uri
+        from control_plane.model_lineage import lineage_of_source
+        from control_plane.model_registration import register_gateway_model
 
+        roots = [self.client.get_experiment(self.experiment_id).artifact_location]
         try:
-            mv = self._mlflow.register_model(source_uri, name)
-        except MlflowException as exc:
-            raise RegistryError(422, f"cannot register {source_uri!r}: {exc.message}") from None
-        self.client.set_model_version_tag(name, mv.version, META_TAG, json.dumps(meta or {}))
-        return self._version(name, int(mv.version))
+            check_source_uri(source_uri, roots)
+            gm = from_uri(source_uri, self.tracking_uri)
+            lineage = lineage_of_source(
+                self.client,
+                source_uri,
+                feature_names=(meta or {}).get("feature_names"),
+                own_roots=roots,
+                tracking_uri=self.tracking_uri,
+            )
+            version = register_gateway_model(self, name, gm, meta=meta, lineage=lineage)
+        except ValueError as exc:  # IntakeError, GateError: the message names the problem
+            raise RegistryError(422, str(exc)) from None
+        return self._version(name, version)
 
     def get(self, name: str) -> dict[str, Any]:
         rm = self._get_model(name)
@@ -271,14 +266,14 @@ class ModelRegistry:
             return json.loads(Path(path).read_text())  # type: ignore[no-any-return]
 
     def model_bytes(self, name: str, version: int) -> bytes:
-        """The ONNX file of a registered version."""
+        """The model file (.onnx, or .tflite for LiteRT) of a registered version."""
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(
                 self._mlflow.artifacts.download_artifacts(
                     artifact_uri=f"models:/{name}/{version}", dst_path=tmp
                 )
             )
-            candidates = sorted(path.rglob("*.onnx"))
+            candidates = sorted(path.rglob("*.onnx")) or sorted(path.rglob("*.tflite"))
             if not candidates:
-                raise RegistryError(422, f"models:/{name}/{version} holds no .onnx file")
+                raise RegistryError(422, f"models:/{name}/{version} holds no model file")
             return candidates[0].read_bytes()

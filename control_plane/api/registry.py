@@ -24,6 +24,12 @@ class RegisterUri(BaseModel):
     labels: list[str] | None = None
     feature_names: list[str] | None = None
     feature_schema: dict[str, str] | None = None
+    serving: dict[str, Any] | None = Field(
+        default=None, description="serving defaults: targets, max_batch, ... (validated now)"
+    )
+    runtime: str | None = Field(
+        default=None, description="onnxruntime, litert or mcu-tflite (default: the model's)"
+    )
 
     @field_validator("name")
     @classmethod
@@ -56,7 +62,11 @@ _REGISTER_BODY = {
                     "required": ["name", "file"],
                     "properties": {
                         "name": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_.-]{0,63}$"},
-                        "file": {"type": "string", "format": "binary", "description": "ONNX"},
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "ONNX (ZipMap outputs are converted) or TFLite",
+                        },
                         "meta": {
                             "type": "string",
                             "description": "JSON object: task, labels, feature_names, ...",
@@ -83,7 +93,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 @router.post(
     "/register",
-    summary="Register a model (ONNX upload or an MLflow model URI)",
+    summary="Register a model (ONNX/TFLite upload or an MLflow model URI), gated for gateways",
     openapi_extra=_REGISTER_BODY,
     responses=_ERRORS,
 )

@@ -152,13 +152,20 @@ class RetrainingDecider:
             if st is None:
                 st = RetrainingPolicyState(model=model, consecutive=0, latched=False)
                 s.add(st)
-            new_period = meta["until"] != st.last_window_end
+            # A period is new only when it holds windows that end later than any the policy
+            # has counted: deciding again on the same data (or an older period) is not a
+            # new period, whatever since/until the caller passed.
+            data_end = meta["end"]
+            new_period = data_end is not None and (
+                st.last_window_end is None or data_end > st.last_window_end
+            )
             if signals and new_period:
                 st.consecutive += 1
-            elif clear:
+            elif clear and new_period:
                 st.consecutive = 0
                 st.latched = False
-            st.last_window_end = meta["until"]
+            if new_period:
+                st.last_window_end = data_end
             reasons += signals
             retrain = bool(signals)
             if not signals:
@@ -189,7 +196,10 @@ class RetrainingDecider:
                     )
                 retrain = False
             metrics.update(
-                consecutive=st.consecutive, latched=st.latched, last_trigger_at=st.last_trigger_at
+                consecutive=st.consecutive,
+                latched=st.latched,
+                last_trigger_at=st.last_trigger_at,
+                new_period=new_period,
             )
             rec = RetrainingDecisionRecord(
                 model=model,
@@ -207,9 +217,15 @@ class RetrainingDecider:
         return Decision(model, retrain, reasons, metrics, now, meta["start"], meta["end"], rid)
 
     def mark_triggered(
-        self, decision: Decision, run_id: str | None, hook_result: dict[str, Any] | None
+        self,
+        decision: Decision,
+        run_id: str | None,
+        hook_result: dict[str, Any] | None,
+        *,
+        forced: bool = False,
     ) -> None:
-        """Start the cooldown and latch the policy; record the run on the decision."""
+        """Start the cooldown and latch the policy; record the run on the decision. A
+        forced trigger is a decision to retrain: it is stored (and answered) as one."""
         with self.drift.session() as s, s.begin():
             st = s.get(RetrainingPolicyState, decision.model)
             if st is None:
@@ -221,9 +237,13 @@ class RetrainingDecider:
                 rec = s.get(RetrainingDecisionRecord, decision.id)
                 if rec is not None:
                     rec.triggered = True
+                    rec.retrain = rec.retrain or forced
+                    if forced:
+                        rec.reasons = list(decision.reasons)
                     rec.mlflow_run_id = run_id
                     rec.hook_result = hook_result
         decision.triggered = True
+        decision.retrain = decision.retrain or forced
         decision.mlflow_run_id = run_id
         decision.hook_result = hook_result
 

@@ -4,7 +4,8 @@ Site configuration (optional) is a JSON file named by ``FARMIQ_DRIFT_CONFIG``::
 
     {"thresholds": {...see thresholds.py...}, "policy": {...see retraining.py...},
      "hook": {"command": ["python", "train.py"]} | {"webhook": "https://..."},
-     "alert_webhook": "https://..."}
+     "alert_webhook": "https://...",
+     "learning": {...see control_plane/learning/setup.py: the hook becomes the learning loop}}
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from control_plane.drift.ingest import DriftService
 from control_plane.drift.retraining import RetrainingDecider, RetrainingPolicy
 from control_plane.drift.thresholds import ThresholdConfig
 from control_plane.drift.trigger import Alerts, RetrainingTrigger, hook_from_config
+from control_plane.learning.setup import learning_hook
 from farmiq import topics
 
 log = logging.getLogger(__name__)
@@ -60,7 +62,7 @@ def build_area(ctx: Any, config: dict[str, Any] | None = None) -> DriftArea:
     trigger = RetrainingTrigger(
         decider,
         ctx.mlflow,
-        hook=hook_from_config(cfg.get("hook")),
+        hook=learning_hook(ctx, cfg, alerts) or hook_from_config(cfg.get("hook")),
         alerts=alerts,
         artifact_location=str(Path(ctx.data_dir) / "mlartifacts" / "retraining"),
     )

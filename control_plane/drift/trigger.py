@@ -203,7 +203,7 @@ class RetrainingTrigger:
         c.set_terminated(
             run_id, "FINISHED" if not hook_result or hook_result.get("ok") else "FAILED"
         )
-        self.decider.mark_triggered(d, run_id, hook_result)
+        self.decider.mark_triggered(d, run_id, hook_result, forced=force and not d.retrain)
         self.alerts.send(
             {
                 "type": "retraining_triggered",

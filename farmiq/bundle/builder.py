@@ -12,9 +12,11 @@ from typing import Any
 import orjson
 
 from farmiq.bundle.format import (
+    DTYPES,
     MANIFEST,
     SIGNATURES,
     FeatureSchemaRef,
+    Lineage,
     Manifest,
     MemberInfo,
     Serving,
@@ -54,6 +56,63 @@ def onnx_io_specs(model_bytes: bytes) -> tuple[list[TensorSpec], list[TensorSpec
     return [spec(i) for i in sess.get_inputs()], [spec(o) for o in sess.get_outputs()]
 
 
+def _litert_interpreter(model_bytes: bytes) -> Any:
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:  # gateways that only have tflite_runtime
+        from tflite_runtime.interpreter import Interpreter  # type: ignore[import-not-found]
+    return Interpreter(model_content=model_bytes)
+
+
+def tflite_io_specs(model_bytes: bytes) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Input and output tensor specs of a TFLite/LiteRT model, read with the interpreter.
+
+    Names come from the model's serving signature (``x``, ``output_0``) where it has one,
+    because converters name the tensors themselves ``serving_default_x:0``; the agent
+    matches manifest specs to tensors by position. A quantised (int8/uint8 with a scale)
+    tensor is declared ``float32``: the agent quantises requests and dequantises answers.
+    TFLite models have a fixed batch axis; a batch axis of 1 is declared dynamic because
+    the agent runs larger batches row by row.
+    """
+    interp = _litert_interpreter(model_bytes)
+    interp.allocate_tensors()
+    sig_names: dict[int, str] = {}
+    try:
+        sigs = interp._get_full_signature_list() or {}
+    except AttributeError:
+        sigs = {}
+    if len(sigs) == 1:
+        (sig,) = sigs.values()
+        for key in ("inputs", "outputs"):
+            for nm, index in (sig.get(key) or {}).items():
+                sig_names[int(index)] = nm
+
+    def spec(detail: dict[str, Any]) -> TensorSpec:
+        import numpy as np
+
+        dtype = np.dtype(detail["dtype"])
+        scale = (detail.get("quantization") or (0.0, 0))[0]
+        name = sig_names.get(int(detail["index"]), str(detail["name"]))
+        quantised = bool(scale) and dtype.kind in "iu"
+        dtype_name = str(dtype) if not quantised and str(dtype) in DTYPES else "float32"
+        shape: list[int | None] = [int(d) if d > 0 else None for d in detail["shape_signature"]]
+        if shape and shape[0] == 1:
+            shape[0] = None
+        return TensorSpec(name=name, dtype=dtype_name, shape=shape)
+
+    return (
+        [spec(d) for d in interp.get_input_details()],
+        [spec(d) for d in interp.get_output_details()],
+    )
+
+
+def io_specs(model_bytes: bytes, runtime: str) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """The model's own input and output specs, for any bundle runtime."""
+    if runtime == "onnxruntime":
+        return onnx_io_specs(model_bytes)
+    return tflite_io_specs(model_bytes)
+
+
 def build_bundle(
     model_bytes: bytes,
     *,
@@ -76,6 +135,7 @@ def build_bundle(
     inputs: list[TensorSpec] | None = None,
     outputs: list[TensorSpec] | None = None,
     min_agent_version: str = "0.1.0",
+    lineage: Lineage | dict[str, Any] | None = None,
 ) -> bytes:
     """Return the bytes of a signed bundle."""
     if not signers:
@@ -88,9 +148,9 @@ def build_bundle(
         members["reference.json"] = orjson.dumps(reference)
     members.update(extra_members or {})
     if inputs is None or outputs is None:
-        if runtime != "onnxruntime":
-            raise ValueError("inputs and outputs must be given for non-ONNX runtimes")
-        inputs, outputs = onnx_io_specs(model_bytes)
+        read_in, read_out = io_specs(model_bytes, runtime)
+        inputs = read_in if inputs is None else inputs
+        outputs = read_out if outputs is None else outputs
     now = datetime.now(UTC)
     manifest = Manifest(
         bundle_id=str(uuid.uuid4()),
@@ -121,6 +181,7 @@ def build_bundle(
         serving=Serving.model_validate(serving or {}),
         rollback_of=rollback_of,
         registry_uri=registry_uri,
+        lineage=Lineage.model_validate(lineage) if lineage else None,
     )
     body = manifest.canonical()
     return pack(body, [s.sign(body) for s in signers], members)

@@ -41,6 +41,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     b.add_argument("--reference", type=Path, help="drift reference statistics (JSON)")
     b.add_argument("-o", "--out", type=Path, required=True, help="output bundle file")
+    b.add_argument(
+        "--no-gate",
+        action="store_true",
+        help="skip loading and running the model in the gateway runtime before signing",
+    )
     b.set_defaults(func=_build)
 
     s = bsub.add_parser("sign", help="add a signature to an existing bundle")
@@ -72,7 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from farmiq.bundle.builder import build_bundle
+    from farmiq.bundle.builder import build_bundle, io_specs
     from farmiq.bundle.signing import Signer
 
     signers = [Signer.load(k) for k in args.key]
@@ -81,21 +86,40 @@ def _build(args: argparse.Namespace) -> int:
         name, _, ver = args.feature_schema.partition(":")
         schema = (name, ver or "1")
     reference = orjson.loads(args.reference.read_bytes()) if args.reference else None
+    model = args.model.read_bytes()
+    labels = args.labels.split(",") if args.labels else None
+    try:
+        # Specs from the model itself (ONNX graph, LiteRT interpreter), then the same gate
+        # the control plane runs: load and run it as a gateway would.
+        inputs, outputs = io_specs(model, args.runtime)
+        if not args.no_gate:
+            from control_plane.model_gate import check_model
+
+            sample = ((reference or {}).get("sample") or {}).get("rows")
+            check_model(
+                model, runtime=args.runtime, inputs=inputs, outputs=outputs,
+                reference_sample=sample, task=args.task, labels=labels,
+            )  # fmt: skip
+    except Exception as exc:  # a bad model file: one clear line, never a traceback
+        print(f"cannot build a {args.runtime} bundle from {args.model}: {exc}", file=sys.stderr)
+        return 1
     data = build_bundle(
-        args.model.read_bytes(),
+        model,
         name=args.name,
         version=args.version,
         signers=signers,
         runtime=args.runtime,
         task=args.task,
-        labels=args.labels.split(",") if args.labels else None,
+        labels=labels,
         feature_names=args.features.split(",") if args.features else None,
         feature_schema=schema,
         reference=reference,
         targeting={"devices": args.device, "hardware": args.hardware},
+        inputs=inputs,
+        outputs=outputs,
     )
     args.out.write_bytes(data)
-    print(f"wrote {args.out} ({len(data)} bytes), {args.name} v{args.version}")
+    print(f"wrote {args.out} ({len(data)} bytes), {args.name} v{args.version} ({args.runtime})")
     return 0
 
 

@@ -80,6 +80,27 @@ class Serving(BaseModel):
     cloud_model: str | None = None  # name on the cloud Triton when it differs
 
 
+class DatasetRef(BaseModel):
+    """A training dataset as MLflow records it (``mlflow.log_input``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = None
+    digest: str | None = None
+    source: str | None = None  # e.g. a URI of the data
+
+
+class Lineage(BaseModel):
+    """Where the model came from: the MLflow run that made it and the data it saw."""
+
+    model_config = ConfigDict(extra="forbid")
+    run_id: str | None = None  # the MLflow run that logged (or trained) the model
+    source_uri: str | None = None  # what was registered, e.g. runs:/<id>/model
+    flavor: str | None = None  # onnx, sklearn, tflite
+    dataset: DatasetRef | None = None
+    parent_version: int | None = None  # the version a retraining started from
+    data_window: list[float] | None = None  # [start, end] epoch seconds of the training data
+
+
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     format: Literal["farmiq-bundle/1"] = FORMAT
@@ -104,6 +125,9 @@ class Manifest(BaseModel):
     serving: Serving = Serving()
     rollback_of: int | None = None  # set only on a signed rollback order
     registry_uri: str | None = None  # provenance, e.g. models:/barn-ventilation/3
+    # Optional and left out of the manifest when absent, so bundles made before it existed
+    # keep their canonical bytes (and signatures).
+    lineage: Lineage | None = None
 
     @field_validator("name")
     @classmethod
@@ -121,7 +145,10 @@ class Manifest(BaseModel):
         return v
 
     def canonical(self) -> bytes:
-        return canonical_json(self.model_dump(mode="json"))
+        doc = self.model_dump(mode="json")
+        if doc.get("lineage") is None:
+            doc.pop("lineage", None)
+        return canonical_json(doc)
 
 
 def pack(

@@ -4,6 +4,7 @@ is wrong."""
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -97,3 +98,70 @@ def test_a_model_named_production_is_refused(control_plane, barn_model) -> None:
             "/api/v1/models/register", json={"name": "production", "source_uri": "runs:/x/m"}
         )
         assert r.status_code == 422 and "reserved" in r.text, r.text
+
+
+def test_a_zipmap_model_is_converted_so_the_gateway_answers_probabilities(
+    control_plane, tmp_path
+) -> None:
+    """skl2onnx's default output (a ZipMap) used to pass and then answer 500 on every
+    inference; now the registry swaps it for the probability tensor before anything ships."""
+    import numpy as np
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
+
+    from edge_agent.serving import LoadedModel, load_runtime
+    from farmiq.bundle.builder import read_container
+    from farmiq.bundle.format import Manifest
+
+    X = np.random.default_rng(3).normal(size=(200, 4)).astype(np.float32)
+    clf = LogisticRegression().fit(X, (X[:, 0] + X[:, 1] > 0).astype(int))
+    name = f"zipmap-{uuid.uuid4().hex[:6]}"
+    with control_plane.client() as c:
+        r = c.post(
+            "/api/v1/models/register",
+            files={"file": ("m.onnx", to_onnx(clf, X[:1]).SerializeToString())},
+            data={"name": name},
+        )
+        assert r.status_code == 200, r.text
+        assert {o["name"]: o["dtype"] for o in r.json()["meta"]["outputs"]} == {
+            "output_label": "int64",
+            "output_probability": "float32",
+        }
+        r = c.post("/api/v1/bundles", json={"model": name, "version": 1})
+        assert r.status_code == 200, r.text
+        r = c.get(f"/api/v1/bundles/{r.json()['bundle_id']}/download")
+        assert r.status_code == 200, r.text
+    manifest_bytes, _, members = read_container(r.content)
+    manifest = Manifest.model_validate_json(manifest_bytes)
+    path = tmp_path / "model.onnx"
+    path.write_bytes(members[manifest.model_file])
+    out = LoadedModel(manifest, load_runtime(manifest, path), path).run({"X": X[:4]})
+    np.testing.assert_allclose(out["output_probability"], clf.predict_proba(X[:4]), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "uri", ["file:///etc/passwd", "/etc/passwd", "http://example.invalid/model", "s3://b/m"]
+)
+def test_a_source_outside_the_registry_is_refused_and_leaves_no_model(control_plane, uri) -> None:
+    name = f"uri-{uuid.uuid4().hex[:6]}"
+    with control_plane.client() as c:
+        r = c.post("/api/v1/models/register", json={"name": name, "source_uri": uri})
+        assert r.status_code == 422 and "not in the registry's stores" in r.text, r.text
+        r = c.post(
+            "/api/v1/models/register",
+            json={"name": name, "source_uri": "runs:/" + "0" * 32 + "/model"},
+        )
+        assert r.status_code == 422 and "cannot read" in r.text, r.text
+        assert c.get(f"/api/v1/models/{name}").status_code == 404
+
+
+def test_invalid_serving_targets_are_refused_at_registration(control_plane, barn_model) -> None:
+    name = f"serving-{uuid.uuid4().hex[:6]}"
+    with control_plane.client() as c:
+        r = c.post(
+            "/api/v1/models/register",
+            files={"file": ("m.onnx", barn_model.onnx_bytes)},
+            data={"name": name, "meta": json.dumps({"serving": {"targets": ["edge", "moon"]}})},
+        )
+        assert r.status_code == 422 and "serving.targets" in r.text, r.text
+        assert c.get(f"/api/v1/models/{name}").status_code == 404

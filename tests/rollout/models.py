@@ -59,7 +59,11 @@ def nan_on_real_inputs_model(onnx_bytes: bytes) -> bytes:
 
 
 def register(
-    cp: ControlPlaneProc, model: str, onnx_bytes: bytes, reference: dict[str, Any] | None = None
+    cp: ControlPlaneProc,
+    model: str,
+    onnx_bytes: bytes,
+    reference: dict[str, Any] | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> int:
     files: dict[str, Any] = {"file": ("m.onnx", onnx_bytes)}
     if reference is not None:
@@ -68,7 +72,7 @@ def register(
         r = c.post(
             "/api/v1/models/register",
             files=files,
-            data={"name": model, "meta": json.dumps(META)},
+            data={"name": model, "meta": json.dumps(meta or META)},
         )
     assert r.status_code == 200, r.text
     return int(r.json()["version"])

@@ -16,6 +16,7 @@ from typing import Any
 
 from tests.rollout.conftest import MODEL, wait_rollout
 from tests.rollout.models import (
+    META,
     barn_rows,
     good_model,
     nan_on_real_inputs_model,
@@ -149,7 +150,11 @@ def test_gateway_rolls_back_a_candidate_that_answers_nan_on_real_readings(
     base = good_model(0)
     # registered with its drift reference, as a real pipeline does: the bundle carries
     # sample rows of the training data, which probation runs the new model on
-    v_bad = register(cp, MODEL, nan_on_real_inputs_model(base.onnx_bytes), base.reference)
+    # skip_gate: the registry's gate would refuse it; this is the gateway's own defence
+    v_bad = register(
+        cp, MODEL, nan_on_real_inputs_model(base.onnx_bytes), base.reference,
+        {**META, "skip_gate": True},
+    )  # fmt: skip
     rid = _rollout(cp, device_id, v_bad)
     doc = wait_rollout(cp, rid, lambda d: d["status"] in ("paused", "failed", "succeeded"))
     assert doc["status"] == "paused", doc

@@ -1,0 +1,117 @@
+"""Labelled examples the fleet collected (gateway feedback with the features it was
+predicted on), stored per model so a retraining can train on the drift period.
+
+Own tables (own metadata, created by ``create_tables``): the learning area is optional and
+needs no migration of the control plane's schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from sqlalchemy import JSON, Float, Index, Integer, String, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+MAX_BATCH = 10_000
+
+
+class LearningBase(DeclarativeBase):
+    pass
+
+
+class LabelledExample(LearningBase):
+    __tablename__ = "learning_labelled_examples"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)  # idempotent re-delivery
+    model: Mapped[str] = mapped_column(String(128))
+    device_id: Mapped[str] = mapped_column(String(128))
+    ts: Mapped[float] = mapped_column(Float)
+    features: Mapped[list[float]] = mapped_column(JSON)
+    label: Mapped[str] = mapped_column(String(128))
+    __table_args__ = (Index("ix_learning_examples_model_ts", "model", "ts"),)
+
+
+class ExampleError(ValueError):
+    pass
+
+
+class ExampleStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    def create_tables(self) -> None:
+        LearningBase.metadata.create_all(self.engine)
+
+    def session(self) -> Session:
+        return self._sessions()
+
+    def ingest(self, device_id: str, payload: bytes | Mapping[str, Any]) -> int:
+        """``{"type": "feedback_batch", "model": m, "examples": [{"ts", "inputs": [...],
+        "truth": label}, ...]}``; returns how many examples were new. Refuses the whole
+        batch (``ExampleError``) on any malformed example."""
+        doc = json.loads(payload) if isinstance(payload, bytes | str) else dict(payload)
+        if not isinstance(doc, dict) or not isinstance(doc.get("model"), str):
+            raise ExampleError("a feedback batch is an object with a 'model'")
+        items = doc.get("examples")
+        if not isinstance(items, list) or not 0 < len(items) <= MAX_BATCH:
+            raise ExampleError(f"'examples' must be a list of 1..{MAX_BATCH} objects")
+        rows = []
+        for it in items:
+            try:
+                feats = [float(x) for x in it["inputs"]]
+                ts = float(it["ts"])
+                label = str(it["truth"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ExampleError(f"each example needs ts, inputs and truth: {exc}") from None
+            if not feats or not all(math.isfinite(x) for x in feats) or not math.isfinite(ts):
+                raise ExampleError("example inputs and ts must be finite numbers")
+            key = hashlib.sha256(
+                json.dumps([doc["model"], device_id, ts, feats, label]).encode()
+            ).hexdigest()
+            rows.append((key, feats, ts, label))
+        new = 0
+        with self.session() as s, s.begin():
+            have = set(s.scalars(select(LabelledExample.key).where(
+                LabelledExample.key.in_([r[0] for r in rows])
+            )))  # fmt: skip
+            for key, feats, ts, label in rows:
+                if key in have:
+                    continue
+                have.add(key)
+                s.add(LabelledExample(
+                    key=key, model=doc["model"], device_id=device_id, ts=ts,
+                    features=feats, label=label,
+                ))  # fmt: skip
+                new += 1
+        return new
+
+    def window(
+        self, model: str, since: float | None = None, until: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(features [n, f], labels [n], timestamps [n]) of the period, in time order."""
+        stmt = select(LabelledExample).where(LabelledExample.model == model)
+        if since is not None:
+            stmt = stmt.where(LabelledExample.ts >= since)
+        if until is not None:
+            stmt = stmt.where(LabelledExample.ts <= until)
+        with self.session() as s:
+            recs = list(s.scalars(stmt.order_by(LabelledExample.ts, LabelledExample.id)))
+        widths = {len(r.features) for r in recs}
+        if len(widths) > 1:
+            width = max(widths, key=lambda w: sum(len(r.features) == w for r in recs))
+            recs = [r for r in recs if len(r.features) == width]
+        X = np.asarray([r.features for r in recs], dtype=np.float32).reshape(len(recs), -1)
+        y = np.asarray([r.label for r in recs], dtype=object)
+        return X, y, np.asarray([r.ts for r in recs], dtype=np.float64)
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,79 @@
+"""Wire the learning loop into a control plane: the ``learning`` section of the drift
+configuration (``FARMIQ_DRIFT_CONFIG``) turns the retraining trigger's hook into the
+loop, and gateways' labelled feedback arrives on ``up/feedback``.
+
+Config::
+
+    {"learning": {"models": {"barn-ventilation": {
+        "entrypoint": "control_plane.learning.entrypoint:standardized_logistic",
+        "params": {"C": 1.0}, "lookback_s": 86400, "holdout_fraction": 0.3,
+        "min_rows": 300, "promotion": {"margin": 0.02, "min_holdout": 200,
+                                       "approval": false}}}}}
+
+Feedback message (``farmiq/v1/gw/<device>/up/feedback``, QoS 1, from the outbox)::
+
+    {"type": "feedback_batch", "key": "<outbox key>", "model": "barn-ventilation",
+     "examples": [{"ts": 1790000000.0, "inputs": [24.1, 61.0, 12.0, 1.7], "truth": "low"}]}
+
+The control plane acknowledges the key on ``down/ack`` once the batch is stored (or
+refused as malformed), so the gateway deletes it from its outbox.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from control_plane.learning.examples import ExampleError, ExampleStore
+from control_plane.learning.loop import LearningConfig, LearningLoop
+from farmiq import topics
+
+log = logging.getLogger(__name__)
+
+FEEDBACK = "feedback"  # up/feedback: labelled examples for retraining
+
+
+def learning_hook(ctx: Any, cfg: dict[str, Any], alerts: Any) -> LearningLoop | None:
+    """The loop as the retraining hook when the config has a ``learning`` section."""
+    doc = cfg.get("learning")
+    if not doc:
+        return None
+    examples = ExampleStore(ctx.engine)
+    examples.create_tables()
+    loop = LearningLoop(
+        ctx.registry,
+        examples,
+        LearningConfig.from_mapping(doc),
+        alerts=alerts,
+        on_promote=getattr(ctx, "promoted", None),
+        artifact_location=str(Path(ctx.data_dir) / "mlartifacts" / "training"),
+        audit_engine=ctx.engine,
+    )
+    mqtt = getattr(ctx, "mqtt", None)
+    if mqtt is not None:
+        mqtt.on(FEEDBACK, feedback_handler(examples, mqtt))
+    return loop
+
+
+def feedback_handler(examples: ExampleStore, mqtt: Any) -> Any:
+    def on_feedback(device_id: str, payload: bytes) -> None:
+        try:
+            doc = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            log.warning("feedback from %s is not JSON; dropped", device_id)
+            return
+        key = doc.get("key") if isinstance(doc, dict) else None
+        try:
+            n = examples.ingest(device_id, doc)
+            log.info("stored %d labelled examples from %s", n, device_id)
+        except ExampleError as exc:
+            log.warning("feedback from %s refused: %s", device_id, exc)
+        if isinstance(key, str) and topics.is_device_id(device_id):
+            mqtt.publish(
+                topics.down(device_id, topics.OUTBOX_ACK), orjson.dumps({"keys": [key]}), qos=1
+            )
+
+    return on_feedback
