@@ -21,7 +21,8 @@ from packaging.requirements import Requirement
 ROOT = Path(__file__).resolve().parents[2]
 CLOUD_ONLY = {"mlflow", "feast", "evidently", "pandas", "scikit-learn", "sklearn", "tensorflow"}
 # In the `edge` extra for the gateway alone: the control plane must not install them.
-GATEWAY_ONLY = {"ai-edge-litert", "pyserial", "cobs", "sqlite-utils", "river"}
+# ai-edge-litert is not here: the registration gate runs LiteRT models in the cloud too.
+GATEWAY_ONLY = {"pyserial", "cobs", "sqlite-utils", "river"}
 # Imports under control_plane/ that another extra provides (module -> extra).
 CONTROL_PLANE_OPTIONAL = {
     "amqtt": "sim",  # the demo's embedded broker (on its way to farmiq_sim/)
