@@ -64,7 +64,12 @@ class ControlPlaneSettings(BaseModel):
     signing: CpSigning = CpSigning()
     bundle_expiry_days: int = Field(default=90, ge=1)
     triton_url: str | None = None
+    # Where to also export the model repository entries Triton is sent (Triton itself gets
+    # the files in its repository API's load request, so it needs no shared volume).
     triton_repository: Path | None = None
+    # "onnxruntime_onnx": NVIDIA's Triton container; "python": the CPU-only tritonserver of
+    # the nvidia-pytriton wheel (python backend only), as `farmiq stack` runs it.
+    triton_variant: Literal["onnxruntime_onnx", "python"] | None = None
     mqtt: CpMqtt = CpMqtt()
     alerts: CpAlerts = CpAlerts()
     # Operator API security (control_plane/security, docs/security.md): API keys with roles
