@@ -29,14 +29,9 @@ def bao_binary() -> str:
 
 
 def dev_server_argv(port: int, root_token: str) -> list[str]:
-    return [
-        bao_binary(),
-        "server",
-        "-dev",
-        f"-dev-root-token-id={root_token}",
-        f"-dev-listen-address=127.0.0.1:{port}",
-        "-log-level=warn",
-    ]
+    from control_plane.stack.topology import openbao_dev_args
+
+    return [bao_binary(), *openbao_dev_args(f"127.0.0.1:{port}", root_token)[1:]]
 
 
 def dev_server_env(home: Path) -> dict[str, str]:
