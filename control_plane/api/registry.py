@@ -24,6 +24,14 @@ class RegisterUri(BaseModel):
     labels: list[str] | None = None
     feature_names: list[str] | None = None
     feature_schema: dict[str, str] | None = None
+    serving: dict[str, Any] | None = None  # the bundle's serving (targets, cascade threshold)
+
+    @field_validator("serving")
+    @classmethod
+    def _serving(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        from farmiq.bundle.format import Serving
+
+        return None if v is None else Serving.model_validate(v).model_dump()
 
     @field_validator("name")
     @classmethod
