@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "control_plane.rollout_cli",
     "control_plane.fleet_sim_cli",
     "control_plane.stack.cli",
+    "control_plane.signing.cli",
 )
 
 

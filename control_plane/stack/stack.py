@@ -67,7 +67,6 @@ class StackInfo:
     id: str
     workdir: str
     database: str
-    mlflow_database: str
     mlflow_url: str
     vault_url: str
     vault_token_file: str
@@ -207,10 +206,10 @@ def up(
 
     ensure_postgres()
     ensure_rabbitmq()
-    db, ml_db = f"farmiq_{sid}", f"farmiq_{sid}_mlflow"
-    create_databases(db, ml_db)
+    db = f"farmiq_{sid}"
+    create_databases(db)
     info = StackInfo(
-        id=sid, workdir=str(workdir), database=db, mlflow_database=ml_db, mlflow_url="",
+        id=sid, workdir=str(workdir), database=db, mlflow_url="",
         vault_url="", vault_token_file="", mqtt_port=0, triton_url="", control_planes=[],
         api_key="", amqp_url=AMQP_URL, fleet_dir=str(workdir / "fleet"),
     )  # fmt: skip
@@ -260,8 +259,10 @@ def _bring_up(
 
     ml_port = free_port()
     (workdir / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)
+    # Its own store, not the control plane's database (both keep an alembic_version
+    # table); SQLite on its volume, as the MLflow image runs it (it has no psycopg2).
     ml_args = topology.mlflow_args(
-        "127.0.0.1", ml_port, f"{PG_ADMIN}/{info.mlflow_database}",
+        "127.0.0.1", ml_port, f"sqlite:///{workdir / 'mlflow' / 'mlflow.db'}",
         str(workdir / "mlflow" / "artifacts"),
     )  # fmt: skip
     spawn("mlflow", [py, "-m", "mlflow", *ml_args[1:]])
@@ -315,7 +316,7 @@ def _bring_up(
         ]  # fmt: skip
         for w in waits:
             w.result()
-    say(f"mlflow      {info.mlflow_url}  (PostgreSQL {info.mlflow_database}, --serve-artifacts)")
+    say(f"mlflow      {info.mlflow_url}  (--serve-artifacts: mlflow-artifacts:/ URIs)")
     say(f"triton      {info.triton_url}  (explicit model control, repository API)")
     say(f"postgres    127.0.0.1:5432/{info.database}")
     say(f"rabbitmq    {AMQP_URL}")
@@ -481,9 +482,9 @@ def down(workdir: Path, *, purge: bool = False, say: Any = print) -> list[str]:
             say(f"stopped {name}")
     if purge:
         try:
-            drop_databases(info.database, info.mlflow_database)
+            drop_databases(info.database)
         except Exception as exc:
-            say(f"could not drop databases {info.database}, {info.mlflow_database}: {exc}")
+            say(f"could not drop database {info.database}: {exc}")
         shutil.rmtree(workdir, ignore_errors=True)
-        say(f"removed {workdir} and databases {info.database}, {info.mlflow_database}")
+        say(f"removed {workdir} and database {info.database}")
     return stopped
