@@ -69,9 +69,22 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackInfo]:
         assert info.api_key in up.stdout
         yield info
     finally:
-        down = _farmiq("stack", "down", "--purge", "--workdir", str(workdir), timeout=120)
+        table = ProcessTable(workdir)
+        pids = {n: int(str((table.record(n) or {}).get("pid", 0))) for n in table.names()}
+        down = _farmiq("stack", "down", "--workdir", str(workdir), timeout=120)
         assert down.returncode == 0, down.stderr
-        assert not workdir.exists()
+        # `down` stopped every process `up` started (control-plane-1 was killed already).
+        assert [n for n, pid in pids.items() if pid and _running(pid)] == []
+        purge = _farmiq("stack", "down", "--purge", "--workdir", str(workdir), timeout=120)
+        assert purge.returncode == 0 and not workdir.exists(), purge.stderr
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 class AlertListener:

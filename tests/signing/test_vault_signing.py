@@ -135,3 +135,25 @@ def test_bad_kms_settings_are_one_clear_error(tmp_path: Path, bao: tuple[str, st
     TransitKeys(url, bao[1]).ensure_key("never-adopted")
     with pytest.raises(SigningSetupError, match="does not list"):
         build_signers(settings)
+
+
+def test_signing_cli_adopts_and_rotates_through_the_kms(
+    tmp_path: Path, bao: tuple[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from farmiq.cli import main
+
+    url, token = bao
+    fleet = init_fleet(tmp_path / "fleet", root_threshold=2, root_keys=3)
+    token_file = tmp_path / "token"
+    token_file.write_text(token)
+    common = ["--fleet-dir", str(fleet.root), "--vault-url", url, "--token-file", str(token_file),
+              "--key", "cli-a", "--threshold", "1"]  # fmt: skip
+    assert main(["signing", "adopt", *common]) == 0
+    assert "cli-a v1" in capsys.readouterr().out and fleet.targets_keys() == []
+    v2 = TrustRoot.load(fleet.root_json)
+    assert main(["signing", "rotate", *common, "--rotate", "cli-a"]) == 0
+    assert "cli-a v2" in capsys.readouterr().out
+    v3 = v2.rotate(fleet.root_json.read_bytes())  # what a gateway does with the new root
+    assert v3.version == v2.version + 1 and set(v3.keys) != set(v2.keys)
+    assert main(["signing", "rotate", *common, "--rotate", "not-a-key"]) == 1
+    assert "not one of the signing keys" in capsys.readouterr().err
