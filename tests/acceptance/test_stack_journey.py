@@ -137,6 +137,9 @@ def test_the_whole_job_on_the_production_topology(stack: StackInfo) -> None:
 
     t0 = time.time()
     cp1, cp2 = stack.control_planes
+    status = _farmiq("stack", "status", "--workdir", stack.workdir)
+    assert status.returncode == 0, status.stdout  # every part healthy
+    assert status.stdout.count(" ok\n") == 8 + len(stack.gateways), status.stdout
     admin = {"Authorization": f"Bearer {stack.api_key}"}
     assert httpx.get(f"{cp1}/api/v1/models", timeout=10).status_code == 401  # auth is on
     keys = {}
@@ -202,6 +205,10 @@ def test_the_whole_job_on_the_production_topology(stack: StackInfo) -> None:
                                                             "rolled_back", "paused") and d,
                  timeout=180)  # fmt: skip
     assert done["status"] == "succeeded", done
+    status = _farmiq("stack", "status", "--workdir", stack.workdir)
+    assert status.returncode == 3 and "dead" in next(
+        ln for ln in status.stdout.splitlines() if ln.startswith("control-plane-1")
+    ), status.stdout
     watch = _farmiq("rollout", "--url", cp2, "--api-key", op["Authorization"].split()[1],
                     "get", rollout_id)  # fmt: skip
     assert json.loads(watch.stdout)["status"] == "succeeded"
