@@ -45,6 +45,7 @@ class ProcessTable:
     def __init__(self, workdir: Path) -> None:
         self.run = workdir / "run"
         self.logs = workdir / "logs"
+        self._children: dict[str, subprocess.Popen[bytes]] = {}  # started by this process
 
     def pidfile(self, name: str) -> Path:
         return self.run / f"{name}.pid"
@@ -70,6 +71,7 @@ class ProcessTable:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own group: `down` stops its children too
             )
+        self._children[name] = proc
         record = {"pid": proc.pid, "argv": argv, "started": time.time()}
         self.pidfile(name).write_text(json.dumps(record))
         return Started(name, proc.pid, log)
@@ -85,7 +87,15 @@ class ProcessTable:
             return []
         return sorted(p.stem for p in self.run.glob("*.pid"))
 
+    def exit_code(self, name: str) -> int | None:
+        """The exit status of a child this process started and that has ended, else None."""
+        proc = self._children.get(name)
+        return None if proc is None else proc.poll()
+
     def alive(self, name: str) -> bool:
+        proc = self._children.get(name)
+        if proc is not None:  # our own child: its status is exact
+            return proc.poll() is None
         rec = self.record(name)
         return rec is not None and _is_ours(int(str(rec["pid"])), list(rec["argv"]))  # type: ignore[call-overload]
 
@@ -132,13 +142,25 @@ def _is_ours(pid: int, argv: list[str]) -> bool:
     return got[1:] == argv[1:] or got == argv
 
 
+def _exited(table: ProcessTable, name: str, what: str) -> str:
+    log = table.logs / f"{name}.log"
+    tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+    rec = table.record(name) or {}
+    code = table.exit_code(name)
+    how = f"exit status {code}" if code is not None else "no longer running"
+    try:
+        cmdline = Path(f"/proc/{rec.get('pid')}/cmdline").read_bytes().replace(b"\0", b" ")[:200]
+        how += f"; its pid now runs {cmdline.decode(errors='replace')!r}"
+    except OSError:
+        pass
+    return f"{what} exited during start-up ({how}); its log ends:\n{tail}"
+
+
 def wait_http(url: str, timeout: float, *, what: str, table: ProcessTable, name: str) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if not table.alive(name):
-            log = table.logs / f"{name}.log"
-            tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
-            raise RuntimeError(f"{what} exited during start-up; its log ends:\n{tail}")
+            raise RuntimeError(_exited(table, name, what))
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(url, timeout=2.0).status_code < 500:
                 return
@@ -150,9 +172,7 @@ def wait_port(port: int, timeout: float, *, what: str, table: ProcessTable, name
     deadline = time.time() + timeout
     while not port_open("127.0.0.1", port):
         if not table.alive(name):
-            log = table.logs / f"{name}.log"
-            tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
-            raise RuntimeError(f"{what} exited during start-up; its log ends:\n{tail}")
+            raise RuntimeError(_exited(table, name, what))
         if time.time() > deadline:
             raise TimeoutError(f"{what} did not open port {port} within {timeout:.0f}s")
         time.sleep(0.05)
