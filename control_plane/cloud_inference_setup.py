@@ -18,11 +18,11 @@ def setup(ctx: ControlPlaneContext) -> None:
         return
     from control_plane.triton.publisher import TritonPublisher
 
-    repo = s.triton_repository or (s.data_dir / "triton-repository")
-    repo.mkdir(parents=True, exist_ok=True)
+    # Models travel in the load request; triton_repository only keeps an exported copy.
+    repo = s.triton_repository
     # Production Triton (NVIDIA's GPU container) serves the ONNX Runtime platform; the
     # CPU-only tritonserver of the nvidia-pytriton wheel has only the python backend.
-    variant = os.environ.get("FARMIQ_TRITON_VARIANT", "onnxruntime_onnx")
+    variant = s.triton_variant or os.environ.get("FARMIQ_TRITON_VARIANT", "onnxruntime_onnx")
     kind = "KIND_CPU" if variant == "python" else None
     publisher = TritonPublisher(
         s.triton_url,

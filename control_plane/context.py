@@ -95,30 +95,11 @@ def build_context(settings: ControlPlaneSettings) -> ControlPlaneContext:
 
 
 def _signing_material(settings: ControlPlaneSettings) -> tuple[list[Signer], TrustRoot]:
-    """Bundle-signing keys and the trust root gateways verify against.
+    """Bundle-signing keys and the trust root gateways verify against: files or a KMS
+    (``signing.backend``, control_plane/signing)."""
+    from control_plane.signing import build_signers
 
-    With a fleet directory (``farmiq provision init-fleet``) these are the fleet's TUF
-    targets keys and its signed root.json; without one (the embedded default) a key is
-    made under data_dir/keys with a simple trust root listing it.
-    """
-    if settings.fleet_dir is not None:
-        from provisioning.fleet import FleetPaths
-
-        paths = FleetPaths(settings.fleet_dir)
-        key_paths = settings.signing_keys or paths.targets_keys()
-        if not key_paths or not paths.root_json.exists():
-            raise RuntimeError(
-                f"fleet_dir {settings.fleet_dir} holds no fleet (farmiq provision init-fleet)"
-            )
-        return [Signer.load(p) for p in key_paths], TrustRoot.load(paths.root_json)
-    key_paths = settings.signing_keys or [settings.data_dir / "keys" / "bundle-signing.pem"]
-    signers = [Signer.load_or_create(p) for p in key_paths]
-    trust_path = settings.data_dir / "keys" / "trust_root.json"
-    if trust_path.exists():
-        return signers, TrustRoot.load(trust_path)
-    trust = TrustRoot.for_signers(signers)
-    trust.save(trust_path)
-    return signers, trust
+    return build_signers(settings)
 
 
 def get_ctx(request: Request) -> ControlPlaneContext:

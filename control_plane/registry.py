@@ -17,6 +17,7 @@ from typing import Any
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 PRODUCTION = "production"
 ARCHIVED_TAG = "farmiq.archived"
@@ -72,14 +73,30 @@ class ModelRegistry:
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self.remote = tracking_uri.startswith(("http://", "https://"))
         exp = self.client.get_experiment_by_name(EXPERIMENT)
         if exp is None:
-            artifact_root.mkdir(parents=True, exist_ok=True)
-            self.experiment_id = self.client.create_experiment(
-                EXPERIMENT, artifact_location=artifact_root.resolve().as_uri()
-            )
+            self.experiment_id = self._create_experiment(artifact_root)
         else:
             self.experiment_id = exp.experiment_id
+
+    def _create_experiment(self, artifact_root: Path) -> str:
+        """Through a tracking server the server picks the artifact store (``--serve-artifacts``:
+        ``mlflow-artifacts:`` URIs, proxied, so no replica needs a shared disk); embedded, a
+        local folder. Two replicas starting at once may race to create it: the loser reads."""
+        from mlflow.exceptions import MlflowException
+
+        location = None
+        if not self.remote:
+            artifact_root.mkdir(parents=True, exist_ok=True)
+            location = artifact_root.resolve().as_uri()
+        try:
+            return str(self.client.create_experiment(EXPERIMENT, artifact_location=location))
+        except MlflowException:
+            exp = self.client.get_experiment_by_name(EXPERIMENT)
+            if exp is None:
+                raise
+            return str(exp.experiment_id)
 
     # -- helpers ---------------------------------------------------------------------------
     def _get_model(self, name: str) -> Any:

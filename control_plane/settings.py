@@ -7,6 +7,7 @@ MLflow, artifacts and bundles in a local folder, Mosquitto on localhost.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,6 +33,26 @@ class CpMqtt(BaseModel):
     enabled: bool = True
 
 
+class CpSigning(BaseModel):
+    """Where the bundle-signing keys live (control_plane/signing, docs/security.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+    # "file": Ed25519 PEM files (``signing_keys``); "vault": a Vault / OpenBao transit
+    # engine, so no private key is on the control plane's disk.
+    backend: Literal["file", "vault"] = "file"
+    vault_url: str | None = None  # e.g. "http://openbao:8200"
+    vault_token: str | None = None  # prefer vault_token_file or VAULT_TOKEN
+    vault_token_file: Path | None = None
+    transit_mount: str = "transit"
+    keys: list[str] = Field(default=["farmiq-bundle-1"], min_length=1)  # transit key names
+    threshold: int = Field(default=1, ge=1)  # signatures a gateway requires
+
+
+class CpAlerts(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    amqp_url: str | None = None  # RabbitMQ for alerts, e.g. "amqp://guest:guest@host:5672/"
+
+
 class ControlPlaneSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     data_dir: Path = Path(".farmiq/control-plane")
@@ -39,11 +60,18 @@ class ControlPlaneSettings(BaseModel):
     mlflow_tracking_uri: str | None = None  # default: sqlite under data_dir
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
-    signing_keys: list[Path] = []  # default: one key under data_dir/keys
+    signing_keys: list[Path] = []  # file backend; default: one key under data_dir/keys
+    signing: CpSigning = CpSigning()
     bundle_expiry_days: int = Field(default=90, ge=1)
     triton_url: str | None = None
+    # Where to also export the model repository entries Triton is sent (Triton itself gets
+    # the files in its repository API's load request, so it needs no shared volume).
     triton_repository: Path | None = None
+    # "onnxruntime_onnx": NVIDIA's Triton container; "python": the CPU-only tritonserver of
+    # the nvidia-pytriton wheel (python backend only), as `farmiq stack` runs it.
+    triton_variant: Literal["onnxruntime_onnx", "python"] | None = None
     mqtt: CpMqtt = CpMqtt()
+    alerts: CpAlerts = CpAlerts()
     # Operator API security (control_plane/security, docs/security.md): API keys with roles
     # on every /api/v1 endpoint, lock-out after repeated failed keys.
     auth_enabled: bool = False

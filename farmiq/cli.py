@@ -29,6 +29,8 @@ COMMAND_MODULES = (
     "control_plane.provision_cli",
     "control_plane.rollout_cli",
     "farmiq_sim.fleet.cli",
+    "control_plane.stack.cli",
+    "control_plane.signing.cli",
 )
 
 

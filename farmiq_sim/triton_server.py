@@ -66,6 +66,10 @@ class TritonServer:
     def grpc_url(self) -> str:
         return f"grpc://127.0.0.1:{self.grpc_port}"
 
+    def backend_directory(self) -> Path:
+        """The python backend (and its stub) copied where --backend-directory points."""
+        return self._backends()
+
     def _backends(self) -> Path:
         root = pytriton_root()
         bdir = self.workdir / "backends"

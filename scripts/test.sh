@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # chromium: dashboard test; systemd: systemd-analyze verify of the unit; gcc, make: MCU C reference;
-# qemu-system-arm, gcc-arm-none-eabi, libnewlib-arm-none-eabi: the firmware on an emulated Cortex-M3.
-bash scripts/bootstrap.sh all chromium systemd gcc make qemu-system-arm gcc-arm-none-eabi libnewlib-arm-none-eabi
+# qemu-system-arm, gcc-arm-none-eabi, libnewlib-arm-none-eabi: the firmware on an emulated Cortex-M3;
+# postgresql + rabbitmq-server: the control plane's database and alerts (tests/acceptance).
+bash scripts/bootstrap.sh all chromium systemd gcc make qemu-system-arm gcc-arm-none-eabi libnewlib-arm-none-eabi postgresql rabbitmq-server
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 if ! port_open 1883 && command -v mosquitto >/dev/null 2>&1; then
@@ -13,6 +14,9 @@ if ! port_open 1883 && command -v mosquitto >/dev/null 2>&1; then
 fi
 if ! port_open 5432 && [ -d /etc/postgresql ]; then
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+fi
+if ! port_open 5672 && command -v rabbitmq-server >/dev/null 2>&1; then
+  rabbitmq-server -detached >/dev/null 2>&1 || true  # `farmiq stack` waits for it
 fi
 for _ in $(seq 50); do port_open 1883 && break; sleep 0.1; done
 

@@ -170,6 +170,28 @@ def config_pbtxt(
     return out
 
 
+def config_json(pbtxt: str) -> str:
+    """The same model configuration as JSON (protobuf's JSON mapping of Triton's
+    ``ModelConfig``): the form the repository API takes in a load request."""
+    from google.protobuf import json_format, text_format
+    from tritonclient.grpc import model_config_pb2
+
+    msg = text_format.Parse(pbtxt, model_config_pb2.ModelConfig())
+    return json_format.MessageToJson(msg, preserving_proto_field_name=True, indent=None)
+
+
+def load_request_files(
+    versions: dict[int, bytes], *, variant: Variant = "onnxruntime_onnx"
+) -> dict[str, bytes]:
+    """The model directory as repository-API ``files`` (``file:<version>/model.onnx``...)."""
+    files: dict[str, bytes] = {}
+    for version, model_bytes in versions.items():
+        files[f"file:{int(version)}/model.onnx"] = model_bytes
+        if variant == "python":
+            files[f"file:{int(version)}/model.py"] = PYTHON_MODEL.encode()
+    return files
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name("." + path.name + ".tmp")
     tmp.write_bytes(data)

@@ -1,10 +1,15 @@
 """Publish promoted models to the cloud Triton, so gateways can always escalate to the
 version they run.
 
-On promotion: fetch the ONNX file from the registry, write the model repository entry
-(``export.write_model_entry``), then load it through Triton's repository API (explicit
-model control: ``POST /v2/repository/models/{name}/load``). Also answers the cloud
-inference view: which models Triton has, their readiness, statistics, and a warm-up call.
+On promotion: fetch the ONNX file from the registry and load it through Triton's repository
+API (explicit model control: ``POST /v2/repository/models/{name}/load``) with the model
+configuration and the model files *in the load request*, so the control plane and Triton
+share no volume. The request carries the last ``keep_versions`` versions (Triton replaces
+the whole model directory on each load), so gateways mid-rollout can still escalate to
+the version they run; versions another replica published are fetched from the registry.
+``repository``, when given, also gets a copy on disk (an export, never what Triton reads).
+Also answers the cloud inference view: which models Triton has, their readiness,
+statistics, and a warm-up call.
 """
 
 from __future__ import annotations
@@ -17,7 +22,13 @@ from typing import Any, Literal
 
 import numpy as np
 
-from control_plane.triton.export import Variant, write_model_entry
+from control_plane.triton.export import (
+    Variant,
+    config_json,
+    config_pbtxt,
+    load_request_files,
+    write_model_entry,
+)
 from farmiq.bundle.builder import onnx_io_specs
 from farmiq.bundle.format import Serving
 
@@ -32,12 +43,13 @@ class TritonPublisher:
     def __init__(
         self,
         url: str,
-        repository: Path,
+        repository: Path | None = None,
         *,
         variant: Variant = "python",
         kind: Literal["KIND_GPU", "KIND_CPU"] | None = None,
         registry: Any = None,
         timeout_s: float = 60.0,
+        keep_versions: int = 3,
     ) -> None:
         self.url = url.rstrip("/")
         if self.url.startswith("grpc://"):
@@ -51,7 +63,9 @@ class TritonPublisher:
         self.registry = registry
         self.timeout_s = timeout_s
         self._lock = threading.Lock()
+        self.keep_versions = keep_versions
         self.published: dict[str, int] = {}
+        self._versions: dict[str, dict[int, bytes]] = {}  # name -> version -> ONNX bytes
         self.last_error: str | None = None
 
     def _client(self) -> Any:
@@ -82,14 +96,27 @@ class TritonPublisher:
         self, name: str, version: int, model_bytes: bytes, serving: Serving | None = None
     ) -> dict[str, Any]:
         inputs, outputs = onnx_io_specs(model_bytes)
+        serving = serving or Serving()
         with self._lock:
-            write_model_entry(
-                self.repository, name, version, model_bytes, inputs, outputs, serving,
-                variant=self.variant, kind=self.kind,
+            versions = self._kept_versions(name, version, model_bytes)
+            pbtxt = config_pbtxt(
+                name, inputs, outputs, serving, variant=self.variant, kind=self.kind,
+                keep_versions=self.keep_versions,
             )  # fmt: skip
             t0 = time.perf_counter()
-            self._call("load_model", name)
+            self._call(
+                "load_model",
+                name,
+                config=config_json(pbtxt),
+                files=load_request_files(versions, variant=self.variant),
+            )
+            self._versions[name] = versions
             self.published[name] = version
+            if self.repository is not None:
+                write_model_entry(
+                    self.repository, name, version, model_bytes, inputs, outputs, serving,
+                    variant=self.variant, kind=self.kind,
+                )  # fmt: skip
         ms = (time.perf_counter() - t0) * 1000
         log.info("published %s v%s to Triton %s (load %.0f ms)", name, version, self.url, ms)
         return {
@@ -98,6 +125,30 @@ class TritonPublisher:
             "load_ms": round(ms, 1),
             "ready": self.ready(name, version),
         }
+
+    def _kept_versions(self, name: str, version: int, model_bytes: bytes) -> dict[int, bytes]:
+        """The newest ``keep_versions`` versions to send: ours, plus those Triton serves
+        (published by another replica or before a restart), read from the registry."""
+        kept = dict(self._versions.get(name, {}))
+        if self.registry is not None:
+            from tritonclient.utils import InferenceServerException
+
+            # Models loaded from a request are not in the repository index; their
+            # metadata lists the versions being served.
+            try:
+                served = self._call("get_model_metadata", name).get("versions") or []
+            except InferenceServerException:
+                served = []  # not loaded yet
+            for raw in served:
+                v = int(raw)
+                if v not in kept and v != version:
+                    try:
+                        kept[v] = self.registry.model_bytes(name, v)
+                    except Exception as exc:  # a version gone from the registry stays out
+                        log.info("not keeping %s v%s on Triton: %s", name, v, exc)
+        kept[int(version)] = model_bytes
+        newest = sorted(kept)[-self.keep_versions :]
+        return {v: kept[v] for v in newest}
 
     def publish(self, name: str, version: int) -> dict[str, Any]:
         if self.registry is None:

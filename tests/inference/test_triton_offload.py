@@ -144,3 +144,26 @@ def test_killing_triton_falls_back_in_budget_opens_and_restart_closes_breaker(tr
     assert r.breakers["cloud"].state == CLOSED
     assert all(res.target == "cloud" for res, _ in after)
     assert httpx.get(f"{triton.server.http_url}/v2/models/barn/ready").status_code == 200
+
+
+def test_publishing_sends_the_files_in_the_load_request_no_shared_volume(triton, barn_model):
+    """The control plane keeps no repository Triton reads: the model travels in the
+    repository API's load request, and the older versions stay loaded."""
+    from control_plane.triton.publisher import TritonPublisher
+
+    registry = SimpleNamespace(model_bytes=lambda name, version: barn_model.onnx_bytes)
+    pub = TritonPublisher(
+        triton.server.http_url, variant="python", kind="KIND_CPU", registry=registry
+    )
+    assert not (triton.repo / "barn-remote").exists()
+    pub.publish_bytes("barn-remote", 1, barn_model.onnx_bytes)
+    pub.on_promoted("barn-remote", 2)
+    assert pub.last_error is None
+    assert pub.ready("barn-remote", 1) and pub.ready("barn-remote", 2)
+    assert not (triton.repo / "barn-remote").exists()  # nothing was written for Triton to read
+    # A second replica (no memory of v1, v2) keeps what Triton serves and adds v3.
+    other = TritonPublisher(
+        triton.server.http_url, variant="python", kind="KIND_CPU", registry=registry
+    )
+    other.on_promoted("barn-remote", 3)
+    assert [other.ready("barn-remote", v) for v in (1, 2, 3)] == [True, True, True]

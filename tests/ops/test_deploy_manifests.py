@@ -1,8 +1,11 @@
-"""The cloud deployment files agree with the code: images, ports, env, probes.
+"""The shipped cloud deployment (deploy/docker-compose.yml, deploy/k8s) is the topology
+`farmiq stack` runs and the acceptance test proves: the same programs with the same
+arguments (control_plane/stack/topology.py), valid settings, state on volumes, signing in
+OpenBao, Triton fed through its repository API, auth on, MQTT over mutual TLS.
 
-No container engine or cluster runs here, so these read docker-compose.yml, the kustomize
-tree and the Dockerfile, and check them against the real settings model and the real
-FastAPI routes."""
+No container engine or cluster runs here, so these read the files and check them against
+the real settings model, the real FastAPI routes, the mosquitto config generator and the
+installed MLflow client."""
 
 from __future__ import annotations
 
@@ -16,10 +19,28 @@ import pytest
 import yaml
 
 from control_plane.settings import ENV_PREFIX, ControlPlaneSettings
+from control_plane.stack import topology
 from farmiq.config import load_config
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-SERVICES = {"control-plane", "postgres", "mosquitto", "mlflow", "triton"}
+COMPOSE_SERVICES = {
+    "control-plane-1", "control-plane-2", "postgres", "mosquitto", "mlflow", "openbao",
+    "rabbitmq", "triton",
+}  # fmt: skip
+K8S_WORKLOADS = {
+    "control-plane",
+    "postgres",
+    "mosquitto",
+    "mlflow",
+    "openbao",
+    "rabbitmq",
+    "triton",
+}
+MLFLOW_ARGS = topology.mlflow_args(
+    "0.0.0.0", 5000, "sqlite:////mlartifacts/mlflow.db", "/mlartifacts"
+)
+TRITON_ARGS = topology.triton_args("/models")
+OPENBAO_ARGS = ["bao", "server", "-config=/openbao/config/openbao.hcl"]
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +49,12 @@ def compose() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def k8s() -> list[dict[str, Any]]:
-    kust = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())
+def kust() -> dict[str, Any]:
+    return yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def k8s(kust: dict[str, Any]) -> list[dict[str, Any]]:
     docs: list[dict[str, Any]] = []
     for res in kust["resources"]:
         path = DEPLOY / "k8s" / res
@@ -42,7 +67,6 @@ def k8s() -> list[dict[str, Any]]:
 def routes() -> set[str]:
     from control_plane.app import create_app
 
-    # The OpenAPI schema lists every route the included routers serve.
     return set(create_app(ControlPlaneSettings()).openapi()["paths"])
 
 
@@ -59,43 +83,159 @@ def _workloads(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {d["metadata"]["name"]: d for d in docs if d["kind"] in ("Deployment", "StatefulSet")}
 
 
-def test_compose_has_the_cloud_stack_with_pinned_images(compose: dict[str, Any]) -> None:
+def _container(docs: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    (c,) = _workloads(docs)[name]["spec"]["template"]["spec"]["containers"]
+    return c  # type: ignore[no-any-return]
+
+
+def _command(svc: dict[str, Any]) -> list[str]:
+    cmd = svc["command"]
+    return shlex.split(cmd) if isinstance(cmd, str) else list(cmd)
+
+
+def _k8s_env(c: dict[str, Any], kust: dict[str, Any]) -> dict[str, str]:
+    secrets = {
+        g["name"]: dict(kv.split("#")[0].strip().split("=", 1) for kv in g["literals"])
+        for g in kust.get("secretGenerator", [])
+    }
+    env: dict[str, str] = {}
+    for e in c["env"]:
+        if "value" in e:
+            env[e["name"]] = e["value"]
+        else:
+            ref = e["valueFrom"]["secretKeyRef"]
+            env[e["name"]] = secrets[ref["name"]][ref["key"]]
+    return env
+
+
+def _check_production_settings(s: ControlPlaneSettings) -> None:
+    """What every deployed replica must have: auth, KMS signing, mTLS broker, alerts."""
+    assert s.host == "0.0.0.0" and s.auth_enabled
+    assert (
+        s.signing.backend == "vault" and urlparse(s.signing.vault_url or "").hostname == "openbao"
+    )
+    assert s.signing.vault_token_file is not None and s.signing.vault_token is None
+    assert list(s.signing.keys) == list(topology.TRANSIT_KEYS)
+    assert s.signing.threshold == topology.SIGNING_THRESHOLD and s.signing_keys == []
+    assert s.mqtt.host == "mosquitto" and s.mqtt.port == topology.MQTT_TLS_PORT
+    fleet = str(s.fleet_dir)
+    for f in (s.mqtt.tls_ca, s.mqtt.tls_cert, s.mqtt.tls_key):
+        assert f is not None and str(f).startswith(fleet + "/"), f
+    assert urlparse(s.alerts.amqp_url or "").hostname == "rabbitmq"
+    assert urlparse(s.mlflow_tracking_uri or "").hostname == "mlflow"
+    assert urlparse(s.triton_url or "").hostname == "triton" and s.triton_repository is None
+
+
+def test_mlflow_server_image_is_the_installed_client_version(
+    compose: dict[str, Any], k8s: list[dict[str, Any]]
+) -> None:
+    import mlflow
+
+    major = int(mlflow.__version__.split(".")[0])
+    assert major == topology.MLFLOW_MAJOR
+    for image in (compose["services"]["mlflow"]["image"], _container(k8s, "mlflow")["image"],
+                  topology.MLFLOW_IMAGE):  # fmt: skip
+        tag = image.rpartition(":")[2].lstrip("v")
+        assert int(tag.split(".")[0]) == major, f"{image} vs mlflow {mlflow.__version__}"
+
+
+def test_compose_runs_the_topology_with_pinned_images(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == SERVICES
+    assert set(services) == COMPOSE_SERVICES
     for name, svc in services.items():
         _image_pinned(svc["image"])
         assert svc.get("restart") == "unless-stopped", name
+    assert _command(services["mlflow"]) == MLFLOW_ARGS
+    assert _command(services["triton"]) == TRITON_ARGS
+    assert _command(services["openbao"]) == OPENBAO_ARGS
+    for n in (1, 2):
+        assert _command(services[f"control-plane-{n}"]) == topology.control_plane_args()
     gpu = services["triton"]["deploy"]["resources"]["reservations"]["devices"]
     assert gpu == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    # Triton gets its models through the API: a scratch tmpfs, no volume shared with anyone.
+    assert "volumes" not in services["triton"] and services["triton"]["tmpfs"] == ["/models"]
 
 
-def test_compose_control_plane_env_is_valid_and_points_at_real_services(
+def test_compose_replicas_share_one_store_and_have_valid_production_settings(
     compose: dict[str, Any], routes: set[str]
 ) -> None:
     services = compose["services"]
-    cp = services["control-plane"]
-    env = {k: str(v) for k, v in cp["environment"].items()}
+    cps = [services[f"control-plane-{n}"] for n in (1, 2)]
+    assert cps[0]["environment"] == cps[1]["environment"]
+    assert cps[0]["volumes"] == cps[1]["volumes"]
+    env = {k: str(v) for k, v in cps[0]["environment"].items()}
     s = _settings_from_env(env)  # unknown or mistyped keys fail here
-    assert f"{s.port}:{s.port}" in cp["ports"] and s.host == "0.0.0.0"
+    _check_production_settings(s)
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in cps[0]["volumes"]}
+    assert mounts[str(s.data_dir)] in compose["volumes"]  # a named volume, not per replica
+    assert any(m.startswith(str(s.fleet_dir)) for m in mounts)
+    assert not any("offline" in src or "signing" in src for src in mounts.values())
+    assert s.signing.vault_token_file == Path("/run/secrets/vault-token")
+    assert cps[0]["secrets"] == ["vault-token"]
     db = urlparse(s.database_url or "")
     assert db.scheme == "postgresql+psycopg2" and db.hostname == "postgres" and db.port == 5432
     pg_env = services["postgres"]["environment"]
     assert (db.username, db.password, db.path.lstrip("/")) == (
-        pg_env["POSTGRES_USER"],
-        pg_env["POSTGRES_PASSWORD"],
-        pg_env["POSTGRES_DB"],
+        pg_env["POSTGRES_USER"], pg_env["POSTGRES_PASSWORD"], pg_env["POSTGRES_DB"],
+    )  # fmt: skip
+    amqp = urlparse(s.alerts.amqp_url or "")
+    rmq = services["rabbitmq"]["environment"]
+    assert (amqp.username, amqp.password) == (
+        rmq["RABBITMQ_DEFAULT_USER"],
+        rmq["RABBITMQ_DEFAULT_PASS"],
     )
-    assert s.mqtt.host == "mosquitto"
-    conf = (DEPLOY / "mosquitto" / "mosquitto.conf").read_text()
-    assert re.search(rf"^listener {s.mqtt.port}\b", conf, re.M)
     ml = urlparse(s.mlflow_tracking_uri or "")
-    assert ml.hostname == "mlflow" and f"--port {ml.port}" in services["mlflow"]["command"]
-    tr = urlparse(s.triton_url or "")
-    assert tr.hostname == "triton" and f"{tr.port}:{tr.port}" in services["triton"]["ports"]
-    probe = " ".join(cp["healthcheck"]["test"])
+    assert ml.port == int(MLFLOW_ARGS[MLFLOW_ARGS.index("--port") + 1])
+    assert f"{s.mqtt.port}:{s.mqtt.port}" in services["mosquitto"]["ports"]
+    probe = " ".join(cps[0]["healthcheck"]["test"])
     path = re.search(rf"127.0.0.1:{s.port}(/\w+)", probe).group(1)  # type: ignore[union-attr]
     assert path == "/ready" and path in routes
-    assert cp["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert cps[0]["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
+def test_state_lives_on_volumes(compose: dict[str, Any], k8s: list[dict[str, Any]]) -> None:
+    services = compose["services"]
+    for name, mount in (("postgres", "/var/lib/postgresql/data"), ("mlflow", "/mlartifacts"),
+                        ("openbao", "/openbao/data"), ("mosquitto", "/mosquitto/data"),
+                        ("rabbitmq", "/var/lib/rabbitmq")):  # fmt: skip
+        vols = {v.split(":")[1]: v.split(":")[0] for v in services[name]["volumes"]}
+        assert vols[mount] in compose["volumes"], name
+    hcl = (DEPLOY / "openbao" / "openbao.hcl").read_text()
+    assert re.search(r'storage "file" \{\s*path = "/openbao/data"', hcl)
+    assert (DEPLOY / "k8s" / "openbao.hcl").read_text() == hcl
+    for name, w in _workloads(k8s).items():
+        for v in w["spec"]["template"]["spec"].get("volumes", []):
+            if "emptyDir" in v:  # only scratch: Triton's empty repository and shared memory
+                assert (name, v["name"]) in {("triton", "scratch"), ("triton", "dshm")}, (name, v)
+    for name in ("postgres", "mlflow", "openbao", "mosquitto", "rabbitmq"):
+        assert _workloads(k8s)[name]["spec"]["volumeClaimTemplates"], name
+    pvcs = {d["metadata"]["name"]: d for d in k8s if d["kind"] == "PersistentVolumeClaim"}
+    assert pvcs["control-plane-store"]["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+def test_mosquitto_config_is_the_generated_mutual_tls_one(tmp_path: Path) -> None:
+    from provisioning.fleet import init_fleet
+    from provisioning.mosquitto_config import acl_text, write_mosquitto_config
+
+    fleet = init_fleet(tmp_path / "fleet", root_threshold=1, root_keys=1)
+    out = tmp_path / "out"
+    cfg = write_mosquitto_config(
+        fleet.root, out / "mosquitto.conf", port=topology.MQTT_TLS_PORT, bind="0.0.0.0",
+        acl_path=out / "mosquitto.acl", persistence_dir=Path("/mosquitto/data"),
+        max_queued_messages=100000,
+    )  # fmt: skip
+    generated = cfg.conf.read_text().replace(str(out.resolve()), "/mosquitto/config")
+    generated = generated.replace(str(fleet.root.resolve()), "/mosquitto/fleet")
+
+    def directives(text: str) -> list[str]:
+        return [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+
+    shipped = (DEPLOY / "mosquitto" / "mosquitto.conf").read_text()
+    assert directives(shipped) == directives(generated)
+    assert "require_certificate true" in shipped and "allow_anonymous false" in shipped
+    assert (DEPLOY / "mosquitto" / "mosquitto.acl").read_text() == acl_text()
+    for f in ("mosquitto.conf", "mosquitto.acl"):
+        assert (DEPLOY / "k8s" / f).read_text() == (DEPLOY / "mosquitto" / f).read_text()
 
 
 def test_dockerfile_matches_compose_and_real_endpoints(
@@ -103,7 +243,7 @@ def test_dockerfile_matches_compose_and_real_endpoints(
 ) -> None:
     text = (DEPLOY / "Dockerfile.control-plane").read_text()
     assert (
-        compose["services"]["control-plane"]["build"]["dockerfile"]
+        compose["services"]["control-plane-1"]["build"]["dockerfile"]
         == "deploy/Dockerfile.control-plane"
     )
     assert re.search(r"^EXPOSE 8080$", text, re.M)
@@ -115,11 +255,11 @@ def test_dockerfile_matches_compose_and_real_endpoints(
         assert f"COPY {pkg} ./{pkg}" in text, pkg
 
 
-def test_k8s_workloads_have_probes_limits_and_pinned_images(
+def test_k8s_workloads_have_probes_limits_and_the_compose_images(
     k8s: list[dict[str, Any]], compose: dict[str, Any]
 ) -> None:
     workloads = _workloads(k8s)
-    assert set(workloads) == SERVICES
+    assert set(workloads) == K8S_WORKLOADS
     assert any(d["kind"] == "Namespace" and d["metadata"]["name"] == "farmiq" for d in k8s)
     for name, w in workloads.items():
         spec = w["spec"]
@@ -127,10 +267,10 @@ def test_k8s_workloads_have_probes_limits_and_pinned_images(
             spec["selector"]["matchLabels"].items()
             <= spec["template"]["metadata"]["labels"].items()
         )
+        svc = compose["services"]["control-plane-1" if name == "control-plane" else name]
         for c in spec["template"]["spec"]["containers"]:
             _image_pinned(c["image"])
-            # The same image as the compose stack: one version of each part.
-            assert c["image"] == compose["services"][name]["image"], name
+            assert c["image"] == svc["image"], name  # one version of each part
             assert {"livenessProbe", "readinessProbe"} <= set(c), name
             limits, requests = c["resources"]["limits"], c["resources"]["requests"]
             assert {"cpu", "memory"} <= set(limits) and {"cpu", "memory"} <= set(requests), name
@@ -140,41 +280,51 @@ def test_k8s_workloads_have_probes_limits_and_pinned_images(
                 for key in ("httpGet", "tcpSocket"):
                     if key in probe:
                         assert probe[key]["port"] in ports, f"{name} {kind} uses an unknown port"
+    assert _container(k8s, "mlflow")["args"] == MLFLOW_ARGS
+    assert _container(k8s, "triton")["args"] == TRITON_ARGS
+    assert _container(k8s, "openbao")["args"] == OPENBAO_ARGS
+    assert _container(k8s, "control-plane")["args"] == topology.control_plane_args()
+    assert workloads["control-plane"]["spec"]["replicas"] == 2
 
 
-def test_k8s_control_plane_probes_and_env_match_the_code(
-    k8s: list[dict[str, Any]], routes: set[str]
+def test_k8s_control_plane_env_matches_the_code_and_mounts_one_fleet_secret(
+    k8s: list[dict[str, Any]], kust: dict[str, Any], routes: set[str]
 ) -> None:
-    kust = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())
-    secrets = {
-        g["name"]: dict(kv.split("=", 1) for kv in g["literals"])
-        for g in kust.get("secretGenerator", [])
-    }
-    (c,) = _workloads(k8s)["control-plane"]["spec"]["template"]["spec"]["containers"]
+    c = _container(k8s, "control-plane")
     assert c["livenessProbe"]["httpGet"]["path"] == "/health"
     assert c["readinessProbe"]["httpGet"]["path"] == "/ready"
     assert {
         c[k]["httpGet"]["path"] for k in ("livenessProbe", "readinessProbe", "startupProbe")
     } <= routes
-    env: dict[str, str] = {}
-    for e in c["env"]:
-        if "value" in e:
-            env[e["name"]] = e["value"]
-        else:
-            ref = e["valueFrom"]["secretKeyRef"]
-            env[e["name"]] = secrets[ref["name"]][ref["key"]]
-    s = _settings_from_env(env)
+    s = _settings_from_env(_k8s_env(c, kust))
+    _check_production_settings(s)
     port = next(p["containerPort"] for p in c["ports"] if p["name"] == "http")
-    assert s.port == port and s.host == "0.0.0.0"
+    assert s.port == port
     hosts = {
-        urlparse(s.database_url or "").hostname,
-        s.mqtt.host,
-        urlparse(s.mlflow_tracking_uri or "").hostname,
-        urlparse(s.triton_url or "").hostname,
-    }
+        urlparse(s.database_url or "").hostname, s.mqtt.host,
+        urlparse(s.mlflow_tracking_uri or "").hostname, urlparse(s.triton_url or "").hostname,
+        urlparse(s.signing.vault_url or "").hostname, urlparse(s.alerts.amqp_url or "").hostname,
+    }  # fmt: skip
     services = {d["metadata"]["name"]: d for d in k8s if d["kind"] == "Service"}
     assert hosts <= set(services), hosts - set(services)
-    assert urlparse(s.database_url or "").password == secrets["farmiq-db"]["POSTGRES_PASSWORD"]
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    vols = {
+        v["name"]: v
+        for v in _workloads(k8s)["control-plane"]["spec"]["template"]["spec"]["volumes"]
+    }
+    assert (
+        mounts["fleet"] == str(s.fleet_dir)
+        and vols["fleet"]["secret"]["secretName"] == "farmiq-fleet"
+    )
+    paths = {i["path"] for i in vols["fleet"]["secret"]["items"]}
+    for f in (s.mqtt.tls_ca, s.mqtt.tls_cert, s.mqtt.tls_key):
+        assert str(f).removeprefix(f"{s.fleet_dir}/") in paths
+    assert "public/root.json" in paths and not any(
+        p.startswith(("offline", "signing")) for p in paths
+    )
+    assert str(s.signing.vault_token_file).startswith(mounts["vault-token"] + "/")
+    assert mounts["store"] == str(s.data_dir)
+    assert vols["store"]["persistentVolumeClaim"]["claimName"] == "control-plane-store"
 
 
 def test_k8s_services_select_workloads_and_named_ports(k8s: list[dict[str, Any]]) -> None:
@@ -194,21 +344,5 @@ def test_k8s_services_select_workloads_and_named_ports(k8s: list[dict[str, Any]]
                 f"service {name} targets unknown port {p['targetPort']}"
             )
             assert p["port"] == ports[p["targetPort"]], name
-
-
-def test_k8s_triton_gets_a_gpu_and_matches_compose(
-    k8s: list[dict[str, Any]], compose: dict[str, Any]
-) -> None:
-    (c,) = _workloads(k8s)["triton"]["spec"]["template"]["spec"]["containers"]
-    assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
-    assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
-    compose_args = shlex.split(compose["services"]["triton"]["command"])
-    assert c["args"] == compose_args
-    mlflow = _workloads(k8s)["mlflow"]["spec"]["template"]["spec"]["containers"][0]
-    assert mlflow["args"] == shlex.split(compose["services"]["mlflow"]["command"])
-
-
-def test_k8s_mosquitto_config_is_the_compose_one() -> None:
-    assert (DEPLOY / "k8s" / "mosquitto.conf").read_text() == (
-        DEPLOY / "mosquitto" / "mosquitto.conf"
-    ).read_text()
+    assert _container(k8s, "triton")["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert _container(k8s, "triton")["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
