@@ -29,7 +29,7 @@ COMMAND_MODULES = (
     "control_plane.provision_cli",
     "control_plane.rollout_cli",
     "farmiq_sim.fleet.cli",
-    "control_plane.stack.cli",
+    "farmiq_sim.stack.cli",
     "control_plane.signing.cli",
 )
 

@@ -31,8 +31,8 @@ import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 
-from control_plane.stack.processes import ProcessTable
-from control_plane.stack.stack import StackInfo
+from farmiq_sim.stack.processes import ProcessTable
+from farmiq_sim.stack.stack import StackInfo
 
 pytestmark = pytest.mark.timeout(600)
 ENV = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"}

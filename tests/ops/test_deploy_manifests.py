@@ -1,6 +1,6 @@
 """The shipped cloud deployment (deploy/docker-compose.yml, deploy/k8s) is the topology
 `farmiq stack` runs and the acceptance test proves: the same programs with the same
-arguments (control_plane/stack/topology.py), valid settings, state on volumes, signing in
+arguments (farmiq_sim/stack/topology.py), valid settings, state on volumes, signing in
 OpenBao, Triton fed through its repository API, auth on, MQTT over mutual TLS.
 
 No container engine or cluster runs here, so these read the files and check them against
@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from control_plane.settings import ENV_PREFIX, ControlPlaneSettings
-from control_plane.stack import topology
+from farmiq_sim.stack import topology
 from farmiq.config import load_config
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"

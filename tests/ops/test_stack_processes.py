@@ -8,8 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from control_plane.stack.processes import ProcessTable
-from control_plane.stack.stack import StackError, StackInfo, down
+from farmiq_sim.stack.processes import ProcessTable
+from farmiq_sim.stack.stack import StackError, StackInfo, down
 
 
 def _running(pid: int) -> bool:

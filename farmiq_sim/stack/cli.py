@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _up(args: argparse.Namespace) -> int:
-    from control_plane.stack.stack import StackError, up
+    from farmiq_sim.stack.stack import StackError, up
 
     try:
         up(args.workdir, args.gateways, drift_window_s=args.drift_window_s)
@@ -47,7 +47,7 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from control_plane.stack.stack import StackError, status
+    from farmiq_sim.stack.stack import StackError, status
 
     try:
         rows = status(args.workdir)
@@ -62,7 +62,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
-    from control_plane.stack.stack import StackError, down
+    from farmiq_sim.stack.stack import StackError, down
 
     try:
         down(args.workdir, purge=args.purge)

@@ -29,7 +29,7 @@ def bao_binary() -> str:
 
 
 def dev_server_argv(port: int, root_token: str) -> list[str]:
-    from control_plane.stack.topology import openbao_dev_args
+    from farmiq_sim.stack.topology import openbao_dev_args
 
     return [bao_binary(), *openbao_dev_args(f"127.0.0.1:{port}", root_token)[1:]]
 

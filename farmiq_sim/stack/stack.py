@@ -1,6 +1,6 @@
 """``farmiq stack up | status | down``: the production topology as local processes.
 
-Every part is a real server (control_plane/stack/topology.py names them and their
+Every part is a real server (farmiq_sim/stack/topology.py names them and their
 arguments, shared with deploy/): the machine's PostgreSQL with databases of this stack's
 own, an MLflow tracking server proxying artifacts, OpenBao holding the bundle-signing keys
 in its transit engine, Mosquitto with mutual TLS and the generated per-gateway ACL, two
@@ -32,8 +32,8 @@ from typing import Any
 
 import httpx
 
-from control_plane.stack import topology
-from control_plane.stack.processes import (
+from farmiq_sim.stack import topology
+from farmiq_sim.stack.processes import (
     ProcessTable,
     free_port,
     port_open,
@@ -235,8 +235,8 @@ def _bring_up(
 ) -> None:
     from control_plane.signing.rotation import adopt_transit_keys
     from control_plane.signing.transit import TransitKeys
-    from control_plane.stack.openbao import dev_server_argv, dev_server_env
-    from control_plane.triton.server import TritonServer
+    from farmiq_sim.stack.openbao import dev_server_argv, dev_server_env
+    from farmiq_sim.triton_server import TritonServer
     from provisioning.fleet import init_fleet
     from provisioning.mosquitto_config import write_mosquitto_config
 
