@@ -57,10 +57,9 @@ def onnx_io_specs(model_bytes: bytes) -> tuple[list[TensorSpec], list[TensorSpec
 
 
 def _litert_interpreter(model_bytes: bytes) -> Any:
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:  # gateways that only have tflite_runtime
-        from tflite_runtime.interpreter import Interpreter  # type: ignore[import-not-found]
+    # LiteRT only: tflite-runtime (its predecessor) fails with numpy 2 (shared/NOTES.md).
+    from ai_edge_litert.interpreter import Interpreter
+
     return Interpreter(model_content=model_bytes)
 
 
