@@ -20,9 +20,9 @@ from bench.inference_common import cuda_available
 
 def run(providers: list[str] | None, n: int, reps: int) -> dict[str, float]:
     from control_plane.barn_model import train_barn_model
-    from edge_agent.model_from_bytes import loaded_model_from_onnx
-    from edge_agent.router import Router
-    from edge_agent.serving import ModelSet
+    from edge_agent.inference.router import Router
+    from edge_agent.models.model_from_bytes import loaded_model_from_onnx
+    from edge_agent.models.serving import ModelSet
 
     tm = train_barn_model(n=2000, seed=1)
     model = loaded_model_from_onnx(tm.onnx_bytes, name="barn", providers=providers)

@@ -32,10 +32,10 @@ def main() -> int:
     from control_plane.barn_model import train_barn_model
     from control_plane.triton.publisher import TritonPublisher
     from control_plane.triton.server import TritonServer
-    from edge_agent.model_from_bytes import loaded_model_from_onnx
-    from edge_agent.router import Router
-    from edge_agent.runtimes.triton_target import TritonTarget
-    from edge_agent.serving import ModelSet
+    from edge_agent.inference.router import Router
+    from edge_agent.inference.targets.triton_target import TritonTarget
+    from edge_agent.models.model_from_bytes import loaded_model_from_onnx
+    from edge_agent.models.serving import ModelSet
 
     tm = train_barn_model(n=2000, seed=1)
     x = tm.X_test[:1].copy()

@@ -19,21 +19,21 @@ from typing import Any
 
 import orjson
 
-from edge_agent.api_routes import build_api
+from edge_agent.api.api_routes import build_api
+from edge_agent.api.local_api import LocalApi
 from edge_agent.config import AgentConfig
-from edge_agent.drift_reporter import DriftReporter
-from edge_agent.feature_cache import FeatureCache
-from edge_agent.installer import Installer, InstallResult
-from edge_agent.lifecycle import Lifecycle
-from edge_agent.local_api import LocalApi
-from edge_agent.model_store import ModelStore
-from edge_agent.mqtt_link import MqttLink
-from edge_agent.observability import install_metrics
-from edge_agent.outbox import Outbox
-from edge_agent.rollout_agent import RolloutPart
-from edge_agent.router import Router
-from edge_agent.serving import ModelSet
-from edge_agent.trust_updates import handle_trust_update
+from edge_agent.daemon.lifecycle import Lifecycle
+from edge_agent.features.feature_cache import FeatureCache
+from edge_agent.inference.router import Router
+from edge_agent.models.installer import Installer, InstallResult
+from edge_agent.models.model_store import ModelStore
+from edge_agent.models.serving import ModelSet
+from edge_agent.models.trust_updates import handle_trust_update
+from edge_agent.rollout.rollout_agent import RolloutPart
+from edge_agent.telemetry.drift_reporter import DriftReporter
+from edge_agent.telemetry.observability import install_metrics
+from edge_agent.uplink.mqtt_link import MqttLink
+from edge_agent.uplink.outbox import Outbox
 from farmiq import __version__, topics
 from farmiq.bundle.trust import TrustRoot
 
@@ -94,7 +94,7 @@ class Agent:
         self.router.observers.append(self.drift.observe)  # drift windows see every answer
         self.mcu: Any = None
         if config.mcu_ports:
-            from edge_agent.mcu_service import McuService
+            from edge_agent.mcu.mcu_service import McuService
 
             self.mcu = McuService(self)
         self._background: list[asyncio.Task[None]] = []
@@ -257,7 +257,7 @@ class Agent:
             server_header=False,
         )
         server = uvicorn.Server(cfg)
-        # The agent owns SIGTERM/SIGHUP (edge_agent/lifecycle.py): uvicorn must not capture them.
+        # The agent owns SIGTERM/SIGHUP (edge_agent/daemon/lifecycle.py): uvicorn must not capture them.
         server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
         self._server = server
         self._server_task = asyncio.create_task(server.serve())

@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from control_plane.fleet_sim.gateway import SimGateway
-from edge_agent.transfer_receiver import ByteBudget
+from edge_agent.rollout.transfer_receiver import ByteBudget
 from farmiq.bundle.trust import TrustRoot
 
 

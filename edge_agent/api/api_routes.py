@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from edge_agent.local_api import ApiError, LocalApi, Request, Response, json_response
-from edge_agent.router import RoutingError
+from edge_agent.api.local_api import ApiError, LocalApi, Request, Response, json_response
+from edge_agent.inference.router import RoutingError
 
 if TYPE_CHECKING:
     from edge_agent.agent import Agent
@@ -45,7 +45,7 @@ def _request_fields(body: Any) -> tuple[str, Any, float | None, bool]:
 
 def _entity_inputs(agent: Agent, body: dict[str, Any]) -> tuple[list[list[float]], list[str]]:
     """Assemble the model's input row from the feature cache for the given entity keys."""
-    from edge_agent.feature_cache import FeatureUnavailable
+    from edge_agent.features.feature_cache import FeatureUnavailable
 
     model = agent.models.get(str(body.get("model")))
     if model is None:
@@ -190,7 +190,7 @@ def build_api(agent: Agent) -> LocalApi:
 
     @api.route("GET", "/api/v1/resources/status")
     async def resources(req: Request) -> Response:
-        from edge_agent.resources import resource_status
+        from edge_agent.telemetry.resources import resource_status
 
         return json_response(resource_status(agent))
 

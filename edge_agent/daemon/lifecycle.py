@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge_agent.sd_notify import SdNotifier
+from edge_agent.daemon.sd_notify import SdNotifier
 
 if TYPE_CHECKING:
     from edge_agent.agent import Agent

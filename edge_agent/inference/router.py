@@ -39,14 +39,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
-from edge_agent.breaker import OPEN, CircuitBreaker
-from edge_agent.escalation_store import EscalationStore
-from edge_agent.micro_batcher import MicroBatcher
-from edge_agent.result_cache import ResultCache, input_key
-from edge_agent.routing_metrics import RoutingMetrics
-from edge_agent.runtimes.remote_target import RemoteTarget, TargetError
-from edge_agent.serving import LoadedModel, ModelSet, warmup_inputs
-from edge_agent.validation import InputError, parse_inputs
+from edge_agent.inference.breaker import OPEN, CircuitBreaker
+from edge_agent.inference.escalation_store import EscalationStore
+from edge_agent.inference.micro_batcher import MicroBatcher
+from edge_agent.inference.result_cache import ResultCache, input_key
+from edge_agent.inference.routing_metrics import RoutingMetrics
+from edge_agent.inference.targets.remote_target import RemoteTarget, TargetError
+from edge_agent.inference.validation import InputError, parse_inputs
+from edge_agent.models.serving import LoadedModel, ModelSet, warmup_inputs
 
 if TYPE_CHECKING:
     from edge_agent.agent import Agent
@@ -326,8 +326,8 @@ class Router:
     # -- construction -----------------------------------------------------------------
     @classmethod
     def for_agent(cls, agent: Agent) -> Router:
-        from edge_agent.runtimes.mcu_target import McuTarget
-        from edge_agent.runtimes.triton_target import TritonTarget
+        from edge_agent.inference.targets.mcu_target import McuTarget
+        from edge_agent.inference.targets.triton_target import TritonTarget
 
         cfg = agent.config
         inf: InferenceSettings = cfg.inference

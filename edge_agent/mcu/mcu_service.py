@@ -20,7 +20,7 @@ from farmiq import topics
 
 if TYPE_CHECKING:
     from edge_agent.agent import Agent
-    from edge_agent.serving import LoadedModel
+    from edge_agent.models.serving import LoadedModel
     from firmware_bridge.messages import Reading
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class McuService:
             task.cancel()
         await self.manager.stop()
 
-    # -- the MCU as an inference target (edge_agent/runtimes/mcu_target.py) -------------
+    # -- the MCU as an inference target (edge_agent/inference/targets/mcu_target.py) -------------
     def has_model(self, model_id: str) -> str | None:
         return self.manager.has_model(model_id)
 

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from edge_agent.model_store import InstalledModel, ModelStore
-from edge_agent.serving import LoadedModel, ModelSet, health_check, load_runtime
+from edge_agent.models.model_store import InstalledModel, ModelStore
+from edge_agent.models.serving import LoadedModel, ModelSet, health_check, load_runtime
 from farmiq import __version__
 from farmiq.bundle.format import Manifest
 from farmiq.bundle.trust import TrustRoot

@@ -12,8 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from edge_agent.runtimes.onnx_runtime import OnnxRuntime, available_providers
-from edge_agent.serving import LoadedModel, health_check
+from edge_agent.models.runtimes.onnx_runtime import OnnxRuntime, available_providers
+from edge_agent.models.serving import LoadedModel, health_check
 from farmiq.bundle.builder import onnx_io_specs
 from farmiq.bundle.format import Manifest, MemberInfo, Serving, utcnow_iso
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent.runtimes.base import Runtime
+from edge_agent.models.runtimes.base import Runtime
 from farmiq.bundle.format import Manifest
 
 
@@ -52,7 +52,7 @@ class LoadedModel:
 
 def load_runtime(manifest: Manifest, model_path: Path, intra_op_threads: int = 1) -> Runtime:
     if manifest.runtime == "onnxruntime":
-        from edge_agent.runtimes.onnx_runtime import OnnxRuntime, available_providers
+        from edge_agent.models.runtimes.onnx_runtime import OnnxRuntime, available_providers
 
         return OnnxRuntime(
             str(model_path),
@@ -60,7 +60,7 @@ def load_runtime(manifest: Manifest, model_path: Path, intra_op_threads: int = 1
             providers=available_providers(fp16=manifest.serving.fp16),
         )
     if manifest.runtime in ("litert", "mcu-tflite"):
-        from edge_agent.runtimes.litert_runtime import LiteRtRuntime
+        from edge_agent.models.runtimes.litert_runtime import LiteRtRuntime
 
         return LiteRtRuntime(
             str(model_path),

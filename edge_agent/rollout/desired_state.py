@@ -11,7 +11,7 @@ the versions in between. Rules, in order, per model:
 4. otherwise the bundle is fetched in chunks (``TransferReceiver``), verified and
    installed; it is committed only after the loaded model passes a health check, and a
    failed probation reverts to the previous version by itself;
-5. ``mode = "shadow"`` loads the candidate beside the served model (edge_agent/shadow.py)
+5. ``mode = "shadow"`` loads the candidate beside the served model (edge_agent/rollout/shadow.py)
    instead of installing it.
 
 Documents older than the last one applied (queued QoS 1 copies after a reconnect) are
@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from edge_agent.transfer_receiver import TransferFailed, TransferReceiver
+from edge_agent.rollout.transfer_receiver import TransferFailed, TransferReceiver
 from farmiq import topics
 from farmiq.rollout_wire import DesiredDoc, DesiredModel, WireError
 

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from edge_agent.serving import LoadedModel
-from edge_agent.validation import InputError, parse_inputs
+from edge_agent.inference.validation import InputError, parse_inputs
+from edge_agent.models.serving import LoadedModel
 from farmiq.drift_reference import PREDICTION
 
 REFERENCE_ROWS = 64  # reference sample rows probed (a few ms for a small model)

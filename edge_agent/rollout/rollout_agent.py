@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from edge_agent.desired_state import DesiredStateManager
-from edge_agent.health_report import InferenceStats, resources
-from edge_agent.probation_probe import RecentInputs, non_finite, probe
-from edge_agent.serving import LoadedModel, health_check, load_runtime
-from edge_agent.shadow import ShadowRunner
-from edge_agent.transfer_receiver import ByteBudget, TransferReceiver
+from edge_agent.models.serving import LoadedModel, health_check, load_runtime
+from edge_agent.rollout.desired_state import DesiredStateManager
+from edge_agent.rollout.health_report import InferenceStats, resources
+from edge_agent.rollout.probation_probe import RecentInputs, non_finite, probe
+from edge_agent.rollout.shadow import ShadowRunner
+from edge_agent.rollout.transfer_receiver import ByteBudget, TransferReceiver
 from farmiq import topics
 from farmiq.bundle.format import Manifest
 from farmiq.bundle.verifier import BundleRejected
@@ -35,7 +35,9 @@ class RolloutPart:
         cfg = agent.config.rollout
         state = agent.config.state_dir
         self.stats = InferenceStats()
-        self.recent = RecentInputs()  # real inputs for probation (edge_agent/probation_probe.py)
+        self.recent = (
+            RecentInputs()
+        )  # real inputs for probation (edge_agent/rollout/probation_probe.py)
         self.shadow = ShadowRunner(self._publish_shadow, report_every_s=cfg.shadow_report_s)
         self.budget = ByteBudget(
             cfg.byte_budget, cfg.budget_period_s, state / "transfer-budget.json"

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from edge_agent.serving import LoadedModel
-from edge_agent.validation import InputError, parse_inputs
+from edge_agent.inference.validation import InputError, parse_inputs
+from edge_agent.models.serving import LoadedModel
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import orjson
 
-from edge_agent.concept_drift import ConceptDriftMonitor
-from edge_agent.drift_stats import DriftStats
-from edge_agent.outbox import Outbox, OutboxFull
-from edge_agent.serving import LoadedModel
+from edge_agent.models.serving import LoadedModel
+from edge_agent.telemetry.concept_drift import ConceptDriftMonitor
+from edge_agent.telemetry.drift_stats import DriftStats
+from edge_agent.uplink.outbox import Outbox, OutboxFull
 from farmiq import topics
 
 log = logging.getLogger(__name__)

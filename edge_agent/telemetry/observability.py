@@ -1,7 +1,7 @@
 """Prometheus metrics of the gateway agent, served on the local API at ``GET /metrics``.
 
 Nothing here sits on the request path. The hybrid router already counts every decision
-and keeps fine latency histograms (edge_agent/routing_metrics.py); a custom collector
+and keeps fine latency histograms (edge_agent/inference/routing_metrics.py); a custom collector
 reads those, and the other components' state, when Prometheus scrapes:
 inference latency histograms per model and target, end-to-end request latency, routing
 decisions, errors and rejections, cache hits, escalations, circuit-breaker states,
@@ -29,7 +29,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from edge_agent.local_api import Request, Response
+from edge_agent.api.local_api import Request, Response
 
 if TYPE_CHECKING:
     from edge_agent.agent import Agent
@@ -158,7 +158,7 @@ def _histogram(name: str, doc: str, labels: list[str]) -> HistogramMetricFamily:
 
 
 def _add_hist(fam: HistogramMetricFamily, labels: list[str], hist: Any) -> None:
-    from edge_agent.routing_metrics import BOUNDS_MS
+    from edge_agent.inference.routing_metrics import BOUNDS_MS
 
     counts = hist.counts  # counts[i]: observations <= BOUNDS_MS[i] and > the bound before
     buckets: list[tuple[str, float]] = []

@@ -38,7 +38,7 @@ from typing import Any
 
 import orjson
 
-from edge_agent.drift_stats import encode_window, merge_key, merge_windows
+from edge_agent.telemetry.drift_stats import encode_window, merge_key, merge_windows
 
 log = logging.getLogger(__name__)
 

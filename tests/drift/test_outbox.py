@@ -14,7 +14,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from control_plane.drift.ingest import DriftService
-from edge_agent.outbox import Outbox, OutboxFull
+from edge_agent.uplink.outbox import Outbox, OutboxFull
 from farmiq import topics
 from tests.drift.conftest import WindowFactory
 

@@ -10,13 +10,13 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from edge_agent.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
-from edge_agent.escalation_store import EscalationStore
-from edge_agent.result_cache import ResultCache
-from edge_agent.router import Router, RoutingError, normalized_entropy_confidence
-from edge_agent.routing_metrics import Histogram
-from edge_agent.runtimes.triton_target import TritonTarget
-from edge_agent.serving import ModelSet
+from edge_agent.inference.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from edge_agent.inference.escalation_store import EscalationStore
+from edge_agent.inference.result_cache import ResultCache
+from edge_agent.inference.router import Router, RoutingError, normalized_entropy_confidence
+from edge_agent.inference.routing_metrics import Histogram
+from edge_agent.inference.targets.triton_target import TritonTarget
+from edge_agent.models.serving import ModelSet
 from tests.inference.conftest import make_model
 
 

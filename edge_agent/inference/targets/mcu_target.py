@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from edge_agent.runtimes.remote_target import TargetError
+from edge_agent.inference.targets.remote_target import TargetError
 
 
 class McuTarget:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.runtimes.remote_target import TargetError
+from edge_agent.inference.targets.remote_target import TargetError
 
 log = logging.getLogger(__name__)
 

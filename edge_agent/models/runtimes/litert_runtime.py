@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_agent.runtimes.base import RuntimeUnavailable
+from edge_agent.models.runtimes.base import RuntimeUnavailable
 
 
 def _interpreter_class():  # type: ignore[no-untyped-def]
