@@ -3,23 +3,56 @@
 ``POST /api/v1/inference`` is the hot path: one orjson parse, a dict lookup for the
 model's pre-resolved routing state, the router, one orjson dump. No pydantic, no
 framework; errors become 4xx answers that say what is wrong.
+
+The routes get narrow ports (``ApiPorts``): the router, the model set and store, the one
+install service (rollback), the feature cache, the feedback handler and status providers;
+never the agent. Domain errors (``RoutingError`` kinds) become HTTP statuses here, in
+``edge_agent/api/errors.py``, and nowhere else. Drift, shadow and rollout health see the
+answers through the router's observer channel, not through this module.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
+from edge_agent.api.errors import api_error
 from edge_agent.api.local_api import ApiError, LocalApi, Request, Response, json_response
 from edge_agent.inference.router import RoutingError
 
 if TYPE_CHECKING:
-    from edge_agent.agent import Agent
+    from edge_agent.features.feature_cache import FeatureCache
+    from edge_agent.inference.router import Router
+    from edge_agent.models.install_service import InstallService
+    from edge_agent.models.model_store import ModelStore
+    from edge_agent.models.serving import ModelSet
+
+
+class StatusProvider(Protocol):
+    def ready(self) -> tuple[bool, str]: ...
+    def status(self) -> dict[str, Any]: ...
+
+
+@dataclass
+class ApiPorts:
+    device_id: str
+    router: Router
+    models: ModelSet
+    store: ModelStore
+    installs: InstallService
+    features: FeatureCache
+    feedback: Callable[[bytes], tuple[int, dict[str, Any]]]  # POST /api/v1/feedback
+    status: StatusProvider
+    resources: Callable[[], dict[str, Any]]
+
 
 MAX_BATCH_REQUESTS = 256  # requests in one POST /api/v1/inference/batch
 _OPT = orjson.OPT_SERIALIZE_NUMPY
+_WARMUP_HELP = 'body must be {"model"?: name} or {"models"?: [name, ...]}, "runs"?: int'
 _BODY_HELP = (
     'body must be {"model": name, "inputs": rows or {input: rows}, "latency_budget_ms"?: number}'
 )
@@ -43,7 +76,7 @@ def _request_fields(body: Any) -> tuple[str, Any, float | None, bool]:
     return name, inputs, _budget(body), use_cache is not False
 
 
-def _entity_inputs(agent: Agent, body: dict[str, Any]) -> tuple[list[list[float]], list[str]]:
+def _entity_inputs(agent: ApiPorts, body: dict[str, Any]) -> tuple[list[list[float]], list[str]]:
     """Assemble the model's input row from the feature cache for the given entity keys."""
     from edge_agent.features.feature_cache import FeatureUnavailable
 
@@ -65,9 +98,10 @@ def _entity_inputs(agent: Agent, body: dict[str, Any]) -> tuple[list[list[float]
     return [vector.tolist()], list(flags)
 
 
-def build_api(agent: Agent) -> LocalApi:
+def build_api(agent: ApiPorts) -> LocalApi:
     api = LocalApi()
     router = agent.router
+    state = agent.status
 
     @api.route("GET", "/health")
     async def health(req: Request) -> Response:
@@ -75,7 +109,7 @@ def build_api(agent: Agent) -> LocalApi:
 
     @api.route("GET", "/ready")
     async def ready(req: Request) -> Response:
-        ok, why = agent.ready()
+        ok, why = state.ready()
         return json_response({"ready": ok, "reason": why}, 200 if ok else 503)
 
     @api.route("GET", "/api/v1/models")
@@ -108,11 +142,8 @@ def build_api(agent: Agent) -> LocalApi:
         try:
             res = await router.infer(name, inputs, budget_ms=budget, use_cache=use_cache)
         except RoutingError as exc:
-            if exc.status >= 500:
-                agent.rollout.record_error(name)  # rollout error-rate gate (docs/rollout.md)
-            raise ApiError(exc.status, exc.message, **exc.extra) from None
+            raise api_error(exc) from None
         out = res.as_dict()
-        agent.rollout.observe(name, inputs, out)  # health stats + shadow mode, never raises
         if flags is not None:
             out["feature_flags"] = flags
         return Response(orjson.dumps(out, option=_OPT))
@@ -134,7 +165,7 @@ def build_api(agent: Agent) -> LocalApi:
     async def feedback(req: Request) -> Response:
         """Ground truth arriving later (weighed birds...) for concept-drift detection."""
         # Off the loop: a detector state change is queued in the outbox (an fsync).
-        status, doc = await asyncio.to_thread(agent.drift.feedback, req.body)
+        status, doc = await asyncio.to_thread(agent.feedback, req.body)
         return json_response(doc, status)
 
     @api.route("POST", "/api/v1/inference/batch")
@@ -152,15 +183,12 @@ def build_api(agent: Agent) -> LocalApi:
             try:
                 name, inputs, budget, use_cache = _request_fields(item)
                 res = await router.infer(name, inputs, budget_ms=budget, use_cache=use_cache)
-                out = res.as_dict()
-                agent.rollout.observe(name, inputs, out)  # health stats + shadow mode, never raises
-                return {"index": i, "status": 200, **out}
+                return {"index": i, "status": 200, **res.as_dict()}
             except ApiError as exc:
                 return {"index": i, "status": exc.status, "error": exc.message}
             except RoutingError as exc:
-                if exc.status >= 500:
-                    agent.rollout.record_error(name)  # rollout error-rate gate
-                return {"index": i, "status": exc.status, "error": exc.message, **exc.extra}
+                err = api_error(exc)
+                return {"index": i, "status": err.status, "error": err.message, **err.extra}
 
         results = await asyncio.gather(*(one(i, r) for i, r in enumerate(reqs)))
         ok = sum(1 for r in results if r["status"] == 200)
@@ -175,24 +203,29 @@ def build_api(agent: Agent) -> LocalApi:
     @api.route("POST", "/api/v1/models/warmup")
     async def warmup(req: Request) -> Response:
         body = req.json() if req.body else {}
-        names = body.get("models") if isinstance(body, dict) else None
+        if not isinstance(body, dict):
+            raise ApiError(422, _WARMUP_HELP)
+        names = body.get("models")
+        one = body.get("model")  # {"model": name} warms that one model (issue 18)
+        if one is not None:
+            if not isinstance(one, str) or names is not None:
+                raise ApiError(422, _WARMUP_HELP)
+            names = [one]
         if names is not None and (
             not isinstance(names, list) or not all(isinstance(n, str) for n in names)
         ):
-            raise ApiError(422, 'body must be {"models"?: [name, ...], "runs"?: int}')
-        runs = body.get("runs", 5) if isinstance(body, dict) else 5
-        if not isinstance(runs, int) or not 1 <= runs <= 1000:
+            raise ApiError(422, _WARMUP_HELP)
+        runs = body.get("runs", 5)
+        if type(runs) is not int or not 1 <= runs <= 1000:
             raise ApiError(422, "runs must be an integer from 1 to 1000")
         try:
             return json_response({"warmed": await router.warmup(names, runs)})
         except RoutingError as exc:
-            raise ApiError(exc.status, exc.message, **exc.extra) from None
+            raise api_error(exc) from None
 
     @api.route("GET", "/api/v1/resources/status")
     async def resources(req: Request) -> Response:
-        from edge_agent.telemetry.resources import resource_status
-
-        return json_response(resource_status(agent))
+        return json_response(agent.resources())
 
     @api.route("POST", "/api/v1/cache/clear")
     async def cache_clear(req: Request) -> Response:
@@ -214,34 +247,19 @@ def build_api(agent: Agent) -> LocalApi:
         name = req.params["name"]
         if agent.models.get(name) is None:
             raise ApiError(404, f"unknown model {name!r}")
-        async with agent.install_lock:
-            try:
-                result = await asyncio.to_thread(agent.installer.rollback, name)
-            except Exception as exc:  # the kept version failed to load: keep serving this one
-                raise ApiError(409, f"rollback of {name!r} failed, still serving: {exc}") from None
-        if result.ok:
-            router.on_model_swap(name)
-            await agent.publish_state()
+        result = await agent.installs.rollback(name)  # announces the swap, publishes state
+        if result.code == "rollback-failed":  # the kept version failed to load
+            raise ApiError(409, f"rollback of {name!r} failed, still serving: {result.reason}")
         return json_response(result.as_dict(), 200 if result.ok else 409)
 
     @api.route("GET", "/api/v1/status")
     async def status(req: Request) -> Response:
-        ok, why = agent.ready()
-        return json_response(
-            {
-                "device_id": agent.device_id,
-                "ready": ok,
-                "reason": why,
-                "broker_connected": agent.link.connected.is_set(),
-                "last_install": agent.last_install.as_dict() if agent.last_install else None,
-                "state": agent.reported_state(),
-            }
-        )
+        return json_response(state.status())
 
     return api
 
 
-def _model_info(agent: Agent, m: Any) -> dict[str, Any]:
+def _model_info(agent: ApiPorts, m: Any) -> dict[str, Any]:
     return {
         "name": m.name,
         "version": m.version,

@@ -13,7 +13,8 @@
   the pings and systemd restarts the agent; STATUS= says what the agent is doing.
 
 Other components add their own steps with ``on_shutdown(name, fn)`` and
-``on_reload(fn)`` (sync or async callables).
+``on_reload(fn)`` (sync or async callables); the composition root registers the MCU links'
+close there. The lifecycle gets narrow ports (``LifecyclePorts``), never the agent.
 """
 
 from __future__ import annotations
@@ -25,14 +26,18 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_agent.daemon.sd_notify import SdNotifier
 
 if TYPE_CHECKING:
-    from edge_agent.agent import Agent
     from edge_agent.config import AgentConfig
+    from edge_agent.models.install_service import InstallService
+    from edge_agent.models.serving import ModelSet
+    from edge_agent.uplink.outbox import Outbox
+    from edge_agent.uplink.port import LinkState
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +49,22 @@ STEP_TIMEOUT_S = 5.0
 
 # Configuration fields a running agent cannot change under its feet.
 RESTART_REQUIRED = ("device_id", "state_dir", "api", "mqtt", "intra_op_threads", "mcu_ports")
-# Attribute names under which agent components holding serial links may live.
-SERIAL_COMPONENTS = ("mcu", "mcu_manager", "serial_links")
-
 Hook = Callable[..., Any]
+
+
+@dataclass
+class LifecyclePorts:
+    link: LinkState  # the MQTT link (its paho client, when it has one, reports failures)
+    started_at: float
+    get_config: Callable[[], AgentConfig]
+    set_config: Callable[[AgentConfig], None]
+    ready: Callable[[], tuple[bool, str]]
+    models: ModelSet
+    installs: InstallService
+    publish_state: Callable[[], Awaitable[None]]
+    request_stop: Callable[[], None]
+    outbox: Outbox | None = None
+    config_path: Callable[[], str | None] = lambda: None
 
 
 async def _call(fn: Hook, *args: Any) -> Any:
@@ -58,8 +75,8 @@ async def _call(fn: Hook, *args: Any) -> Any:
 
 
 class Lifecycle:
-    def __init__(self, agent: Agent, notifier: SdNotifier | None = None) -> None:
-        self.agent = agent
+    def __init__(self, ports: LifecyclePorts, notifier: SdNotifier | None = None) -> None:
+        self.ports = ports
         self.notifier = notifier or SdNotifier()
         self._shutdown_hooks: list[tuple[str, Hook]] = []
         self._reload_hooks: list[Hook] = []
@@ -84,7 +101,7 @@ class Lifecycle:
     def _watch_broker(self) -> None:
         # paho reports a refused or timed-out connect only through on_connect_fail; chain it
         # so "offline" is known rather than guessed (MqttLink does not track it itself).
-        client = getattr(self.agent.link, "_client", None)
+        client = getattr(self.ports.link, "_client", None)
         if client is None:
             return
         previous = client.on_connect_fail
@@ -99,13 +116,14 @@ class Lifecycle:
     def broker_state(self) -> str:
         """ "connected"; "offline" once a connect failed, the link dropped, or the connect
         timeout passed since start; "connecting" before that."""
-        link = self.agent.link
+        link = self.ports.link
         if link.connected.is_set():
             return "connected"
         if self._connect_failed or link.reconnects or getattr(link, "_ever_connected", False):
             return "offline"
-        waited = time.time() - self.agent.started_at
-        return "offline" if waited > self.agent.config.mqtt.connect_timeout else "connecting"
+        waited = time.time() - self.ports.started_at
+        timeout = self.ports.get_config().mqtt.connect_timeout
+        return "offline" if waited > timeout else "connecting"
 
     # -- signals ---------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -116,7 +134,7 @@ class Lifecycle:
 
     def _on_stop_signal(self, sig: int) -> None:
         log.info("received %s: stopping gracefully", signal.Signals(sig).name)
-        self.agent.request_stop()
+        self.ports.request_stop()
 
     def _on_hup(self) -> None:
         self._spawn(self.reload())
@@ -128,8 +146,8 @@ class Lifecycle:
 
     # -- running ---------------------------------------------------------------------------
     def status_text(self) -> str:
-        ok, why = self.agent.ready()
-        models = ", ".join(f"{m.name} v{m.version}" for m in self.agent.models.all()) or "no models"
+        ok, why = self.ports.ready()
+        models = ", ".join(f"{m.name} v{m.version}" for m in self.ports.models.all()) or "no models"
         link = f"broker {self.broker_state()}"
         return f"{'ready' if ok else 'not ready'}: {why}; {models}; {link}"
 
@@ -157,7 +175,7 @@ class Lifecycle:
 
     # -- reload ----------------------------------------------------------------------------
     def config_path(self) -> Path | None:
-        path = getattr(self.agent, "config_path", None) or os.environ.get("FARMIQ_AGENT_CONFIG")
+        path = self.ports.config_path() or os.environ.get("FARMIQ_AGENT_CONFIG")
         if path:
             return Path(path)
         from edge_agent.config import DEFAULT_PATH
@@ -185,8 +203,8 @@ class Lifecycle:
         return result
 
     async def apply(self, new: AgentConfig) -> dict[str, Any]:
-        agent = self.agent
-        old = agent.config
+        ports = self.ports
+        old = ports.get_config()
         restart = [f for f in RESTART_REQUIRED if getattr(old, f) != getattr(new, f)]
         if restart:
             log.warning("reload: %s change(s) need a restart; keeping the running values", restart)
@@ -197,32 +215,28 @@ class Lifecycle:
             if f not in RESTART_REQUIRED and getattr(old, f) != getattr(effective, f)
         ]
         if "trust_root" in changed or effective.trust_root.exists():
-            # Re-read even when the path is unchanged: rotating keys rewrites the file.
-            from farmiq.bundle.trust import TrustRoot
-
-            try:
-                trust = await asyncio.to_thread(TrustRoot.load, effective.trust_root)
-            except Exception as exc:
+            # Re-read even when the path is unchanged: rotating keys rewrites the file. The
+            # one trust holder, under the install lock (InstallService.reload_trust).
+            error = await ports.installs.reload_trust(effective.trust_root)
+            if error is not None:
                 log.error(
                     "reload: trust root %s unusable, keeping the old one: %s",
                     effective.trust_root,
-                    exc,
+                    error,
                 )
                 effective = effective.model_copy(update={"trust_root": old.trust_root})
-            else:
-                agent.trust = trust
-                agent.installer.trust = trust
-        agent.installer.hardware_class = effective.hardware_class
-        agent.installer.max_bundle_bytes = effective.max_bundle_bytes
-        agent.config = effective
+        ports.installs.set_policy(
+            hardware_class=effective.hardware_class, max_bundle_bytes=effective.max_bundle_bytes
+        )
+        ports.set_config(effective)
         for hook in list(self._reload_hooks):
             try:
                 await _call(hook, old, effective)
             except Exception:
                 log.exception("reload hook %r failed", hook)
-        if agent.link.connected.is_set():
+        if ports.link.connected.is_set():
             try:
-                await agent.publish_state()
+                await ports.publish_state()
             except Exception as exc:
                 log.warning("reload: could not publish state: %s", exc)
         return {"changed": changed, "restart_required": restart}
@@ -238,25 +252,20 @@ class Lifecycle:
             server.config.timeout_graceful_shutdown = HTTP_DRAIN_S
 
     async def after_http_drained(self) -> None:
-        """Flush the outbox and close serial links while MQTT is still up."""
+        """Flush the outbox, then the registered steps (serial links...) while MQTT is up."""
         await self._flush_outbox()
-        for name in SERIAL_COMPONENTS:
-            comp = getattr(self.agent, name, None)
-            closer = getattr(comp, "stop", None) or getattr(comp, "close", None)
-            if closer is not None:
-                await self._step(f"close {name}", closer)
         for name, fn in list(self._shutdown_hooks):
             await self._step(name, fn)
 
     async def _flush_outbox(self) -> None:
-        outbox = getattr(self.agent, "outbox", None)
-        if outbox is None or not hasattr(outbox, "pending"):
+        outbox = self.ports.outbox
+        if outbox is None:
             return
         deadline = time.monotonic() + OUTBOX_FLUSH_S
         try:
             left = await asyncio.to_thread(outbox.pending)
             progress_at = time.monotonic()
-            while left and self.agent.link.connected.is_set() and time.monotonic() < deadline:
+            while left and self.ports.link.connected.is_set() and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
                 now_left = await asyncio.to_thread(outbox.pending)
                 if now_left < left:

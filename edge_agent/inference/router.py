@@ -31,9 +31,6 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -42,6 +39,7 @@ import orjson
 from edge_agent.inference.breaker import OPEN, CircuitBreaker
 from edge_agent.inference.escalation_store import EscalationStore
 from edge_agent.inference.micro_batcher import MicroBatcher
+from edge_agent.inference.result import InferenceResult
 from edge_agent.inference.result_cache import ResultCache, input_key
 from edge_agent.inference.routing_metrics import RoutingMetrics
 from edge_agent.inference.targets.remote_target import RemoteTarget, TargetError
@@ -49,67 +47,45 @@ from edge_agent.inference.validation import InputError, parse_inputs
 from edge_agent.models.serving import LoadedModel, ModelSet, warmup_inputs
 
 if TYPE_CHECKING:
-    from edge_agent.agent import Agent
-    from edge_agent.config import InferenceSettings
+    from edge_agent.inference.observers import InferenceObserver
 
 log = logging.getLogger(__name__)
 
 EDGE = "edge"
 REMOTE_KINDS = ("cloud", "serverless")
 _EWMA = 0.2
-_MAX_OBSERVED = 256  # answers held for the observers at most (one event-loop turn)
 _OPT = orjson.OPT_SERIALIZE_NUMPY
 _FAST_REASON = "edge first (bundle preference); local model"
 
 
 class RoutingError(Exception):
-    """A request the router cannot serve: ``status`` is the HTTP status to answer with."""
+    """A request the router cannot serve. Domain errors only: the HTTP API maps each kind
+    to its status (edge_agent/api/errors.py), nothing here knows about HTTP."""
 
-    def __init__(self, status: int, message: str, **extra: Any) -> None:
+    def __init__(self, message: str, **extra: Any) -> None:
         super().__init__(message)
-        self.status = status
         self.message = message
         self.extra = extra
 
 
-@dataclass(slots=True)
-class InferenceResult:
-    model: str
-    version: int
-    target: str
-    reason: str
-    latency_ms: float
-    outputs: dict[str, np.ndarray]
-    cached: bool = False
-    confidence: list[float] | None = None
-    low_confidence: bool = False
-    escalated_rows: int = 0
-    fallback_from: Sequence[str] = ()  # no list allocated per answer
+class UnknownModel(RoutingError):
+    """No model of that name is installed."""
 
-    def as_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "model": self.model,
-            "version": self.version,
-            "target": self.target,
-            "reason": self.reason,
-            "latency_ms": self.latency_ms,
-            "outputs": self.outputs,
-        }
-        if self.cached:
-            d["cached"] = True
-        if self.confidence is not None:
-            d["confidence"] = self.confidence
-            d["low_confidence"] = self.low_confidence
-            d["escalated_rows"] = self.escalated_rows
-        if self.fallback_from:
-            d["fallback_from"] = self.fallback_from
-        return d
 
-    def to_json(self) -> bytes:
-        return orjson.dumps(self.as_dict(), option=_OPT)
+class InvalidInput(RoutingError):
+    """The inputs do not match the model's declared tensors."""
 
-    def outputs_as_lists(self) -> dict[str, Any]:
-        return {k: np.asarray(v).tolist() for k, v in self.outputs.items()}
+
+class NoTarget(RoutingError):
+    """No target the bundle allows can serve the model now (not configured, breaker open)."""
+
+
+class AllTargetsFailed(RoutingError):
+    """Every target tried failed."""
+
+
+class BudgetExhausted(AllTargetsFailed):
+    """The latency budget ran out before any target answered."""
 
 
 def normalized_entropy_confidence(proba: np.ndarray) -> np.ndarray:
@@ -316,45 +292,9 @@ class Router:
         self.metrics = RoutingMetrics()
         self._states: dict[str, _ModelState] = {}
         self._background: set[asyncio.Task[Any]] = set()
-        # Called after each computed (not cached) answer: (model, inputs, outputs). The
-        # drift monitor hooks in here. They run just after the answers went out, once per
-        # event-loop turn with the rows of every answer of that turn stacked (see
-        # ``_drain_observed``): every row is seen, the per-call cost is paid once per turn.
-        self.observers: list[Any] = []
-        self._observed: list[tuple[_ModelState, dict[str, np.ndarray], dict[str, Any]]] = []
-
-    # -- construction -----------------------------------------------------------------
-    @classmethod
-    def for_agent(cls, agent: Agent) -> Router:
-        from edge_agent.inference.targets.mcu_target import McuTarget
-        from edge_agent.inference.targets.triton_target import TritonTarget
-
-        cfg = agent.config
-        inf: InferenceSettings = cfg.inference
-        remotes: dict[str, RemoteTarget] = {"mcu": McuTarget(lambda: getattr(agent, "mcu", None))}
-        if cfg.cloud.triton_url:
-            remotes["cloud"] = TritonTarget(cfg.cloud.triton_url, name="cloud", cost=1.0)
-        if cfg.cloud.serverless_url:
-            remotes["serverless"] = TritonTarget(
-                cfg.cloud.serverless_url,
-                name="serverless",
-                cost=inf.serverless_cost,
-                cold_start_ms=inf.serverless_cold_start_ms,
-            )
-        return cls(
-            agent.models,
-            remotes=remotes,
-            cache=ResultCache(inf.cache_size, inf.cache_ttl_s),
-            escalations=EscalationStore(
-                Path(cfg.state_dir) / "escalations",
-                max_entries=inf.escalation_max_entries,
-                max_bytes=int(inf.escalation_max_mb * 1024 * 1024),
-            ),
-            breaker_failures=inf.breaker_failures,
-            breaker_reset_s=inf.breaker_reset_s,
-            remote_timeout_ms=cfg.cloud.timeout_ms,
-            inline_max_us=inf.inline_max_us,
-        )
+        # The one observer channel (edge_agent/inference/observers.py): every answer and
+        # every failure, whoever called ``infer``. Drift, shadow and rollout health.
+        self.observers: list[InferenceObserver] = []
 
     # -- model state ------------------------------------------------------------------
     def state(self, name: str) -> _ModelState:
@@ -365,9 +305,7 @@ class Router:
         if m is None:
             if st is not None:
                 self._drop(name)
-            raise RoutingError(
-                404, f"unknown model {name!r}", known=[x.name for x in self.models.all()]
-            )
+            raise UnknownModel(f"unknown model {name!r}", known=[x.name for x in self.models.all()])
         return self._rebuild(name, m)
 
     def _rebuild(self, name: str, m: LoadedModel) -> _ModelState:
@@ -412,7 +350,7 @@ class Router:
                 arrays = parse_inputs(st.manifest, inputs, st.max_batch)
             except InputError as exc:
                 self.metrics.rejected[name] += 1
-                raise RoutingError(422, str(exc)) from None
+                raise InvalidInput(str(exc)) from None
         key = None
         cache = self.cache
         if use_cache and cache.max_entries:
@@ -422,11 +360,14 @@ class Router:
                 self.metrics.cache_hits[name] += 1
                 ms = (time.perf_counter() - t0) * 1000
                 self.metrics.request(name, "cache", "cache-hit", ms)
-                return InferenceResult(
+                result = InferenceResult(
                     name, st.version, "cache", f"result cache hit (first served by {hit.target})",
                     round(ms, 4), hit.outputs, cached=True, confidence=hit.confidence,
                     low_confidence=hit.low_confidence,
                 )  # fmt: skip
+                for obs in self.observers:
+                    obs.answered(st.model, arrays, result)
+                return result
             self.metrics.cache_misses[name] += 1
 
         if st.fast and (budget_ms is None or budget_ms >= st.ewma[EDGE]):
@@ -445,46 +386,11 @@ class Router:
             result = InferenceResult(name, st.version, EDGE, _FAST_REASON, total, outs)
         else:
             result = await self._routed(st, arrays, budget_ms, t0)
-        if self.observers:
-            observed = self._observed
-            if not observed:
-                asyncio.get_running_loop().call_soon(self._drain_observed)
-            observed.append((st, arrays, result.outputs))
-            if len(observed) >= _MAX_OBSERVED:  # a caller that never yields: drain now
-                self._drain_observed()
+        for obs in self.observers:  # each observer is cheap and never raises
+            obs.answered(st.model, arrays, result)
         if key is not None and not result.low_confidence:
             cache.put(key, result)
         return result
-
-    def _drain_observed(self) -> None:
-        """Hand the answers of the last event-loop turn to the observers, stacked per model
-        version: with 16 clients in flight one observer call sees ~16 rows instead of 16
-        calls seeing one each (the drift windows' per-call numpy overhead dominated)."""
-        pending, self._observed = self._observed, []
-        while pending:
-            st = pending[0][0]
-            same = [p for p in pending if p[0] is st]
-            pending = [p for p in pending if p[0] is not st] if len(same) < len(pending) else []
-            if len(same) == 1:
-                self._observe(st.model, same[0][1], same[0][2])
-                continue
-            try:
-                arrays = {k: np.concatenate([p[1][k] for p in same]) for k in same[0][1]}
-                outs = {k: np.concatenate([np.asarray(p[2][k]) for p in same]) for k in same[0][2]}
-            except (KeyError, ValueError):  # answers that do not stack: one by one
-                for _, a, o in same:
-                    self._observe(st.model, a, o)
-                continue
-            self._observe(st.model, arrays, outs)
-
-    def _observe(
-        self, model: LoadedModel, arrays: dict[str, np.ndarray], outs: dict[str, np.ndarray]
-    ) -> None:
-        for fn in self.observers:
-            try:
-                fn(model, arrays, outs)
-            except Exception:
-                log.exception("inference observer failed")
 
     def _plan(
         self, st: _ModelState, budget_ms: float | None
@@ -519,7 +425,8 @@ class Router:
     ) -> InferenceResult:
         plan, skipped = self._plan(st, budget_ms)
         if not plan:
-            raise RoutingError(503, f"no target can serve {st.name!r} now", skipped=skipped)
+            self._failed(st.name)
+            raise NoTarget(f"no target can serve {st.name!r} now", skipped=skipped)
         deadline = None if budget_ms is None else t0 + budget_ms / 1000.0
         rows = next(iter(arrays.values())).shape[0]
         first = plan[0][0]
@@ -566,14 +473,18 @@ class Router:
             self.metrics.request(st.name, result.target, code, result.latency_ms)
             return result
         self.metrics.request(st.name, "none", "failed", (time.perf_counter() - t0) * 1000)
-        status = 504 if deadline is not None and time.perf_counter() >= deadline else 503
-        raise RoutingError(
-            status,
+        self._failed(st.name)
+        late = deadline is not None and time.perf_counter() >= deadline
+        raise (BudgetExhausted if late else AllTargetsFailed)(
             f"every target failed for {st.name!r}",
             tried=tried,
             errors=errors,
             skipped=skipped,
         )
+
+    def _failed(self, name: str) -> None:
+        for obs in self.observers:
+            obs.failed(name)
 
     def _why(
         self,
@@ -738,7 +649,10 @@ class Router:
     async def flush(self) -> None:
         """Hand pending answers to the observers; wait for background writes (escalation
         store) to finish."""
-        self._drain_observed()
+        for obs in self.observers:
+            drain = getattr(obs, "drain", None)
+            if drain is not None:
+                drain()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 
@@ -770,8 +684,8 @@ class Router:
         if names:
             missing = sorted(set(names) - set(out))
             if missing:
-                raise RoutingError(
-                    404, f"unknown model(s) {missing}", known=[x.name for x in self.models.all()]
+                raise UnknownModel(
+                    f"unknown model(s) {missing}", known=[x.name for x in self.models.all()]
                 )
         return out
 

@@ -5,6 +5,10 @@ Commands arrive on ``down/actuator`` as ``{"command_id", "mcu" (optional), "actu
 "value"}``; the result goes to ``up/actuator_result`` through the durable outbox, keyed by
 command id, so a result is never lost and a redelivered command never runs twice (the MCU
 keeps the ids it executed; see docs/mcu-protocol.md).
+
+It gets narrow ports: the feature cache's ``ingest``, the outbox's ``aput`` and the model
+events (an MCU-sized model installed on the gateway is loaded onto every MCU). The
+``MCUManager`` it owns is also handed, directly, to the router's MCU target.
 """
 
 from __future__ import annotations
@@ -12,16 +16,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from edge_agent.models.events import ModelEvents, ModelSwap
+from edge_agent.models.serving import LoadedModel, ModelSet
 from farmiq import topics
 
 if TYPE_CHECKING:
-    from edge_agent.agent import Agent
-    from edge_agent.models.serving import LoadedModel
     from firmware_bridge.messages import Reading
+
+# feature_cache.FeatureCache.ingest: rows (barn, sensor, ts, value) -> result with .accepted
+Ingest = Callable[[list[tuple[str, str, float, float]]], Any]
+# uplink.outbox.Outbox.aput: (topic, payload, key)
+OutboxPut = Callable[[str, bytes, str], Awaitable[Any]]
 
 log = logging.getLogger(__name__)
 
@@ -38,39 +48,47 @@ SENSOR_MAP = {
 
 
 class McuService:
-    def __init__(self, agent: Agent) -> None:
+    def __init__(
+        self,
+        ports: Sequence[str],
+        *,
+        device_id: str,
+        barn_id: str,
+        ingest: Ingest,
+        outbox_put: OutboxPut,
+        models: ModelSet,
+        events: ModelEvents,
+    ) -> None:
         from firmware_bridge.manager import MCUManager
 
-        self.agent = agent
-        self.barn_id = agent.config.barn_id
-        self.manager = MCUManager(agent.config.mcu_ports, on_readings=self.on_readings)
+        self.device_id = device_id
+        self.barn_id = barn_id
+        self._ingest = ingest
+        self._outbox_put = outbox_put
+        self._models = models
+        self.manager = MCUManager(list(ports), on_readings=self.on_readings)
         self.readings_ingested = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._started = False
+        events.subscribe(self._on_model_swap)
 
     async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._tasks: set[asyncio.Task[None]] = set()
         await self.manager.start()
-        self.agent.models.listeners.append(self._on_model_swap)
-        for model in self.agent.models.all():  # installed before this start
+        self._started = True
+        for model in self._models.all():  # installed before this start
             self._spawn_load(model)
+
+    def devices(self) -> list[Any]:
+        return list(self.manager.devices())
 
     async def stop(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         await self.manager.stop()
 
-    # -- the MCU as an inference target (edge_agent/inference/targets/mcu_target.py) -------------
-    def has_model(self, model_id: str) -> str | None:
-        return self.manager.has_model(model_id)
-
-    async def infer(
-        self, device_id: str, model_id: str, inputs: Any, *, timeout: float = 5.0
-    ) -> Any:
-        return await self.manager.infer(device_id, model_id, inputs, timeout=timeout)
-
-    def _on_model_swap(self, new: LoadedModel, old: LoadedModel | None) -> None:
-        # Called from the installer's worker thread: hand over to the event loop.
-        self._loop.call_soon_threadsafe(self._spawn_load, new)
+    def _on_model_swap(self, swap: ModelSwap) -> None:  # on the event loop
+        if swap.new is not None and self._started:
+            self._spawn_load(swap.new)
 
     def _spawn_load(self, model: LoadedModel) -> None:
         if model.manifest.runtime != "mcu-tflite":
@@ -107,7 +125,7 @@ class McuService:
             for r in readings
         ]
         # SQLite commit off the event loop; one transaction per batch.
-        result = await asyncio.to_thread(self.agent.features.ingest, rows)
+        result = await asyncio.to_thread(self._ingest, rows)
         self.readings_ingested += result.accepted
 
     async def handle_command(self, payload: bytes) -> None:
@@ -135,9 +153,9 @@ class McuService:
         except Exception as exc:  # unknown actuator, MCU unplugged, timeout
             result.update(mcu=mcu_id, ok=False, status="error", error=str(exc))
         result["ts"] = time.time()
-        key = f"{self.agent.device_id}/actuator/{command_id}"
-        await self.agent.outbox.aput(
-            topics.up(self.agent.device_id, topics.ACTUATOR_RESULT),
+        key = f"{self.device_id}/actuator/{command_id}"
+        await self._outbox_put(
+            topics.up(self.device_id, topics.ACTUATOR_RESULT),
             orjson.dumps({**result, "key": key}),
             key,
         )

@@ -12,10 +12,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from edge_agent.models.model_store import InstalledModel, ModelStore
 from edge_agent.models.serving import LoadedModel, ModelSet, health_check, load_runtime
+from edge_agent.models.trust_holder import TrustHolder
 from farmiq import __version__
 from farmiq.bundle.format import Manifest
 from farmiq.bundle.trust import TrustRoot
@@ -46,7 +48,7 @@ class Installer:
         self,
         store: ModelStore,
         models: ModelSet,
-        trust: TrustRoot,
+        trust: TrustHolder | TrustRoot,
         *,
         device_id: str,
         hardware_class: str,
@@ -56,12 +58,22 @@ class Installer:
     ) -> None:
         self.store = store
         self.models = models
-        self.trust = trust
+        # The one trust-root holder (edge_agent/models/trust_holder.py); a bare root is
+        # wrapped so tests and tools can hand one in.
+        self.trust_holder = trust if isinstance(trust, TrustHolder) else TrustHolder(trust, Path())
         self.device_id = device_id
         self.hardware_class = hardware_class
         self.max_bundle_bytes = max_bundle_bytes
         self.intra_op_threads = intra_op_threads
         self.checks: list[ManifestCheck] = list(checks or [])
+
+    @property
+    def trust(self) -> TrustRoot:
+        return self.trust_holder.current
+
+    @trust.setter
+    def trust(self, root: TrustRoot) -> None:
+        self.trust_holder.current = root
 
     def verify(self, bundle: bytes, installed_version: int | None) -> VerifiedBundle:
         return verify_bundle(

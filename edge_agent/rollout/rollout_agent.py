@@ -1,39 +1,65 @@
-"""The agent's part in fleet rollouts, kept out of agent.py: desired state, chunked
-transfers, shadow mode and health reports. ``Agent`` creates one ``RolloutPart`` and
-forwards the ``down/desired`` and ``down/chunk`` leaves to it."""
+"""The agent's part in fleet rollouts: desired state, chunked transfers, probation, shadow
+mode and health reports.
+
+It gets narrow ports, never the agent: the model set and store (what is installed), the
+``InstallService`` (install, revert, verify: the same one the API and MQTT use), a link
+state and an ``up/<leaf>`` publisher. It watches answers as an ``InferenceObserver`` of
+the router (``answered``/``failed``), so rollout health sees every caller of the router.
+The composition root registers its ``down/desired`` and ``down/chunk`` handlers."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import orjson
 
-from edge_agent.models.serving import LoadedModel, health_check, load_runtime
+from edge_agent.config import RolloutAgentSettings
+from edge_agent.inference.result import InferenceResult
+from edge_agent.models.install_service import InstallService
+from edge_agent.models.model_store import ModelStore
+from edge_agent.models.serving import LoadedModel, ModelSet, health_check, load_runtime
 from edge_agent.rollout.desired_state import DesiredStateManager
 from edge_agent.rollout.health_report import InferenceStats, resources
 from edge_agent.rollout.probation_probe import RecentInputs, non_finite, probe
 from edge_agent.rollout.shadow import ShadowRunner
 from edge_agent.rollout.transfer_receiver import ByteBudget, TransferReceiver
+from edge_agent.uplink.port import LinkState, PublishUp
 from farmiq import topics
 from farmiq.bundle.format import Manifest
 from farmiq.bundle.verifier import BundleRejected
 
-if TYPE_CHECKING:
-    from edge_agent.agent import Agent
-
 log = logging.getLogger(__name__)
-
-LEAVES = (topics.DESIRED, topics.CHUNK)
 
 
 class RolloutPart:
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
-        cfg = agent.config.rollout
-        state = agent.config.state_dir
+    def __init__(
+        self,
+        settings: RolloutAgentSettings,
+        *,
+        device_id: str,
+        state_dir: Path,
+        max_bundle_bytes: int,
+        intra_op_threads: int,
+        models: ModelSet,
+        store: ModelStore,
+        installs: InstallService,
+        link: LinkState,
+        publish_up: PublishUp,
+    ) -> None:
+        cfg = self.settings = settings
+        state = self.state_dir = state_dir
+        self.device_id = device_id
+        self.intra_op_threads = intra_op_threads
+        self.models = models
+        self.store = store
+        self.installs = installs
+        self.link = link
+        self._publish_up = publish_up
         self.stats = InferenceStats()
         self.recent = (
             RecentInputs()
@@ -48,22 +74,19 @@ class RolloutPart:
             window=cfg.chunk_window,
             request_timeout_s=cfg.chunk_timeout_s,
             budget=self.budget,
-            max_bytes=agent.config.max_bundle_bytes,
+            max_bytes=max_bundle_bytes,
         )
-        self.desired = DesiredStateManager(self, agent.device_id, self.receiver, state)
-        agent.installer.checks.append(self._not_blocked)
+        self.desired = DesiredStateManager(self, device_id, self.receiver, state)
+        installs.add_check(self._not_blocked)  # a version rolled back on this fleet
         self._tasks: list[asyncio.Task[None]] = []
         self._health_dirty = asyncio.Event()
 
-    # -- wiring from Agent ---------------------------------------------------------------
-    def handles(self, leaf: str) -> bool:
-        return leaf in LEAVES
+    # -- MQTT leaves (registered by the composition root) ---------------------------------
+    async def on_desired(self, payload: bytes) -> None:
+        self.desired.on_desired(payload)
 
-    async def on_message(self, leaf: str, payload: bytes) -> None:
-        if leaf == topics.DESIRED:
-            self.desired.on_desired(payload)
-        elif leaf == topics.CHUNK:
-            await self.receiver.on_chunk_async(payload)  # hash + fsync in a worker thread
+    async def on_chunk(self, payload: bytes) -> None:
+        await self.receiver.on_chunk_async(payload)  # hash + fsync in a worker thread
 
     async def on_connect(self) -> None:
         self._health_dirty.set()
@@ -80,9 +103,9 @@ class RolloutPart:
             t.cancel()
 
     def reported_extra(self) -> dict[str, Any]:
-        link = self.agent.link
+        link = self.link
         return {
-            "resources": resources(self.agent.config.state_dir),
+            "resources": resources(self.state_dir),
             "link": {
                 "connected": link.connected.is_set(),
                 "reconnects": link.reconnects,
@@ -96,45 +119,43 @@ class RolloutPart:
             },
         }
 
-    def observe(self, model: str, inputs: Any, result: dict[str, Any]) -> None:
-        """Called by the request path after a model answered (never raises)."""
+    # -- InferenceObserver (edge_agent/inference/observers.py) ---------------------------
+    def answered(
+        self, model: LoadedModel, inputs: dict[str, np.ndarray], result: InferenceResult
+    ) -> None:
+        """Every answer of the router, whoever asked (never raises)."""
         try:
-            outs = result.get("outputs")
+            outs = result.outputs
             # a NaN answer is a failed answer: it counts against the version's error rate
-            bad = isinstance(outs, dict) and non_finite(outs) is not None
-            self.stats.record(model, result.get("version"), result.get("latency_ms"), bad)
-            if isinstance(outs, dict) and not bad:
-                self.recent.add(model, inputs)
-                self.shadow.observe(model, inputs, outs)
+            bad = non_finite(outs) is not None
+            self.stats.record(result.model, result.version, result.latency_ms, bad)
+            if not bad:
+                self.recent.add(result.model, inputs)
+                self.shadow.observe(result.model, inputs, outs)
         except Exception:  # the request already succeeded; never fail it here
             log.debug("observe failed", exc_info=True)
 
-    def record_error(self, model: str) -> None:
-        m = self.agent.models.get(model)
-        self.stats.record(model, m.version if m else None, None, True)
+    def failed(self, name: str) -> None:
+        """A request the router could not serve (no target, every target failed)."""
+        m = self.models.get(name)
+        self.stats.record(name, m.version if m else None, None, True)
 
     # -- DesiredHost ---------------------------------------------------------------------
     def installed(self) -> dict[str, tuple[int, str]]:
-        return {m.name: (m.version, m.manifest.bundle_id) for m in self.agent.models.all()}
+        return {m.name: (m.version, m.manifest.bundle_id) for m in self.models.all()}
 
     def previous_version(self, name: str) -> int | None:
-        prev = self.agent.store.previous(name)
+        prev = self.store.previous(name)
         return prev.version if prev else None
 
     async def install(self, bundle: bytes) -> dict[str, Any]:
-        res = await self.agent.handle_bundle(bundle, ack=False)
+        # acknowledged through the desired-state manager (up/install), not here
+        res = await self.installs.install(bundle)
         self._health_dirty.set()
         return res.as_dict()
 
     async def revert(self, name: str) -> dict[str, Any]:
-        async with self.agent.install_lock:
-            try:
-                res = await asyncio.to_thread(self.agent.installer.rollback, name)
-            except (OSError, RuntimeError, ValueError) as exc:
-                return {"ok": False, "code": "rollback-failed", "reason": str(exc), "name": name}
-        if res.ok:
-            self.agent.router.on_model_swap(name)
-            await self.agent.publish_state()
+        res = await self.installs.rollback(name)
         self._health_dirty.set()
         return res.as_dict()
 
@@ -142,14 +163,14 @@ class RolloutPart:
         """Confirm a just-switched model before it is committed: at once on real inputs
         (recent requests and the bundle's reference sample), then on live traffic for
         ``probation_s``. A reason returned here makes the gateway revert by itself."""
-        m = self.agent.models.get(name)
+        m = self.models.get(name)
         if m is None:
             return "model vanished after install"
         why = await asyncio.to_thread(probe, m, self.recent.get(name))
         if why:
             return why
-        await asyncio.sleep(self.agent.config.rollout.probation_s)
-        m = self.agent.models.get(name)
+        await asyncio.sleep(self.settings.probation_s)
+        m = self.models.get(name)
         if m is None:
             return "model vanished after install"
         try:
@@ -157,18 +178,13 @@ class RolloutPart:
         except Exception as exc:
             return f"health check after install failed: {exc}"
         errors, requests = self.stats.errors_since_load(name)
-        if (
-            requests >= 20
-            and errors / requests > self.agent.config.rollout.probation_max_error_rate
-        ):
+        if requests >= 20 and errors / requests > self.settings.probation_max_error_rate:
             return f"{errors}/{requests} requests failed during probation"
         return None
 
     async def load_shadow(self, name: str, bundle: bytes, rollout: str | None) -> dict[str, Any]:
-        inst = self.agent.installer
         try:
-            cur = self.agent.store.current(name)
-            vb = await asyncio.to_thread(inst.verify, bundle, cur.version if cur else None)
+            vb = await self.installs.verify(bundle, name)
             model = await asyncio.to_thread(self._load_candidate, vb.manifest, vb.members)
         except BundleRejected as exc:
             return {"ok": False, "code": exc.code, "reason": exc.reason, "name": name}
@@ -185,15 +201,13 @@ class RolloutPart:
         }
 
     def _load_candidate(self, manifest: Manifest, members: dict[str, bytes]) -> LoadedModel:
-        d = self.agent.config.state_dir / "shadow" / manifest.name
+        d = self.state_dir / "shadow" / manifest.name
         d.mkdir(parents=True, exist_ok=True)
         for member, blob in members.items():
             p = d / member
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_bytes(blob)
-        runtime = load_runtime(
-            manifest, d / manifest.model_file, self.agent.config.intra_op_threads
-        )
+        runtime = load_runtime(manifest, d / manifest.model_file, self.intra_op_threads)
         model = LoadedModel(manifest, runtime, d)
         health_check(model)
         return model
@@ -207,7 +221,7 @@ class RolloutPart:
         self.shadow.clear(name)
 
     async def publish(self, leaf: str, payload: bytes, retain: bool = False) -> None:
-        await self.agent.link.publish(topics.up(self.agent.device_id, leaf), payload, retain=retain)
+        await self._publish_up(leaf, payload, retain=retain)
 
     # -- internals -----------------------------------------------------------------------
     def _not_blocked(self, manifest: Manifest) -> str | None:
@@ -223,24 +237,24 @@ class RolloutPart:
 
     def health(self) -> dict[str, Any]:
         return {
-            "device_id": self.agent.device_id,
+            "device_id": self.device_id,
             "models": self.stats.snapshot(),
             "installed": {n: v for n, (v, _) in self.installed().items()},
-            "resources": resources(self.agent.config.state_dir),
-            "link": {"reconnects": self.agent.link.reconnects},
+            "resources": resources(self.state_dir),
+            "link": {"reconnects": self.link.reconnects},
             "transfer": self.receiver.progress(),
             "ts": time.time(),
         }
 
     async def _health_loop(self) -> None:
-        every = self.agent.config.rollout.health_interval_s
+        every = self.settings.health_interval_s
         while True:
             try:
                 await asyncio.wait_for(self._health_dirty.wait(), every)
             except TimeoutError:
                 pass
             self._health_dirty.clear()
-            if self.agent.link.connected.is_set():
+            if self.link.connected.is_set():
                 try:
                     await self.publish(topics.HEALTH, orjson.dumps(self.health()))
                 except ConnectionError:

@@ -18,12 +18,12 @@ give river's own detections on the same streams.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+import orjson
 from river._river_rust.drift import AdaptiveWindowing
 
 Kind = Literal["classification", "regression"]
@@ -221,7 +221,9 @@ class ConceptDriftMonitor:
         ``{"model": "m", "kind": ..., "items": [{"prediction": p, "truth": t}, ...]}``.
         """
         try:
-            doc = json.loads(body)
+            # orjson refuses nesting deeper than 1024 with a ValueError; the stdlib parser
+            # would raise RecursionError on a 5,000-deep body (a 500, issue 18).
+            doc = orjson.loads(body)
             if not isinstance(doc, dict):
                 raise FeedbackError("body must be a JSON object")
             model = doc.get("model")
@@ -240,7 +242,7 @@ class ConceptDriftMonitor:
                 changes += self.feedback(model, it["prediction"], it["truth"], kind)  # type: ignore[arg-type]
         except FeedbackError as exc:
             return 400, {"error": str(exc)}
-        except ValueError as exc:  # JSON syntax
+        except (ValueError, RecursionError) as exc:  # JSON syntax, nesting
             return 400, {"error": f"invalid JSON: {exc}"}
         return 200, {
             "accepted": len(items),

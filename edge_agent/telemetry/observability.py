@@ -9,8 +9,9 @@ readiness, broker connection, MQTT reconnects, outbox depth, loaded models, relo
 
 One registry per agent (not prometheus_client's global one, so several agents can live in
 one test process). Components can add their own families with
-``agent.metrics.add_source(fn)`` where ``fn()`` yields prometheus_client metric families,
-or report a breaker the router does not hold with ``agent.metrics.set_breaker(name, state)``.
+``metrics.add_source(fn)`` where ``fn()`` yields prometheus_client metric families,
+or report a breaker the router does not hold with ``metrics.set_breaker(name, state)``.
+The metrics read narrow ports (``MetricsPorts``), never the agent.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -29,10 +31,29 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from edge_agent.api.local_api import Request, Response
+from edge_agent.api.local_api import LocalApi, Request, Response
 
 if TYPE_CHECKING:
-    from edge_agent.agent import Agent
+    from edge_agent.inference.router import Router
+    from edge_agent.models.serving import ModelSet
+    from edge_agent.uplink.outbox import Outbox
+    from edge_agent.uplink.port import LinkState
+
+
+@dataclass
+class MetricsPorts:
+    """What the metrics read: identity, readiness, the link, models, outbox, router."""
+
+    device_id: str
+    farm_id: str
+    started_at: float
+    ready: Callable[[], tuple[bool, str]]
+    link: LinkState
+    models: ModelSet
+    router: Router
+    outbox: Outbox | None = None
+    reloads: Callable[[], int] = lambda: 0
+
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +66,8 @@ Source = Callable[[], Iterable[Metric]]
 
 
 class AgentMetrics:
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
+    def __init__(self, ports: MetricsPorts) -> None:
+        self.agent = ports
         self.registry = CollectorRegistry(auto_describe=False)
         self.breakers: dict[str, str] = {}
         self.sources: list[Source] = []
@@ -77,7 +98,7 @@ class _AgentCollector(Collector):
         )
         from farmiq import __version__
 
-        info.add_metric([agent.device_id, agent.config.farm_id, __version__], 1)
+        info.add_metric([agent.device_id, agent.farm_id, __version__], 1)
         yield info
         ok, _ = agent.ready()
         yield GaugeMetricFamily(
@@ -110,11 +131,9 @@ class _AgentCollector(Collector):
         snapshot = _router_snapshot(agent)
         yield from _routing(agent, snapshot)
         yield from _breakers(snapshot, self.metrics.breakers)
-        lifecycle = getattr(agent, "lifecycle", None)
-        if lifecycle is not None:
-            yield CounterMetricFamily(
-                "farmiq_agent_config_reloads", "SIGHUP reloads", value=lifecycle.reloads
-            )
+        yield CounterMetricFamily(
+            "farmiq_agent_config_reloads", "SIGHUP reloads", value=agent.reloads()
+        )
         for source in list(self.metrics.sources):
             try:
                 yield from source()
@@ -122,7 +141,7 @@ class _AgentCollector(Collector):
                 log.exception("metrics source %r failed", source)
 
 
-def _outbox(agent: Agent) -> Iterator[Metric]:
+def _outbox(agent: MetricsPorts) -> Iterator[Metric]:
     outbox = getattr(agent, "outbox", None)
     if outbox is None or not hasattr(outbox, "pending"):
         return
@@ -142,7 +161,7 @@ def _outbox(agent: Agent) -> Iterator[Metric]:
     )
 
 
-def _router_snapshot(agent: Agent) -> dict[str, Any]:
+def _router_snapshot(agent: MetricsPorts) -> dict[str, Any]:
     router = getattr(agent, "router", None)
     if router is None:
         return {}
@@ -171,7 +190,7 @@ def _add_hist(fam: HistogramMetricFamily, labels: list[str], hist: Any) -> None:
     fam.add_metric(labels, buckets, sum_value=hist.total / 1000)
 
 
-def _routing(agent: Agent, snapshot: dict[str, Any]) -> Iterator[Metric]:
+def _routing(agent: MetricsPorts, snapshot: dict[str, Any]) -> Iterator[Metric]:
     router = getattr(agent, "router", None)
     rm = getattr(router, "metrics", None)
     if rm is None:
@@ -259,12 +278,12 @@ def _breakers(snapshot: dict[str, Any], recorded: dict[str, str]) -> Iterator[Me
     yield g
 
 
-def install_metrics(agent: Agent) -> AgentMetrics:
+def install_metrics(api: LocalApi, ports: MetricsPorts) -> AgentMetrics:
     """Create the agent's metrics and add ``GET /metrics`` to its local API."""
-    metrics = AgentMetrics(agent)
+    metrics = AgentMetrics(ports)
 
     async def scrape(req: Request) -> Response:
         return Response(metrics.render(), content_type=CONTENT_TYPE_LATEST.encode())
 
-    agent.api.add("GET", "/metrics", scrape)
+    api.add("GET", "/metrics", scrape)
     return metrics

@@ -15,7 +15,10 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 if TYPE_CHECKING:
-    from edge_agent.agent import Agent
+    from collections.abc import Callable
+
+    from edge_agent.inference.router import Router
+    from edge_agent.uplink.port import LinkState
 
 _proc = psutil.Process()
 
@@ -44,17 +47,20 @@ def gpu_info() -> dict[str, Any]:
     }
 
 
-def resource_status(agent: Agent) -> dict[str, Any]:
+def resource_status(
+    state_dir: Path,
+    router: Router,
+    link: LinkState,
+    mcu_devices: Callable[[], list[Any]] | None = None,
+) -> dict[str, Any]:
     vm = psutil.virtual_memory()
-    disk = psutil.disk_usage(str(agent.config.state_dir))
-    router = agent.router
-    mcu = getattr(agent, "mcu", None)
+    disk = psutil.disk_usage(str(state_dir))
     mcus: list[Any] = []
-    if mcu is not None:
+    if mcu_devices is not None:
         try:
             mcus = [
                 {"device_id": d.device_id, "online": d.online, "models": list(d.models)}
-                for d in mcu.devices()
+                for d in mcu_devices()
             ]
         except Exception as exc:  # an MCU manager mid-reconnect must not fail the status
             mcus = [{"error": str(exc)}]
@@ -76,9 +82,9 @@ def resource_status(agent: Agent) -> dict[str, Any]:
         "queues": router.queue_depths(),
         "gpu": gpu_info(),
         "links": {
-            "broker_connected": agent.link.connected.is_set(),
+            "broker_connected": link.connected.is_set(),
             "cloud": {n: b.snapshot() for n, b in router.breakers.items() if n != "mcu"},
-            "mcu": {"configured": mcu is not None, "devices": mcus},
+            "mcu": {"configured": mcu_devices is not None, "devices": mcus},
         },
         "escalation_store": router.escalations.stats() if router.escalations else None,
     }

@@ -1,18 +1,37 @@
-"""The MCU as an inference target, through firmware_bridge's ``MCUManager``.
+"""The MCU as an inference target, through firmware_bridge's ``MCUManager`` (given to it
+directly by the composition root; None when the gateway has no MCU ports).
 
 The manager knows which attached MCU holds which model (``has_model``) and runs it
-(``infer(device_id, model_id, rows)``). With no manager (no MCU ports configured) or no
-MCU holding the model, the target says "unavailable" and the router moves on.
+(``infer(device_id, model_id, rows)``). With no manager or no MCU holding the model, the
+target says "unavailable" and the router moves on.
+
+Errors are sorted by type, not by name: a link failure (firmware_bridge's ``LinkError``
+family: NACK, link timeout, link down; an MCU that is unplugged or resetting; no answer
+within the deadline) trips the circuit breaker; the MCU answering that it could not run
+the model (``InferenceError``) or refusing the input (``ValueError``) does not.
+
+Each request waits at most ``deadline_s`` (``inference.mcu_deadline_ms``, 250 ms by
+default) or what the router leaves of the latency budget, whichever is less: a hung MCU
+costs at most that, then the router falls back to the next target.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Literal
+import asyncio
+from typing import Any
 
 import numpy as np
 
-from edge_agent.inference.targets.remote_target import TargetError
+from edge_agent.inference.targets.remote_target import ErrorKind, TargetError
+
+
+def _model_errors() -> tuple[type[BaseException], ...]:
+    """The MCU answered: the model or the input is at fault, the link is fine. Everything
+    else (``LinkError``: NACK, link timeout, link down; ``DeviceUnavailable``; a reset;
+    anything unexpected) counts against the link."""
+    from firmware_bridge.manager import InferenceError
+
+    return (InferenceError, ValueError)
 
 
 class McuTarget:
@@ -20,27 +39,26 @@ class McuTarget:
     cost = 0.0
     cold_start_ms = 0.0
 
-    def __init__(self, manager: Callable[[], Any] | Any = None) -> None:
-        # A callable lets the agent attach its manager after the router exists.
-        self._manager = manager
-
-    def manager(self) -> Any:
-        m = self._manager
-        if callable(m) and not hasattr(m, "has_model"):
-            return m()
-        return m
+    def __init__(self, manager: Any | None, *, deadline_s: float = 0.25) -> None:
+        self.manager = manager
+        self.deadline_s = deadline_s
+        self._model_errors = _model_errors() if manager is not None else ()
 
     def configured(self) -> bool:
-        return self.manager() is not None
+        return self.manager is not None
 
     def holds(self, model: str) -> bool:
-        mgr = self.manager()
-        if mgr is None:
+        if self.manager is None:
             return False
         try:
-            return mgr.has_model(model) is not None
+            return self.manager.has_model(model) is not None
         except Exception:
             return False
+
+    def classify(self, exc: BaseException) -> ErrorKind:
+        if isinstance(exc, self._model_errors):
+            return "model"
+        return "link"
 
     async def infer(
         self,
@@ -50,7 +68,7 @@ class McuTarget:
         outputs: list[str],
         timeout_s: float,
     ) -> dict[str, np.ndarray]:
-        mgr = self.manager()
+        mgr = self.manager
         if mgr is None:
             raise TargetError("unavailable", "mcu: no MCU manager on this gateway")
         device = mgr.has_model(model)
@@ -59,18 +77,16 @@ class McuTarget:
         if len(inputs) != 1:
             raise TargetError("model", "mcu: MCU models take exactly one input tensor")
         x = next(iter(inputs.values()))
+        wait = min(timeout_s, self.deadline_s)
         try:
-            y = await mgr.infer(device, model, x, timeout=timeout_s)
-        except TimeoutError as exc:
-            raise TargetError("link", f"mcu {device}: {exc or 'timed out'}") from None
-        except ValueError as exc:
-            raise TargetError("model", f"mcu {device}: {exc}") from None
-        except Exception as exc:  # InferenceError and link errors of firmware_bridge
-            kind: Literal["link", "model"] = (
-                "link"
-                if "Link" in type(exc).__name__ or "Unavailable" in type(exc).__name__
-                else "model"
-            )
+            # the manager retries inside its own deadline; wait_for bounds a hung call too
+            y = await asyncio.wait_for(mgr.infer(device, model, x, timeout=wait), wait)
+        except TimeoutError:
+            raise TargetError(
+                "link", f"mcu {device}: no answer within {wait * 1000:.0f} ms"
+            ) from None
+        except Exception as exc:
+            kind = self.classify(exc)
             raise TargetError(kind, f"mcu {device}: {type(exc).__name__}: {exc}") from None
         y = np.asarray(y, dtype=np.float32)
         if y.ndim == 1:
