@@ -40,6 +40,7 @@ from edge_agent.models.trust_holder import TrustHolder
 from edge_agent.models.trust_updates import handle_trust_update
 from edge_agent.rollout.rollout_agent import RolloutPart
 from edge_agent.telemetry.drift_reporter import DriftReporter
+from edge_agent.telemetry.drift_stats import merge_encoded
 from edge_agent.telemetry.observability import MetricsPorts, install_metrics
 from edge_agent.telemetry.resources import resource_status
 from edge_agent.uplink.dispatch import Dispatch
@@ -141,6 +142,7 @@ class Agent:
             disk_budget_bytes=int(config.drift.outbox_budget_mb * 1024 * 1024),
             ack_timeout_s=config.drift.outbox_ack_timeout_s,
             is_connected=self.link.connected.is_set,
+            merge=merge_encoded,  # over budget, drift windows merge instead of dropping
         )
 
         # -- MCUs ------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import orjson
 
 from edge_agent.models.serving import LoadedModel
 from edge_agent.telemetry.concept_drift import ConceptDriftMonitor
-from edge_agent.telemetry.drift_stats import DriftStats
+from edge_agent.telemetry.drift_stats import DriftStats, window_item
 from edge_agent.uplink.outbox import Outbox, OutboxFull
 from farmiq import topics
 
@@ -97,7 +97,8 @@ class DriftReporter:
     def _queue(self, windows: list[dict[str, Any]]) -> None:
         for w in windows:
             try:
-                self.outbox.put_window(self._topic, w)
+                payload, key, group = window_item(w)
+                self.outbox.put(self._topic, payload, key, merge_group=group)
             except OutboxFull:
                 log.error("outbox full: drift window of %s dropped", w.get("model"))
 

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from farmiq.drift_reference import PREDICTION, schema_hash, validate_reference
+from farmiq.wire.drift_layout import ColumnLayout
 
 WINDOW_FORMAT = "farmiq-drift-window/1"
 WINDOW_TYPE = "drift_window"
@@ -57,14 +58,10 @@ class _Layout:
 
     @classmethod
     def from_reference(cls, ref: Mapping[str, Any]) -> _Layout:
-        specs = list(ref["features"].items())
-        has_pred = ref.get("prediction") is not None
-        if has_pred:
-            specs.append((PREDICTION, ref["prediction"]))
-        names = [n for n, _ in specs]
-        kinds = [s["kind"] for _, s in specs]
-        slots = np.array([len(s["counts"]) for _, s in specs], dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(slots)[:-1]]).astype(np.int64)
+        cols = ColumnLayout.from_reference(ref)  # the one reading of the layout (farmiq.wire)
+        specs = list(zip(cols.names, cols.specs, strict=True))
+        has_pred = cols.has_prediction
+        names, kinds, slots, offsets = cols.names, cols.kinds, cols.slots, cols.offsets
         num = [i for i, k in enumerate(kinds) if k == "numeric"]
         cat = [i for i, k in enumerate(kinds) if k == "categorical"]
         max_e = max((len(specs[i][1]["edges"]) for i in num), default=1)
@@ -91,16 +88,16 @@ class _Layout:
             kinds=kinds,
             slots=slots,
             offsets=offsets,
-            total=int(slots.sum()),
+            total=cols.total,
             num_idx=np.array(num, dtype=np.int64),
             num_edges=num_edges,
             num_last=num_last,
             cat_idx=np.array(cat, dtype=np.int64),
             cat_values=cat_values,
             cat_n=cat_n,
-            n_features=len(ref["features"]),
+            n_features=cols.n_features,
             has_prediction=has_pred,
-            pred_kind=ref["prediction"]["kind"] if has_pred else None,
+            pred_kind=cols.kinds[-1] if has_pred else None,
         )
 
 
@@ -430,6 +427,17 @@ class DriftStats:
 
 def encode_window(window: Mapping[str, Any]) -> bytes:
     return json.dumps(window, separators=(",", ":"), allow_nan=False).encode()
+
+
+def merge_encoded(a: bytes, b: bytes) -> tuple[str, bytes]:
+    """The outbox's merge function for two encoded windows: (key, payload) of the merged."""
+    merged = merge_windows(json.loads(a), json.loads(b))
+    return str(merged["id"]), encode_window(merged)
+
+
+def window_item(window: Mapping[str, Any]) -> tuple[bytes, str, str]:
+    """A window as an outbox item: (payload, key, merge group)."""
+    return encode_window(window), str(window["id"]), merge_key(window)
 
 
 def merge_key(window: Mapping[str, Any]) -> str:

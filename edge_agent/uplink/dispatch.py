@@ -1,10 +1,12 @@
-"""The gateway's MQTT dispatch: ``down/<leaf>`` -> one registered handler.
+"""The gateway's MQTT dispatch: ``down/<leaf>`` -> (schema, handler).
 
-The composition root registers each leaf once (``register(leaf, handler)``); a leaf no
-one registered is ignored with a debug line. A handler receives the raw payload (schema
-checks live with the handler's wire model, ``farmiq/wire``). A message a handler cannot
-use costs one log line and one count in ``malformed``, never an exception out of the
-MQTT callback: the daemon keeps running whatever arrives.
+The composition root (edge_agent/agent.py) registers each leaf once with
+``register(leaf, handler, schema)``, the schema being the leaf's model in
+``farmiq.wire`` (``LEAVES``: None for raw bytes). A message is checked against it before
+the handler sees it; a leaf no one registered is ignored with a debug line. A message that
+does not fit the schema, or that its handler refuses, costs one log line and one count in
+``malformed[leaf]``, never an exception out of the MQTT callback: the daemon keeps
+running whatever arrives.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from farmiq import topics
+from farmiq.wire import LEAVES
 
 log = logging.getLogger(__name__)
 
@@ -23,14 +27,22 @@ Handler = Callable[[bytes], Awaitable[object]]
 class Dispatch:
     def __init__(self, device_id: str) -> None:
         self.device_id = device_id
-        self._handlers: dict[str, Handler] = {}
+        self._handlers: dict[str, tuple[Callable[[bytes], Any] | None, Handler]] = {}
         self.received: Counter[str] = Counter()
         self.malformed: Counter[str] = Counter()
 
-    def register(self, leaf: str, handler: Handler) -> None:
+    def register(self, leaf: str, handler: Handler, schema: Any = "wire") -> None:
+        """``schema``: a pydantic model (or a class with ``decode(bytes)``), None for raw
+        bytes; by default the leaf's model in ``farmiq.wire.LEAVES``."""
         if leaf in self._handlers:
             raise ValueError(f"down/{leaf} already has a handler")
-        self._handlers[leaf] = handler
+        if schema == "wire":
+            entry = LEAVES.get(("down", leaf))
+            schema = entry.model if entry is not None else None
+        check: Callable[[bytes], Any] | None = None
+        if schema is not None:
+            check = getattr(schema, "decode", None) or schema.model_validate_json
+        self._handlers[leaf] = (check, handler)
 
     def leaves(self) -> list[str]:
         return sorted(self._handlers)
@@ -40,12 +52,15 @@ class Dispatch:
         if parsed is None or parsed[0] != self.device_id:
             return
         leaf = parsed[1]
-        handler = self._handlers.get(leaf)
-        if handler is None:
+        entry = self._handlers.get(leaf)
+        if entry is None:
             log.debug("ignoring message on %s", topic)
             return
+        check, handler = entry
         self.received[leaf] += 1
         try:
+            if check is not None:
+                check(payload)  # farmiq.wire schema: refused here, before any work
             await handler(payload)
         except (ValueError, TypeError, KeyError) as exc:  # includes pydantic ValidationError
             self.malformed[leaf] += 1

@@ -21,24 +21,22 @@ transactions.
 
 The outbox knows nothing of MQTT clients: it takes ``publish(topic, payload, qos)``, an
 awaitable that raises when it cannot hand the message over, and optionally
-``is_connected()`` so nothing is attempted while the link is down.
+``is_connected()`` so nothing is attempted while the link is down. Nor of drift windows:
+it takes ``merge(payload_a, payload_b) -> (key, payload)`` for two items of the same
+``merge_group`` (the drift reporter passes ``drift_stats.merge_encoded``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any
 
 import orjson
-
-from edge_agent.telemetry.drift_stats import encode_window, merge_key, merge_windows
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +58,10 @@ CREATE INDEX IF NOT EXISTS outbox_group ON outbox (merge_group, seq);
 """
 
 
+# Two items of one merge group -> the (key, payload) of the one item replacing both.
+Merge = Callable[[bytes, bytes], tuple[str, bytes]]
+
+
 class OutboxFull(RuntimeError):
     """The item does not fit in the disk budget and nothing can be merged to make room."""
 
@@ -76,8 +78,10 @@ class Outbox:
         retry_min_s: float = 0.5,
         retry_max_s: float = 30.0,
         is_connected: Callable[[], bool] | None = None,
+        merge: Merge | None = None,
     ) -> None:
         self.path = Path(path)
+        self.merge = merge
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.publish = publish
         self.disk_budget_bytes = disk_budget_bytes
@@ -147,12 +151,6 @@ class Outbox:
         """``put`` off the event loop."""
         return await asyncio.to_thread(self.put, topic, payload, key, merge_group=merge_group)
 
-    def put_window(self, topic: str, window: Mapping[str, Any]) -> bool:
-        """Queue a drift window (``DriftStats`` output); mergeable under the disk budget."""
-        return self.put(
-            topic, encode_window(window), str(window["id"]), merge_group=merge_key(window)
-        )
-
     def size_bytes(self) -> int:
         with self._lock:
             row = self._db.execute(
@@ -184,6 +182,8 @@ class Outbox:
                 return
 
     def _merge_oldest_pair(self) -> bool:
+        if self.merge is None:
+            return False
         row = self._db.execute(
             "SELECT merge_group FROM outbox WHERE merge_group IS NOT NULL AND handed = 0 "
             "GROUP BY merge_group HAVING COUNT(*) >= 2 ORDER BY MIN(seq) LIMIT 1"
@@ -196,12 +196,11 @@ class Outbox:
             (row[0],),
         ).fetchall()
         (seq_a, pa), (seq_b, pb) = pair
-        merged = merge_windows(json.loads(pa), json.loads(pb))
-        # The merged window keeps the older position in the send order.
+        key, payload = self.merge(pa, pb)
+        # The merged item keeps the older position in the send order.
         self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq_b,))
         self._db.execute(
-            "UPDATE outbox SET key = ?, payload = ? WHERE seq = ?",
-            (merged["id"], encode_window(merged), seq_a),
+            "UPDATE outbox SET key = ?, payload = ? WHERE seq = ?", (key, payload, seq_a)
         )
         self.merges += 1
         return True
