@@ -20,8 +20,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
+from edge_agent.api import kserve_v2
 from edge_agent.api.errors import api_error
 from edge_agent.api.local_api import ApiError, LocalApi, Request, Response, json_response
+from edge_agent.api.openapi import openapi_document
 from edge_agent.inference.router import RoutingError
 
 if TYPE_CHECKING:
@@ -102,6 +104,14 @@ def build_api(agent: ApiPorts) -> LocalApi:
     api = LocalApi()
     router = agent.router
     state = agent.status
+
+    document = orjson.dumps(openapi_document())
+
+    @api.route("GET", "/openapi.json")
+    async def openapi(req: Request) -> Response:
+        return Response(document)
+
+    kserve_v2.add_routes(api, router, agent.models, state.ready)  # /v2/... (Triton clients)
 
     @api.route("GET", "/health")
     async def health(req: Request) -> Response:
