@@ -4,6 +4,11 @@ A gateway often sees the same reading twice (a sensor that has not changed, a re
 request); the answer of a deterministic model for the same version and bytes is the same.
 The version is part of the key, and the agent clears the cache on every model swap, so an
 answer from a replaced model is never served.
+
+Our own, not ``cachetools.TTLCache``: on this path (every request is a lookup and, on a
+miss, an insert with LRU eviction) TTLCache measured about 15x slower per miss+insert
+than this OrderedDict (its ``expire`` walk on every insert), several microseconds on a
+request whose model runs in ten.
 """
 
 from __future__ import annotations

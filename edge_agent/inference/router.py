@@ -20,6 +20,11 @@ and the input is kept on disk for later.
 
 Every answer names its target, model version, latency and the reason it went there.
 
+The decisions (plan, reason, cascade choice, fast path) are in ``policy.py``, a table;
+this module is the executor: it runs the plan, falls back, merges cascade answers, feeds
+the observer channel (``observers.py``) and raises domain errors (``RoutingError``
+kinds) that only the HTTP layer turns into statuses.
+
 The hot path is written for a 10 us model: the per-model state (specs, targets,
 thresholds, batcher) is resolved once per loaded model and found again with a dict lookup
 and an identity check, no pydantic, no per-request closures.
@@ -36,7 +41,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
-from edge_agent.inference.breaker import OPEN, CircuitBreaker
+from edge_agent.inference import policy
+from edge_agent.inference.breaker import CircuitBreaker
 from edge_agent.inference.escalation_store import EscalationStore
 from edge_agent.inference.micro_batcher import MicroBatcher
 from edge_agent.inference.result import InferenceResult
@@ -51,8 +57,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EDGE = "edge"
-REMOTE_KINDS = ("cloud", "serverless")
+EDGE = policy.EDGE
 _EWMA = 0.2
 _OPT = orjson.OPT_SERIALIZE_NUMPY
 _FAST_REASON = "edge first (bundle preference); local model"
@@ -163,8 +168,9 @@ class _ModelState:
                 max_delay_ms=m.serving.max_delay_ms,
             )
         self.ewma: dict[str, float] = {EDGE: self.single_row_us / 1000.0}
-        # The common case, taken with no planning at all: edge first, inline, no cascade.
-        self.fast = self.targets[0] == EDGE and self.inline and self.threshold is None
+        # The common case, taken with no planning at all (policy.takes_fast_path, resolved
+        # once here; the budget check stays inline on the hot path).
+        self.fast = policy.takes_fast_path(self, None)
 
     def edge_expected_ms(self) -> float:
         base = self.ewma[EDGE]
@@ -370,7 +376,7 @@ class Router:
                 return result
             self.metrics.cache_misses[name] += 1
 
-        if st.fast and (budget_ms is None or budget_ms >= st.ewma[EDGE]):
+        if st.fast and (budget_ms is None or budget_ms >= st.ewma[EDGE]):  # policy.takes_fast_path
             # The fast path: run the tiny model right here on the event loop.
             s0 = time.perf_counter()
             outs = st.run(arrays)
@@ -392,48 +398,22 @@ class Router:
             cache.put(key, result)
         return result
 
-    def _plan(
-        self, st: _ModelState, budget_ms: float | None
-    ) -> tuple[list[tuple[str, float]], list[str]]:
-        """Targets to try, best first, with their expected latency; and why others are out."""
-        cands: list[tuple[bool, int, float, str, float]] = []
-        skipped: list[str] = []
-        for rank, t in enumerate(st.targets):
-            if t == EDGE:
-                exp = st.edge_expected_ms()
-                cost = 0.0
-            else:
-                remote = self.remotes.get(t)
-                if remote is None or not remote.configured():
-                    skipped.append(f"{t}: not configured")
-                    continue
-                if not remote.holds(st.name if t == "mcu" else st.cloud_name):
-                    skipped.append(f"{t}: does not hold the model")
-                    continue
-                if self.breakers[t].state == OPEN:
-                    skipped.append(f"{t}: circuit breaker open")
-                    continue
-                exp = st.ewma.get(t, self.default_remote_ms + remote.cold_start_ms)
-                cost = remote.cost
-            fits = budget_ms is None or exp <= budget_ms
-            cands.append((not fits, rank, cost, t, exp))
-        cands.sort()
-        return [(c[3], c[4]) for c in cands], skipped
-
     async def _routed(
         self, st: _ModelState, arrays: dict[str, np.ndarray], budget_ms: float | None, t0: float
     ) -> InferenceResult:
-        plan, skipped = self._plan(st, budget_ms)
+        plan, skipped = policy.plan(
+            st, self.remotes, self.breakers, budget_ms, self.default_remote_ms
+        )
         if not plan:
             self._failed(st.name)
             raise NoTarget(f"no target can serve {st.name!r} now", skipped=skipped)
         deadline = None if budget_ms is None else t0 + budget_ms / 1000.0
         rows = next(iter(arrays.values())).shape[0]
-        first = plan[0][0]
-        code, why = self._why(st, first, plan, skipped, budget_ms)
+        code, why = policy.reason(st, plan, skipped, budget_ms, self._queue(st))
         tried: list[str] = []
         errors: list[str] = []
-        for i, (target, _exp) in enumerate(plan):
+        for i, cand in enumerate(plan):
+            target = cand.target
             now = time.perf_counter()
             remaining = None if deadline is None else deadline - now
             if remaining is not None and remaining <= 0 and tried:
@@ -443,8 +423,7 @@ class Router:
                     outs = await self._run_edge(st, arrays, remaining)
                 else:
                     # leave room to fall back to the edge if it comes later in the plan
-                    later_edge = any(t == EDGE for t, _ in plan[i + 1 :])
-                    reserve = (2 * st.ewma[EDGE] + 0.5) / 1000.0 if later_edge else 0.0
+                    reserve = policy.reserve_for_edge_s(plan[i + 1 :], st)
                     timeout = self.remote_timeout_s
                     if remaining is not None:
                         timeout = min(timeout, max(remaining - reserve, 0.0005))
@@ -485,28 +464,6 @@ class Router:
     def _failed(self, name: str) -> None:
         for obs in self.observers:
             obs.failed(name)
-
-    def _why(
-        self,
-        st: _ModelState,
-        first: str,
-        plan: list[tuple[str, float]],
-        skipped: list[str],
-        budget: float | None,
-    ) -> tuple[str, str]:
-        pref = st.targets[0]
-        exp = dict(plan)[first]
-        if first == pref:
-            base = f"{first} first (bundle preference)"
-            if budget is not None:
-                base += f"; expected {exp:.2f} ms within budget {budget:g} ms"
-            return "preferred", base
-        if pref in dict(plan):
-            return "budget", (
-                f"{pref} expected {dict(plan)[pref]:.2f} ms (queue {self._queue(st)}) "
-                f"misses budget {budget:g} ms; {first} expected {exp:.2f} ms"
-            )
-        return "fallback", f"{'; '.join(skipped)}; {first} is next in preference"
 
     @staticmethod
     def _queue(st: _ModelState) -> int:
@@ -568,25 +525,10 @@ class Router:
         idx = np.flatnonzero(low)
         sub = {k: v[idx] for k, v in arrays.items()}
         # The cheapest remote the bundle allows whose link is healthy and fits the budget.
-        choices = []
-        why_not: list[str] = []
-        for t in st.targets:
-            if t not in REMOTE_KINDS:
-                continue
-            remote = self.remotes.get(t)
-            if remote is None or not remote.configured():
-                why_not.append(f"{t} not configured")
-                continue
-            if self.breakers[t].state == OPEN:
-                why_not.append(f"{t} unreachable (circuit breaker open)")
-                continue
-            exp = st.ewma.get(t, self.default_remote_ms + remote.cold_start_ms)
-            if deadline is not None and time.perf_counter() + exp / 1000.0 > deadline:
-                why_not.append(f"{t} expected {exp:.1f} ms exceeds what is left of the budget")
-                continue
-            choices.append((remote.cost, t))
-        choices.sort()
-        for _cost, t in choices:
+        choices, why_not = policy.cascade_choices(
+            st, self.remotes, self.breakers, deadline, self.default_remote_ms
+        )
+        for t in choices:
             timeout = self.remote_timeout_s
             if deadline is not None:
                 timeout = min(timeout, max(deadline - time.perf_counter(), 0.0005))

@@ -23,6 +23,7 @@ import orjson
 
 from edge_agent.models.events import ModelEvents, ModelSwap
 from edge_agent.models.serving import LoadedModel, ModelSet
+from edge_agent.uplink.backoff import Backoff
 from farmiq import topics
 
 if TYPE_CHECKING:
@@ -102,7 +103,7 @@ class McuService:
         MCUs that are not up yet get it when they appear: retried with backoff."""
         data = (model.path / model.manifest.model_file).read_bytes()
         loaded: set[str] = set()
-        delay = 0.5
+        backoff = Backoff(0.5, 10.0)
         for _ in range(12):
             online = [d.device_id for d in self.manager.devices() if d.online]
             for mcu_id in online:
@@ -116,8 +117,7 @@ class McuService:
                     log.warning("MODEL_LOAD of %s on %s failed: %s", model.name, mcu_id, exc)
             if online and loaded >= set(online):
                 return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
+            await asyncio.sleep(backoff.next())
 
     async def on_readings(self, mcu_id: str, readings: list[Reading]) -> None:
         rows = [

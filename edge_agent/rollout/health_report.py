@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 
 
 @dataclass
@@ -65,10 +66,7 @@ def resources(state_dir: Path) -> dict[str, Any]:
     except OSError:
         pass
     try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    out["mem_available_mb"] = int(line.split()[1]) // 1024
+        out["mem_available_mb"] = psutil.virtual_memory().available // (1024 * 1024)
     except OSError:
         pass
     try:

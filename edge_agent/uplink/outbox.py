@@ -38,6 +38,8 @@ from pathlib import Path
 
 import orjson
 
+from edge_agent.uplink.backoff import Backoff
+
 log = logging.getLogger(__name__)
 
 Publish = Callable[[str, bytes, int], Awaitable[None]]
@@ -253,16 +255,15 @@ class Outbox:
             raise RuntimeError("Outbox.run needs a publish callable")
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
-        backoff = self.retry_min_s
+        backoff = Backoff(self.retry_min_s, self.retry_max_s)
         while True:
             self._wake.clear()
             try:
                 _, next_due = await self._send_due()
-                backoff = self.retry_min_s
+                backoff.reset()
             except Exception as exc:  # link down, broker gone: keep everything, retry later
-                log.info("outbox publish failed (%s); retrying in %.1fs", exc, backoff)
-                next_due = backoff
-                backoff = min(backoff * 2, self.retry_max_s)
+                next_due = backoff.next()
+                log.info("outbox publish failed (%s); retrying in %.1fs", exc, next_due)
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=next_due)
             except TimeoutError:
