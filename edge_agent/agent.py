@@ -64,7 +64,12 @@ def build_router(config: AgentConfig, models: ModelSet, mcu_manager: Any | None)
         "mcu": McuTarget(mcu_manager, deadline_s=inf.mcu_deadline_ms / 1000.0)
     }
     if config.cloud.triton_url or config.cloud.serverless_url:
-        from edge_agent.inference.targets.triton_target import TritonTarget
+        import importlib.util
+
+        from edge_agent.inference.targets.triton_target import TRITONCLIENT_MISSING, TritonTarget
+
+        if importlib.util.find_spec("tritonclient") is None:
+            log.warning("cloud targets configured but unusable: %s", TRITONCLIENT_MISSING)
 
         if config.cloud.triton_url:
             remotes["cloud"] = TritonTarget(config.cloud.triton_url, name="cloud", cost=1.0)

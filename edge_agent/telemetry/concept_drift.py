@@ -24,7 +24,17 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import orjson
-from river._river_rust.drift import AdaptiveWindowing
+
+try:
+    from river._river_rust.drift import AdaptiveWindowing as _Adwin
+
+    AdaptiveWindowing: Any = _Adwin
+except ImportError:  # river is in the optional `edge-drift` extra (it pulls scipy and pandas)
+    AdaptiveWindowing = None
+
+RIVER_MISSING = (
+    "regression feedback (ADWIN) needs river on the gateway: pip install 'farmiq-edge[edge-drift]'"
+)
 
 Kind = Literal["classification", "regression"]
 DDM_WARM_START = 300
@@ -119,6 +129,8 @@ class ADWIN:
             grace_period=grace_period,
         )
         self.drift_detected = False
+        if AdaptiveWindowing is None:
+            raise DetectorUnavailable(RIVER_MISSING)
         self._helper = AdaptiveWindowing(**self._args)
 
     def update(self, x: float) -> None:
@@ -134,6 +146,10 @@ class ADWIN:
 
 class FeedbackError(ValueError):
     """Bad feedback input; the HTTP layer answers 400 with this message."""
+
+
+class DetectorUnavailable(FeedbackError):
+    """The detector this feedback needs is not installed on this gateway."""
 
 
 class ConceptDriftMonitor:
@@ -240,6 +256,8 @@ class ConceptDriftMonitor:
                 if not isinstance(it, dict) or "prediction" not in it or "truth" not in it:
                     raise FeedbackError("each item needs 'prediction' and 'truth'")
                 changes += self.feedback(model, it["prediction"], it["truth"], kind)  # type: ignore[arg-type]
+        except DetectorUnavailable as exc:  # an optional extra is not installed
+            return 501, {"error": str(exc)}
         except FeedbackError as exc:
             return 400, {"error": str(exc)}
         except (ValueError, RecursionError) as exc:  # JSON syntax, nesting

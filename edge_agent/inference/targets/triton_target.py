@@ -18,6 +18,11 @@ import numpy as np
 
 from edge_agent.inference.targets.remote_target import TargetError
 
+TRITONCLIENT_MISSING = (
+    "cloud Triton targets need tritonclient on the gateway: "
+    "pip install 'farmiq-edge[edge-cloud]' (or tritonclient[grpc] for grpc:// URLs)"
+)
+
 log = logging.getLogger(__name__)
 
 _LINK_STATUS = {"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.CANCELLED",
@@ -65,10 +70,13 @@ class TritonTarget:
 
     def _ensure_client(self) -> Any:
         if self._client is None:
-            if self.protocol == "grpc":
-                import tritonclient.grpc.aio as mod
-            else:
-                import tritonclient.http.aio as mod  # type: ignore[no-redef]
+            try:
+                if self.protocol == "grpc":
+                    import tritonclient.grpc.aio as mod
+                else:
+                    import tritonclient.http.aio as mod  # type: ignore[no-redef]
+            except ImportError:  # tritonclient is in the optional `edge-cloud` extra
+                raise TargetError("unavailable", f"{self.name}: {TRITONCLIENT_MISSING}") from None
             self._mod = mod
             self._client = mod.InferenceServerClient(self.host)
         return self._client
