@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.models.model_store import InstalledModel, ModelStore
-from edge_agent.models.serving import LoadedModel, ModelSet, health_check, load_runtime
+from edge_agent.models.serving import LoadedModel, ModelSet, load_checked
 from edge_agent.models.trust_holder import TrustHolder
 from farmiq import __version__
 from farmiq.bundle.format import Manifest
@@ -88,11 +88,7 @@ class Installer:
         )
 
     def load(self, installed: InstalledModel) -> LoadedModel:
-        m = installed.manifest
-        runtime = load_runtime(m, installed.member(m.model_file), self.intra_op_threads)
-        model = LoadedModel(m, runtime, installed.path)
-        health_check(model)
-        return model
+        return load_checked(installed.manifest, installed.path, self.intra_op_threads)
 
     def install(self, bundle: bytes) -> InstallResult:
         """Blocking (CPU and disk); the agent runs it in a worker thread."""
@@ -118,9 +114,7 @@ class Installer:
         # 2. stage on disk (fsynced), 3. load and health-check, 4. switch atomically
         staged = self.store.stage(bundle, vb.manifest_bytes, vb.members)
         try:
-            runtime = load_runtime(m, staged / m.model_file, self.intra_op_threads)
-            candidate = LoadedModel(m, runtime, staged)
-            health_check(candidate)
+            candidate = load_checked(m, staged, self.intra_op_threads)
         except Exception as exc:
             self.store.discard(staged)
             log.warning("bundle %s v%s failed its health check: %s", m.name, m.version, exc)

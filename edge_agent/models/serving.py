@@ -7,9 +7,7 @@ bundle swap never drops in-flight requests.
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,26 +91,27 @@ def health_check(model: LoadedModel, runs: int = 3) -> None:
     model.warm = True
 
 
-SwapListener = Callable[[LoadedModel, "LoadedModel | None"], None]
+def load_checked(manifest: Manifest, directory: Path, intra_op_threads: int = 1) -> LoadedModel:
+    """The one load-and-health-check: the model file of ``manifest`` under ``directory``,
+    warmed up and checked (installs, start-up, rollbacks, shadow candidates)."""
+    runtime = load_runtime(manifest, directory / manifest.model_file, intra_op_threads)
+    model = LoadedModel(manifest, runtime, directory)
+    health_check(model)
+    return model
 
 
 class ModelSet:
     def __init__(self) -> None:
         self._models: dict[str, LoadedModel] = {}
-        # Called after every swap with (new, old): drift statistics, caches, reports.
-        self.listeners: list[SwapListener] = []
 
     def get(self, name: str) -> LoadedModel | None:
         return self._models.get(name)
 
     def swap(self, model: LoadedModel) -> LoadedModel | None:
+        """Serve ``model`` (one dict assignment). Announced by ``InstallService`` through
+        ``ModelEvents`` on the event loop, not here (this runs in a worker thread)."""
         old = self._models.get(model.name)
         self._models[model.name] = model
-        for listener in self.listeners:
-            try:
-                listener(model, old)
-            except Exception:
-                logging.getLogger(__name__).exception("model swap listener failed")
         return old
 
     def remove(self, name: str) -> LoadedModel | None:

@@ -22,7 +22,7 @@ from edge_agent.config import RolloutAgentSettings
 from edge_agent.inference.result import InferenceResult
 from edge_agent.models.install_service import InstallService
 from edge_agent.models.model_store import ModelStore
-from edge_agent.models.serving import LoadedModel, ModelSet, health_check, load_runtime
+from edge_agent.models.serving import LoadedModel, ModelSet, health_check, load_checked
 from edge_agent.rollout.desired_state import DesiredStateManager
 from edge_agent.rollout.health_report import InferenceStats, resources
 from edge_agent.rollout.probation_probe import RecentInputs, non_finite, probe
@@ -207,10 +207,7 @@ class RolloutPart:
             p = d / member
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_bytes(blob)
-        runtime = load_runtime(manifest, d / manifest.model_file, self.intra_op_threads)
-        model = LoadedModel(manifest, runtime, d)
-        health_check(model)
-        return model
+        return load_checked(manifest, d, self.intra_op_threads)
 
     def shadow_bundle(self, name: str) -> str | None:
         return self.shadow.candidate_bundle(name)
