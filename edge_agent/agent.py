@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from edge_agent.api.api_routes import ApiPorts, build_api
+from edge_agent.api.api_routes import ApiPorts, StatusProvider, build_api
 from edge_agent.api.local_api import LocalApi
 from edge_agent.config import AgentConfig
 from edge_agent.daemon.lifecycle import Lifecycle, LifecyclePorts
@@ -211,7 +211,7 @@ class Agent:
                 installs=self.installs,
                 features=self.features,
                 feedback=self.drift.feedback,
-                status=self,
+                status=StatusProvider(ready=self.ready, status=self.status),
                 resources=lambda: resource_status(
                     self.config.state_dir,
                     self.router,

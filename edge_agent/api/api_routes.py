@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -34,9 +34,10 @@ if TYPE_CHECKING:
     from edge_agent.models.serving import ModelSet
 
 
-class StatusProvider(Protocol):
-    def ready(self) -> tuple[bool, str]: ...
-    def status(self) -> dict[str, Any]: ...
+@dataclass
+class StatusProvider:
+    ready: Callable[[], tuple[bool, str]]  # GET /ready, /v2/health/ready
+    status: Callable[[], dict[str, Any]]  # GET /api/v1/status
 
 
 @dataclass
