@@ -35,7 +35,7 @@ def test_no_import_circle_and_only_the_cli_imports_the_agent() -> None:
             if d not in g:
                 continue
             if state.get(d) == 1:
-                cycles.append(stack[stack.index(d) :] + [d])
+                cycles.append([*stack[stack.index(d) :], d])
             elif d not in state:
                 visit(d, stack)
         stack.pop()
