@@ -20,7 +20,8 @@ def _interpreter_class():  # type: ignore[no-untyped-def]
             return Interpreter
         except ImportError as exc:
             raise RuntimeUnavailable(
-                "neither ai_edge_litert nor tflite_runtime is installed"
+                "LiteRT bundles need the LiteRT interpreter on the gateway: "
+                "pip install 'farmiq-edge[edge-litert]'"
             ) from exc
 
 
