@@ -122,8 +122,12 @@ class ShadowReport(Message):
     agree: int = _Count
 
 
-class DriftColumn(Message):
-    """One column of a drift window: histogram counts in the reference's bins."""
+class DriftColumn(BaseModel):
+    """One column of a drift window: histogram counts in the reference's bins. Unknown
+    fields are ignored, not kept: the control plane stores the window's bytes as received
+    (and keeping extras costs a third of the validation on a fleet burst)."""
+
+    model_config = ConfigDict(extra="ignore")
 
     kind: Literal["numeric", "categorical"] | None = None
     counts: list[int] = Field(min_length=1)
@@ -151,7 +155,8 @@ class DriftWindow(Message):
     features: dict[str, DriftColumn] = Field(min_length=1)
     prediction: DriftColumn | None = None
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True, coerce_numbers_to_str=True)
+    # extras ignored for the same reason as DriftColumn's (the raw window is what is stored)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, coerce_numbers_to_str=True)
 
 
 class ConceptEvent(Message):
