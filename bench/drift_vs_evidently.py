@@ -23,7 +23,7 @@ import pandas as pd
 from control_plane.drift.analysis import Groups, RefLayout, analyze
 from control_plane.drift.evidently_report import column_verdicts, run_data_drift
 from control_plane.drift.thresholds import ThresholdConfig
-from edge_agent.drift_stats import DriftStats
+from edge_agent.telemetry.drift_stats import DriftStats
 from farmiq.drift_reference import build_reference
 
 N, F = 5000, 10

@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge_agent.feature_cache import FeatureCache  # noqa: E402
+from edge_agent.features.feature_cache import FeatureCache  # noqa: E402
 
 SENSORS = ("temperature", "humidity", "co2", "ammonia", "water_flow", "feed_flow")
 

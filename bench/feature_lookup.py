@@ -23,7 +23,7 @@ os.environ.setdefault("FEAST_USAGE", "False")
 
 from feature_streams import T0, make_readings  # noqa: E402
 
-from edge_agent.feature_cache import FeatureCache  # noqa: E402
+from edge_agent.features.feature_cache import FeatureCache  # noqa: E402
 from farmiq.features import BARN_SCHEMA, FeatureSchema  # noqa: E402
 
 TEN = FeatureSchema(

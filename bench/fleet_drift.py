@@ -21,7 +21,7 @@ from scipy import stats
 from sqlalchemy import create_engine
 
 from control_plane.drift.ingest import DriftService
-from edge_agent.drift_stats import DriftStats, encode_window
+from edge_agent.telemetry.drift_stats import DriftStats, encode_window
 from farmiq.drift_reference import build_reference
 
 

@@ -40,7 +40,7 @@ BARE = "bare ASGI + orjson + session.run"
 
 EMPTY_APP = textwrap.dedent("""
     import sys, uvicorn, uvloop
-    from edge_agent.local_api import LocalApi, Response
+    from edge_agent.api.local_api import LocalApi, Response
     api = LocalApi()
     BODY = b'{"ok":true}'
     @api.route("POST", "/api/v1/inference")
@@ -119,9 +119,9 @@ def _wrk(url: str, body: bytes, seconds: int, conns: int, workdir: Path) -> dict
 def _start_agent(
     work: Path, model_bytes: bytes, reference: dict | None = None
 ) -> tuple[subprocess.Popen[bytes], str]:
-    from edge_agent.installer import Installer
-    from edge_agent.model_store import ModelStore
-    from edge_agent.serving import ModelSet
+    from edge_agent.models.installer import Installer
+    from edge_agent.models.model_store import ModelStore
+    from edge_agent.models.serving import ModelSet
     from farmiq.bundle.builder import build_bundle
     from farmiq.bundle.signing import Signer
     from farmiq.bundle.trust import TrustRoot

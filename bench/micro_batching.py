@@ -24,9 +24,9 @@ from bench.inference_common import cuda_available, mlp_onnx, pct
 def measure(
     model_bytes: bytes, max_batch: int, callers: int, seconds: float, providers: list[str]
 ) -> dict[str, float]:
-    from edge_agent.model_from_bytes import loaded_model_from_onnx
-    from edge_agent.router import Router
-    from edge_agent.serving import ModelSet
+    from edge_agent.inference.router import Router
+    from edge_agent.models.model_from_bytes import loaded_model_from_onnx
+    from edge_agent.models.serving import ModelSet
 
     m = loaded_model_from_onnx(model_bytes, name="mlp", task="classification",
                                serving={"max_batch": max_batch, "max_delay_ms": 2}, providers=providers)  # fmt: skip

@@ -30,10 +30,10 @@ def main() -> int:
     import tritonclient.http.aio as http_aio
 
     from control_plane.triton.publisher import TritonPublisher
-    from edge_agent.model_from_bytes import loaded_model_from_onnx
-    from edge_agent.router import Router
-    from edge_agent.runtimes.triton_target import TritonTarget
-    from edge_agent.serving import ModelSet
+    from edge_agent.inference.router import Router
+    from edge_agent.inference.targets.triton_target import TritonTarget
+    from edge_agent.models.model_from_bytes import loaded_model_from_onnx
+    from edge_agent.models.serving import ModelSet
     from farmiq_sim.barn_model import train_barn_model
     from farmiq_sim.triton_server import TritonServer
 

@@ -15,9 +15,17 @@ import logging
 from typing import Any, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from farmiq import topics
+from farmiq.wire.messages import (
+    ActuatorResult,
+    HealthReport,
+    InstallResult,
+    ModelHealth,
+    ReportedState,
+    ShadowReport,
+)
 
 log = logging.getLogger(__name__)
 
@@ -26,52 +34,19 @@ R = TypeVar("R", bound=BaseModel)
 # The largest report stored as it came (state, health, shadow); real ones are a few KiB.
 MAX_REPORT_BYTES = 256 * 1024
 
-_Count = Field(default=0, ge=0, le=2**62)
-
-
-class _Report(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class ModelHealth(_Report):
-    version: int | None = None
-    requests: int = _Count
-    errors: int = _Count
-    p99_ms: float | None = Field(default=None, ge=0, allow_inf_nan=False)
-
-
-class HealthReport(_Report):
-    models: dict[str, ModelHealth] = {}
-
-
-class ShadowReport(_Report):
-    model: str = Field(min_length=1, max_length=256)
-    candidate_version: int | None = None
-    rows: int = _Count
-    agree: int = _Count
-
-
-class ReportedState(_Report):
-    farm_id: str | None = Field(default=None, max_length=64)
-    hardware_class: str | None = Field(default=None, max_length=64)
-    tags: list[str] = []
-    models: dict[str, dict[str, Any]] = {}
-    entities: dict[str, list[str]] | None = None
-
-
-class InstallAck(_Report):
-    ok: bool = False
-    bundle_id: str | None = Field(default=None, max_length=128)
-    code: str | None = Field(default=None, max_length=64)
-    reason: str | None = None
-    rollout: str | None = Field(default=None, max_length=64)
-    version: int | None = None
-
-
-class ActuatorResult(_Report):
-    command_id: str = Field(default="", max_length=64)
-    ok: bool = False
-    key: str | None = Field(default=None, min_length=1, max_length=255)
+# The models of what gateways send live in farmiq/wire (one home, used by both sides).
+__all__ = [
+    "MAX_REPORT_BYTES",
+    "ActuatorResult",
+    "HealthReport",
+    "InstallAck",
+    "ModelHealth",
+    "ReportedState",
+    "ShadowReport",
+    "json_object",
+    "parse",
+]
+InstallAck = InstallResult
 
 
 def json_object(device_id: str, leaf: str, payload: bytes) -> dict[str, Any] | None:

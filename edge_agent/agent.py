@@ -15,66 +15,131 @@ import logging
 import os
 import platform
 import time
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from edge_agent.api_routes import build_api
+from edge_agent.api.api_routes import ApiPorts, StatusProvider, build_api
+from edge_agent.api.local_api import LocalApi
 from edge_agent.config import AgentConfig
-from edge_agent.drift_reporter import DriftReporter
-from edge_agent.feature_cache import FeatureCache
-from edge_agent.installer import Installer, InstallResult
-from edge_agent.lifecycle import Lifecycle
-from edge_agent.local_api import LocalApi
-from edge_agent.model_store import ModelStore
-from edge_agent.mqtt_link import MqttLink
-from edge_agent.observability import install_metrics
-from edge_agent.outbox import Outbox
-from edge_agent.rollout_agent import RolloutPart
-from edge_agent.router import Router
-from edge_agent.serving import ModelSet
-from edge_agent.trust_updates import handle_trust_update
+from edge_agent.daemon.lifecycle import Lifecycle, LifecyclePorts
+from edge_agent.features.feature_cache import FeatureCache
+from edge_agent.inference.escalation_store import EscalationStore
+from edge_agent.inference.observers import TurnBatched
+from edge_agent.inference.result_cache import ResultCache
+from edge_agent.inference.router import Router
+from edge_agent.inference.targets.mcu_target import McuTarget
+from edge_agent.inference.targets.remote_target import RemoteTarget
+from edge_agent.models.events import ModelEvents, ModelSwap
+from edge_agent.models.install_service import InstallService
+from edge_agent.models.installer import Installer, InstallResult
+from edge_agent.models.model_store import ModelStore
+from edge_agent.models.serving import ModelSet
+from edge_agent.models.trust_holder import TrustHolder
+from edge_agent.models.trust_updates import handle_trust_update
+from edge_agent.rollout.rollout_agent import RolloutPart
+from edge_agent.telemetry.drift_reporter import DriftReporter
+from edge_agent.telemetry.drift_stats import merge_encoded
+from edge_agent.telemetry.observability import MetricsPorts, install_metrics
+from edge_agent.telemetry.resources import resource_status
+from edge_agent.uplink.dispatch import Dispatch
+from edge_agent.uplink.mqtt_link import MqttLink
+from edge_agent.uplink.outbox import Outbox
+from edge_agent.uplink.port import up_publisher
 from farmiq import __version__, topics
-from farmiq.bundle.trust import TrustRoot
+
+if TYPE_CHECKING:
+    from edge_agent.mcu.mcu_service import McuService
 
 log = logging.getLogger(__name__)
 
 MAX_BUNDLES_WAITING = 2  # pushed bundles held in memory while one installs
 
 
+def build_router(config: AgentConfig, models: ModelSet, mcu_manager: Any | None) -> Router:
+    """The hybrid router with its targets: edge, MCU (the manager itself), cloud Triton."""
+    inf = config.inference
+    remotes: dict[str, RemoteTarget] = {
+        "mcu": McuTarget(mcu_manager, deadline_s=inf.mcu_deadline_ms / 1000.0)
+    }
+    if config.cloud.triton_url or config.cloud.serverless_url:
+        import importlib.util
+
+        from edge_agent.inference.targets.triton_target import TRITONCLIENT_MISSING, TritonTarget
+
+        if importlib.util.find_spec("tritonclient") is None:
+            log.warning("cloud targets configured but unusable: %s", TRITONCLIENT_MISSING)
+
+        if config.cloud.triton_url:
+            remotes["cloud"] = TritonTarget(config.cloud.triton_url, name="cloud", cost=1.0)
+        if config.cloud.serverless_url:
+            remotes["serverless"] = TritonTarget(
+                config.cloud.serverless_url,
+                name="serverless",
+                cost=inf.serverless_cost,
+                cold_start_ms=inf.serverless_cold_start_ms,
+            )
+    return Router(
+        models,
+        remotes=remotes,
+        cache=ResultCache(inf.cache_size, inf.cache_ttl_s),
+        escalations=EscalationStore(
+            Path(config.state_dir) / "escalations",
+            max_entries=inf.escalation_max_entries,
+            max_bytes=int(inf.escalation_max_mb * 1024 * 1024),
+        ),
+        breaker_failures=inf.breaker_failures,
+        breaker_reset_s=inf.breaker_reset_s,
+        remote_timeout_ms=config.cloud.timeout_ms,
+        inline_max_us=inf.inline_max_us,
+    )
+
+
 class Agent:
+    """The composition root: builds every part, hands each the narrow ports it uses, and
+    wires the events. No part receives the Agent."""
+
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
-        self.device_id = config.device_id
+        self.device_id = device_id = config.device_id
         config.state_dir.mkdir(parents=True, exist_ok=True)
-        self.trust = TrustRoot.load(config.trust_root)
+        self.started_at = time.time()
+        self.config_path: str | None = None  # set by run(); SIGHUP re-reads it
+
+        # -- models: the one trust holder, event source and install service --------------
         self.models = ModelSet()
         self.store = ModelStore(config.state_dir)
-        self.installer = Installer(
+        self.events = ModelEvents()
+        self.trust = TrustHolder.load(config.trust_root)
+        installer = Installer(
             self.store,
             self.models,
             self.trust,
-            device_id=config.device_id,
+            device_id=device_id,
             hardware_class=config.hardware_class,
             max_bundle_bytes=config.max_bundle_bytes,
             intra_op_threads=config.intra_op_threads,
         )
+        self.installs = InstallService(
+            installer, self.models, self.store, self.trust, self.events, self.publish_state
+        )
         # Feature cache (docs/features.md): a bundle whose feature schema it cannot serve
-        # is refused before anything is staged.
+        # is refused before anything is staged. New install-path checks go here too.
         self.features = FeatureCache(config.state_dir / "features.db")
-        self.installer.checks.append(self._feature_schema_check)
-        self.router = Router.for_agent(self)  # hybrid router: edge, MCU, cloud (issue 3)
-        self.started_at = time.time()
-        self.install_lock = asyncio.Lock()
-        self.last_install: InstallResult | None = None
+        self.installs.add_check(self._feature_schema_check)
+
+        # -- uplink ----------------------------------------------------------------------
+        self.dispatch = Dispatch(device_id)
         self.link = MqttLink(
             config.mqtt,
-            client_id=f"farmiq-agent-{config.device_id}",
-            subscriptions=[(topics.gw(config.device_id) + "/" + topics.DOWN_ALL, 1)],
-            on_message=self.on_message,
-            will=(topics.up(config.device_id, topics.STATUS), b"offline"),
+            client_id=f"farmiq-agent-{device_id}",
+            subscriptions=[(topics.gw(device_id) + "/" + topics.DOWN_ALL, 1)],
+            on_message=self.dispatch.on_message,
+            will=(topics.up(device_id, topics.STATUS), b"offline"),
             on_connect=self.on_connect,
         )
+        self.publish_up = up_publisher(self.link, device_id)
         # What the gateway owes the cloud goes through the durable outbox (docs/drift.md).
         self.outbox = Outbox(
             config.state_dir / "outbox.db",
@@ -82,34 +147,119 @@ class Agent:
             disk_budget_bytes=int(config.drift.outbox_budget_mb * 1024 * 1024),
             ack_timeout_s=config.drift.outbox_ack_timeout_s,
             is_connected=self.link.connected.is_set,
+            merge=merge_encoded,  # over budget, drift windows merge instead of dropping
         )
+
+        # -- MCUs ------------------------------------------------------------------------
+        self.mcu: McuService | None = None
+        if config.mcu_ports:
+            from edge_agent.mcu.mcu_service import McuService
+
+            self.mcu = McuService(
+                config.mcu_ports,
+                device_id=device_id,
+                barn_id=config.barn_id,
+                ingest=self.features.ingest,
+                outbox_put=self.outbox.aput,
+                models=self.models,
+                events=self.events,
+            )
+
+        # -- inference and what watches it -------------------------------------------------
+        self.router = build_router(config, self.models, self.mcu.manager if self.mcu else None)
         self.drift = DriftReporter(
-            config.device_id,
+            device_id,
             self.outbox,
             farm_id=config.farm_id,
             window_s=config.drift.window_s,
             reservoir_size=config.drift.reservoir_size,
         )
-        self.models.listeners.append(self._on_model_swap)
-        self.router.observers.append(self.drift.observe)  # drift windows see every answer
-        self.mcu: Any = None
-        if config.mcu_ports:
-            from edge_agent.mcu_service import McuService
+        self.rollout = RolloutPart(
+            config.rollout,
+            device_id=device_id,
+            state_dir=config.state_dir,
+            max_bundle_bytes=config.max_bundle_bytes,
+            intra_op_threads=config.intra_op_threads,
+            models=self.models,
+            store=self.store,
+            installs=self.installs,
+            link=self.link,
+            publish_up=self.publish_up,
+        )
+        # One observer channel: drift windows, shadow mode, rollout health.
+        self.router.observers += [TurnBatched(self.drift.observe), self.rollout]
+        self.events.subscribe(self._on_model_swap)
 
-            self.mcu = McuService(self)
-        self._background: list[asyncio.Task[None]] = []
+        # -- MQTT leaves: down/<leaf> -> handler --------------------------------------------
         self._bundles_waiting = 0
-        self.api: LocalApi = build_api(self)
-        self.rollout = RolloutPart(self)  # desired state, chunked transfers, shadow, health
-        self.shadow = self.rollout.shadow  # request path: agent.shadow.observe(...)
-        self.config_path: str | None = None  # set by run(); SIGHUP re-reads it
-        self.lifecycle = Lifecycle(self)
-        self.metrics = install_metrics(self)
+        d = self.dispatch
+        d.register(topics.BUNDLE, self._on_bundle)
+        d.register(topics.DESIRED, self.rollout.on_desired)  # docs/rollout.md
+        d.register(topics.CHUNK, self.rollout.on_chunk)
+        d.register(topics.OUTBOX_ACK, self.outbox.ahandle_ack_message)  # SQLite: off the loop
+        d.register(topics.FEATURES, self._on_cloud_features)
+        d.register(topics.ACTUATOR, self._on_actuator)
+        d.register(topics.TRUST, self._on_trust)  # root rotation (docs/security.md)
+
+        # -- local API, metrics, systemd ----------------------------------------------------
+        self.api: LocalApi = build_api(
+            ApiPorts(
+                device_id=device_id,
+                router=self.router,
+                models=self.models,
+                store=self.store,
+                installs=self.installs,
+                features=self.features,
+                feedback=self.drift.feedback,
+                status=StatusProvider(ready=self.ready, status=self.status),
+                resources=lambda: resource_status(
+                    self.config.state_dir,
+                    self.router,
+                    self.link,
+                    self.mcu.devices if self.mcu else None,
+                ),
+            )
+        )
+        self.lifecycle = Lifecycle(
+            LifecyclePorts(
+                link=self.link,
+                started_at=self.started_at,
+                get_config=lambda: self.config,
+                set_config=self._set_config,
+                ready=self.ready,
+                models=self.models,
+                installs=self.installs,
+                publish_state=self.publish_state,
+                request_stop=self.request_stop,
+                outbox=self.outbox,
+                config_path=lambda: self.config_path,
+            )
+        )
+        if self.mcu is not None:
+            self.lifecycle.on_shutdown("close mcu", self.mcu.stop)
+        self.metrics = install_metrics(
+            self.api,
+            MetricsPorts(
+                device_id=device_id,
+                farm_id=config.farm_id,
+                started_at=self.started_at,
+                ready=self.ready,
+                link=self.link,
+                models=self.models,
+                router=self.router,
+                outbox=self.outbox,
+                reloads=lambda: self.lifecycle.reloads,
+            ),
+        )
+        self._background: list[asyncio.Task[None]] = []
         self._server: Any = None
         self._stop = asyncio.Event()
         self.api_port: int | None = None
 
-    # -- state ---------------------------------------------------------------------------
+    def _set_config(self, config: AgentConfig) -> None:
+        self.config = config
+
+    # -- state (the API's and the lifecycle's StatusProvider) -----------------------------
     def reported_state(self) -> dict[str, Any]:
         return {
             "device_id": self.device_id,
@@ -144,6 +294,18 @@ class Agent:
             return False, "connecting to the broker"
         return True, "serving" + ("" if broker == "connected" else " (broker offline)")
 
+    def status(self) -> dict[str, Any]:
+        ok, why = self.ready()
+        last = self.installs.last_install
+        return {
+            "device_id": self.device_id,
+            "ready": ok,
+            "reason": why,
+            "broker_connected": self.link.connected.is_set(),
+            "last_install": last.as_dict() if last else None,
+            "state": self.reported_state(),
+        }
+
     async def publish_state(self) -> None:
         await self.link.publish(
             topics.up(self.device_id, topics.STATE),
@@ -157,59 +319,45 @@ class Agent:
         await self.publish_state()
         await self.rollout.on_connect()
 
-    async def on_message(self, topic: str, payload: bytes) -> None:
-        parsed = topics.parse_down(topic)
-        if parsed is None or parsed[0] != self.device_id:
+    async def _on_bundle(self, payload: bytes) -> None:
+        if self._bundles_waiting >= MAX_BUNDLES_WAITING:
+            # A flood of pushed bundles must not pile up in memory behind the install
+            # lock: refuse, say so, and let the sender retry.
+            log.warning("bundle refused: %d installs already waiting", self._bundles_waiting)
+            await self._ack_install(InstallResult(False, "busy", "installs already waiting"))
             return
-        leaf = parsed[1]
-        if leaf == topics.BUNDLE:
-            if self._bundles_waiting >= MAX_BUNDLES_WAITING:
-                # A flood of pushed bundles must not pile up in memory behind the install
-                # lock: refuse, say so, and let the sender retry.
-                log.warning("bundle refused: %d installs already waiting", self._bundles_waiting)
-                await self._ack_install(InstallResult(False, "busy", "installs already waiting"))
-                return
-            self._bundles_waiting += 1
-            try:
-                await self.handle_bundle(payload)
-            finally:
-                self._bundles_waiting -= 1
-        elif self.rollout.handles(leaf):  # down/desired, down/chunk (docs/rollout.md)
-            await self.rollout.on_message(leaf, payload)
-        elif leaf == topics.OUTBOX_ACK:  # the control plane stored these outbox items
-            await self.outbox.ahandle_ack_message(payload)  # SQLite commit: off the loop
-        elif leaf == topics.FEATURES:  # cloud-side features for our entities
-            try:
-                await asyncio.to_thread(self.features.apply_cloud_features, payload)
-            except ValueError as exc:
-                log.warning("cloud features refused: %s", exc)
-        elif leaf == topics.ACTUATOR:
-            if self.mcu is None:
-                log.warning("actuator command but no MCU is configured")
-            else:
-                await self.mcu.handle_command(payload)
-        elif leaf == topics.TRUST:  # root rotation (docs/security.md)
-            await handle_trust_update(self, payload)
-        else:
-            log.debug("ignoring message on %s", topic)
+        self._bundles_waiting += 1
+        try:
+            await self._ack_install(await self.installs.install(payload))
+        finally:
+            self._bundles_waiting -= 1
 
-    async def handle_bundle(self, bundle: bytes, ack: bool = True) -> InstallResult:
-        async with self.install_lock:
-            result = await asyncio.to_thread(self.installer.install, bundle)
-        self.last_install = result
-        if ack:  # rollouts acknowledge through the desired-state manager instead
-            await self._ack_install(result)
-        if result.ok:
-            if result.name and result.code != "already-installed":
-                self.router.on_model_swap(result.name)  # new state, cached answers dropped
-            await self.publish_state()
+    async def handle_bundle(self, bundle: bytes) -> InstallResult:
+        """Install a whole bundle and acknowledge it on ``up/install`` (direct deployments)."""
+        result = await self.installs.install(bundle)
+        await self._ack_install(result)
         return result
 
     async def _ack_install(self, result: InstallResult) -> None:
-        await self.link.publish(
-            topics.up(self.device_id, topics.INSTALL_ACK),
+        await self.publish_up(
+            topics.INSTALL_ACK,
             orjson.dumps({**result.as_dict(), "device_id": self.device_id, "ts": time.time()}),
         )
+
+    async def _on_cloud_features(self, payload: bytes) -> None:
+        try:
+            await asyncio.to_thread(self.features.apply_cloud_features, payload)
+        except ValueError as exc:
+            log.warning("cloud features refused: %s", exc)
+
+    async def _on_actuator(self, payload: bytes) -> None:
+        if self.mcu is None:
+            log.warning("actuator command but no MCU is configured")
+        else:
+            await self.mcu.handle_command(payload)
+
+    async def _on_trust(self, payload: bytes) -> None:
+        await handle_trust_update(self.installs, self.publish_up, self.device_id, payload)
 
     def _feature_schema_check(self, manifest: Any) -> str | None:
         ref = manifest.feature_schema
@@ -218,14 +366,18 @@ class Agent:
         ok, reason = self.features.can_serve(ref.name, ref.version)
         return None if ok else f"feature schema {ref.name}:{ref.version}: {reason}"
 
-    def _on_model_swap(self, new: Any, old: Any) -> None:
-        if old is not None and old.version != new.version:
+    def _on_model_swap(self, swap: ModelSwap) -> None:
+        """On the loop, once per swap: routing state and cached answers, drift windows."""
+        self.router.on_model_swap(swap.name)
+        old, new = swap.old, swap.new
+        if old is not None and (new is None or old.version != new.version):
             self.drift.unregister(old.name, old.version)
-        self.drift.register(new)
+        if new is not None:
+            self.drift.register(new)
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
-        loaded = await asyncio.to_thread(self.installer.load_installed)
+        loaded = await self.installs.load_installed()
         if loaded:
             log.info("serving installed models: %s", ", ".join(loaded))
         await self._start_api()
@@ -257,7 +409,7 @@ class Agent:
             server_header=False,
         )
         server = uvicorn.Server(cfg)
-        # The agent owns SIGTERM/SIGHUP (edge_agent/lifecycle.py): uvicorn must not capture them.
+        # The agent owns SIGTERM/SIGHUP (edge_agent/daemon/lifecycle.py): uvicorn must not capture them.
         server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
         self._server = server
         self._server_task = asyncio.create_task(server.serve())

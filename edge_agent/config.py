@@ -54,6 +54,9 @@ class InferenceSettings(BaseModel):
     serverless_cold_start_ms: float = Field(default=250.0, ge=0)
     escalation_max_entries: int = Field(default=10_000, ge=1)
     escalation_max_mb: float = Field(default=64.0, gt=0)
+    # The most one request waits for an MCU before falling back to the next target: a hung
+    # MCU costs at most this (or less, when the request's latency budget is tighter).
+    mcu_deadline_ms: float = Field(default=250.0, gt=0)
 
 
 class RolloutAgentSettings(BaseModel):

@@ -1,7 +1,9 @@
 """The MQTT topic tree. One place, so ACLs, docs and code agree.
 
 A gateway ``{id}`` subscribes only to ``farmiq/v1/gw/{id}/down/#`` and publishes only to
-``farmiq/v1/gw/{id}/up/#``; the broker ACL enforces exactly that (see provisioning).
+``farmiq/v1/gw/{id}/up/#``; the broker ACL enforces exactly that (see provisioning,
+which takes ``ROOT`` from here). What each leaf carries is one model in ``farmiq.wire``
+(``farmiq.wire.LEAVES``: leaf -> direction, retained, model).
 """
 
 from __future__ import annotations

@@ -15,10 +15,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from farmiq import topics
 from provisioning.fleet import CONTROL_PLANE_CN, FleetPaths
 from provisioning.keyfiles import write_public
 
-TOPIC_ROOT = "farmiq/v1"
+TOPIC_ROOT = topics.ROOT  # the topic tree lives in farmiq/topics.py
 
 
 def acl_text(

@@ -23,6 +23,7 @@ from control_plane.drift.thresholds import (
     classify,
 )
 from farmiq.drift_reference import PREDICTION
+from farmiq.wire.drift_layout import ColumnLayout
 
 
 @dataclass(frozen=True)
@@ -45,13 +46,10 @@ class RefLayout:
 
     @classmethod
     def from_reference(cls, ref: Mapping[str, Any]) -> RefLayout:
-        specs = list(ref["features"].items())
-        if ref.get("prediction") is not None:
-            specs.append((PREDICTION, ref["prediction"]))
+        cols = ColumnLayout.from_reference(ref)  # the one reading of the layout (farmiq.wire)
+        specs = list(zip(cols.names, cols.specs, strict=True))
         c = len(specs)
-        slots = np.array([len(s["counts"]) for _, s in specs], dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(slots)[:-1]]).astype(np.int64)
-        total = int(slots.sum())
+        slots, offsets, total = cols.slots, cols.offsets, cols.total
         b = int(slots.max())
         pos = np.arange(b)
         gather = np.where(pos[None, :] < slots[:, None], offsets[:, None] + pos[None, :], total)
@@ -75,8 +73,8 @@ class RefLayout:
                 bounds[i, 1 + e.size :] = ref_max[i]
                 ref_std[i] = float(s["std"]) if "std" in s else _binned_std(e, ref_counts[i])
         return cls(
-            names=[n for n, _ in specs],
-            kinds=[s["kind"] for _, s in specs],
+            names=cols.names,
+            kinds=cols.kinds,
             slots=slots,
             offsets=offsets,
             total=total,
@@ -87,7 +85,7 @@ class RefLayout:
             ref_max=ref_max,
             ref_std=ref_std,
             numeric=numeric,
-            n_features=len(ref["features"]),
+            n_features=cols.n_features,
         )
 
 

@@ -14,7 +14,6 @@ from the stored flat arrays, and ``analyze`` runs every statistic over all group
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+from pydantic import ValidationError
 from sqlalchemy import Engine, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
@@ -37,7 +37,9 @@ from control_plane.drift.tables import (
 )
 from control_plane.drift.thresholds import ThresholdConfig
 from farmiq import topics
-from farmiq.drift_reference import PREDICTION, schema_hash, validate_reference
+from farmiq.drift_reference import schema_hash, validate_reference
+from farmiq.wire.messages import ConceptEvent as WireConceptEvent
+from farmiq.wire.messages import DriftWindow as WireWindow
 
 log = logging.getLogger(__name__)
 
@@ -78,62 +80,42 @@ def _arr(values: Sequence[Any], dtype: Any, where: str) -> bytes:
 
 
 def _window_row(device_id: str, w: Mapping[str, Any], raw: bytes, now: float) -> dict[str, Any]:
+    # The window's shape is farmiq.wire.DriftWindow, the model the gateway's windows follow.
     try:
-        wid = w["id"]
-        feats = w["features"]
-        pred = w.get("prediction")
-        cols = list(feats.items()) + ([(PREDICTION, pred)] if pred is not None else [])
-        if not isinstance(wid, str) or not wid or len(wid) > 255:
-            raise WindowError("'id' must be a string of 1..255 characters")
-        if not cols:
-            raise WindowError("a window needs features")
-        counts: list[int] = []
-        for _, col in cols:
-            counts += col["counts"]
-        try:
-            flat = np.asarray(counts)
-        except ValueError as exc:
-            raise WindowError("counts must be lists of integers") from exc
-        if flat.dtype.kind not in "iu" or (flat.size and flat.min() < 0):
-            raise WindowError("counts must be non-negative integers")
-        row: dict[str, Any] = {
-            "id": wid,
-            "device_id": device_id,
-            "farm_id": w.get("farm_id"),
-            "model": str(w["model"]),
-            "version": str(w["version"]),
-            "schema": str(w["schema"]),
-            "start": float(w["start"]),
-            "end": float(w["end"]),
-            "n": int(w["n"]),
-            "counts": flat.astype("<i8").tobytes(),
-            "missing": _arr([c.get("missing", 0) for _, c in cols], "<i8", "missing"),
-            "invalid": _arr([c.get("invalid", 0) for _, c in cols], "<i8", "invalid"),
-            "mins": _arr([c.get("min") for _, c in cols], "<f8", "min"),
-            "maxs": _arr([c.get("max") for _, c in cols], "<f8", "max"),
-            # As received: the reservoir is read from it on a drill-down, and not
-            # re-serialising it halves the ingest cost of a fleet burst.
-            "payload": raw,
-            "received": now,
-        }
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise WindowError(f"malformed window: missing or wrong field {exc}") from exc
-    if row["end"] < row["start"]:
+        win = WireWindow.model_validate(w)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise WindowError(f"malformed window: {where}: {first['msg']}") from None
+    cols = list(win.features.values()) + ([win.prediction] if win.prediction else [])
+    counts: list[int] = []
+    for col in cols:
+        counts += col.counts
+    flat = np.asarray(counts, dtype=np.int64)
+    if flat.size and flat.min() < 0:
+        raise WindowError("counts must be non-negative integers")
+    if win.end < win.start:
         raise WindowError("window ends before it starts")
-    # What the columns hold (PostgreSQL enforces widths and BIGINT range; a row that does
-    # not fit would fail the whole batch's transaction on every redelivery, unacknowledged).
-    if row["farm_id"] is not None and not (
-        isinstance(row["farm_id"], str) and len(row["farm_id"]) <= 64
-    ):
-        raise WindowError("'farm_id' must be a string of at most 64 characters")
-    for name, width in (("model", 128), ("version", 64), ("schema", 32)):
-        if len(row[name]) > width:
-            raise WindowError(f"{name!r} longer than {width} characters")
-    if not 0 <= row["n"] < 2**63:
-        raise WindowError("'n' must be a non-negative 64-bit integer")
-    if not (math.isfinite(row["start"]) and math.isfinite(row["end"])):
-        raise WindowError("'start' and 'end' must be finite timestamps")
-    return row
+    return {
+        "id": win.id,
+        "device_id": device_id,
+        "farm_id": win.farm_id,
+        "model": win.model,
+        "version": win.version,
+        "schema": win.schema_,
+        "start": win.start,
+        "end": win.end,
+        "n": win.n,
+        "counts": flat.astype("<i8").tobytes(),
+        "missing": _arr([c.missing for c in cols], "<i8", "missing"),
+        "invalid": _arr([c.invalid for c in cols], "<i8", "invalid"),
+        "mins": _arr([c.min for c in cols], "<f8", "min"),
+        "maxs": _arr([c.max for c in cols], "<f8", "max"),
+        # As received: the reservoir is read from it on a drill-down, and not
+        # re-serialising it halves the ingest cost of a fleet burst.
+        "payload": raw,
+        "received": now,
+    }
 
 
 class DriftService:
@@ -450,24 +432,22 @@ class DriftService:
 
 def _concept_row(device_id: str, doc: Mapping[str, Any]) -> dict[str, Any]:
     try:
-        model, detector = str(doc["model"]), str(doc["detector"])
-        n_seen, at = int(doc["n_seen"]), float(doc["at"])
-        state, previous = str(doc["state"]), str(doc.get("previous", ""))
-        estimate = float(doc.get("estimate", 0.0))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise WindowError(f"malformed concept_drift event: {exc}") from exc
-    if state not in ("stable", "warning", "drift"):
-        raise WindowError(f"unknown concept drift state {state!r}")
-    key = doc.get("key") or f"{device_id}/concept/{model}/{detector}/{n_seen}/{round(at * 1000)}"
+        ev = WireConceptEvent.model_validate(doc)  # farmiq.wire.ConceptEvent
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise WindowError(f"malformed concept_drift event: {where}: {first['msg']}") from None
+    model, detector, n_seen, at = ev.model, ev.detector, ev.n_seen, ev.at
+    key = ev.key or f"{device_id}/concept/{model}/{detector}/{n_seen}/{round(at * 1000)}"
     return {
         "key": str(key)[:255],
         "device_id": device_id,
         "model": model,
         "detector": detector,
-        "previous": previous,
-        "state": state,
+        "previous": ev.previous,
+        "state": ev.state,
         "n_seen": n_seen,
-        "estimate": estimate,
+        "estimate": ev.estimate,
         "at": at,
     }
 

@@ -3,7 +3,7 @@
 One module (``farmiq.features.barn``) uses this vocabulary to declare the real feature set.
 The control plane turns those declarations into a Feast repository
 (``control_plane.feature_store``) and the gateway into SQLite tables and in-memory windowed
-aggregates (``edge_agent.feature_cache``). Because both sides read the same objects, the
+aggregates (``edge_agent.features.feature_cache``). Because both sides read the same objects, the
 window, the type and the missing-value rule of a feature cannot drift apart.
 
 Window semantics, identical on both sides: a sensor feature with window ``W`` evaluated at

@@ -10,7 +10,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from edge_agent.transfer_receiver import ByteBudget
+from edge_agent.rollout.transfer_receiver import ByteBudget
 from farmiq.bundle.trust import TrustRoot
 from farmiq_sim.fleet.gateway import SimGateway
 

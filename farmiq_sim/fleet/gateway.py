@@ -19,8 +19,8 @@ from typing import Any
 import orjson
 import paho.mqtt.client as mqtt
 
-from edge_agent.desired_state import DesiredStateManager
-from edge_agent.transfer_receiver import ByteBudget, TransferReceiver
+from edge_agent.rollout.desired_state import DesiredStateManager
+from edge_agent.rollout.transfer_receiver import ByteBudget, TransferReceiver
 from farmiq import __version__, topics
 from farmiq.bundle.trust import TrustRoot
 from farmiq.bundle.verifier import BundleRejected, VerifyPolicy, verify_bundle

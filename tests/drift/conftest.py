@@ -15,7 +15,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from control_plane.drift.ingest import DriftService
-from edge_agent.drift_stats import DriftStats, encode_window
+from edge_agent.telemetry.drift_stats import DriftStats, encode_window
 from farmiq.drift_reference import build_reference
 
 FEATURES = ["temp_c", "humidity", "co2_ppm", "feed_kg", "water_l", "weight_g"]

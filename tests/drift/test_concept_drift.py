@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 
-from edge_agent.concept_drift import ADWIN, DDM, ConceptDriftMonitor
+from edge_agent.telemetry.concept_drift import ADWIN, DDM, ConceptDriftMonitor
 
 
 def test_ddm_and_adwin_detect_exactly_where_river_does() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_agent.drift_stats import DriftStats, merge_windows
+from edge_agent.telemetry.drift_stats import DriftStats, merge_windows
 from tests.drift.conftest import FEATURES, barn, pens, predict
 
 
@@ -108,9 +108,9 @@ def test_merge_sums_counts_and_keeps_reservoir_bounded(reference: dict[str, Any]
 def test_edge_modules_stay_light() -> None:
     code = (
         "import sys\n"
-        "import edge_agent.drift_stats, edge_agent.outbox, edge_agent.concept_drift\n"
+        "import edge_agent.telemetry.drift_stats, edge_agent.uplink.outbox, edge_agent.telemetry.concept_drift\n"
         "import farmiq.drift_reference\n"
-        "from edge_agent.concept_drift import ConceptDriftMonitor\n"
+        "from edge_agent.telemetry.concept_drift import ConceptDriftMonitor\n"
         "m = ConceptDriftMonitor()\n"
         "for i in range(100): m.feedback('m', i % 3, 0); m.feedback('r', 1.0, 2.0, 'regression')\n"
         "heavy = {'scipy', 'pandas', 'sklearn', 'mlflow', 'evidently', 'feast', 'sqlalchemy'}\n"

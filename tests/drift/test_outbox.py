@@ -14,7 +14,8 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from control_plane.drift.ingest import DriftService
-from edge_agent.outbox import Outbox, OutboxFull
+from edge_agent.telemetry.drift_stats import merge_encoded, window_item
+from edge_agent.uplink.outbox import Outbox, OutboxFull
 from farmiq import topics
 from tests.drift.conftest import WindowFactory
 
@@ -26,6 +27,11 @@ def _client(cid: str, port: int) -> mqtt.Client:
     c.reconnect_delay_set(1, 1)
     c.connect_async("127.0.0.1", port, keepalive=10)
     return c
+
+
+def _put_window(box: Outbox, topic: str, window: dict[str, Any]) -> bool:
+    payload, key, group = window_item(window)
+    return box.put(topic, payload, key, merge_group=group)
 
 
 class FakeControlPlane:
@@ -58,7 +64,9 @@ class FakeControlPlane:
 class Gateway:
     def __init__(self, path: Path, port: int, **kw: Any) -> None:
         self.c = _client(DEV, port)
-        self.outbox = Outbox(path, self.publish, is_connected=self.c.is_connected, **kw)
+        self.outbox = Outbox(
+            path, self.publish, is_connected=self.c.is_connected, merge=merge_encoded, **kw
+        )
         self.loop = asyncio.get_running_loop()
         self.c.on_connect = lambda c, *a: c.subscribe(topics.down(DEV, topics.OUTBOX_ACK), qos=1)
         self.c.on_message = lambda c, u, m: self.loop.call_soon_threadsafe(
@@ -109,7 +117,7 @@ async def test_outage_loses_nothing_and_redelivery_is_idempotent(
         await _until(lambda: gw.c.is_connected() and cp.c.is_connected())
         cp.drop_acks = {windows[0]["id"]}  # this ack gets lost: the gateway must resend
         for w in windows[:3]:
-            gw.outbox.put_window(topics.up(DEV, topics.DRIFT), w)
+            _put_window(gw.outbox, topics.up(DEV, topics.DRIFT), w)
         await _until(lambda: gw.outbox.pending() == 0)
         assert _stored(service) == 3
         assert cp.duplicates == [windows[0]["id"]]  # resent once, stored once
@@ -117,7 +125,7 @@ async def test_outage_loses_nothing_and_redelivery_is_idempotent(
         broker.stop()
         await _until(lambda: not gw.c.is_connected())
         for w in windows[3:]:
-            gw.outbox.put_window(topics.up(DEV, topics.DRIFT), w)
+            _put_window(gw.outbox, topics.up(DEV, topics.DRIFT), w)
         await asyncio.sleep(1.0)  # the outage lasts: nothing may disappear meanwhile
         assert gw.outbox.pending() == 5
 
@@ -147,10 +155,10 @@ def test_disk_budget_merges_oldest_windows_instead_of_dropping(
     for w in windows:
         w.pop("_raw")
     size = len(json.dumps(windows[0]))
-    box = Outbox(tmp_path / "o.db", disk_budget_bytes=int(size * 4.5))
+    box = Outbox(tmp_path / "o.db", disk_budget_bytes=int(size * 4.5), merge=merge_encoded)
     topic = topics.up(DEV, topics.DRIFT)
     for w in windows:
-        box.put_window(topic, w)
+        _put_window(box, topic, w)
     assert box.size_bytes() <= int(size * 4.5)
     assert box.merges > 0 and box.pending() < 12
     items = box.items()

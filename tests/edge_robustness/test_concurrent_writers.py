@@ -9,8 +9,8 @@ from pathlib import Path
 
 import orjson
 
-from edge_agent.feature_cache import FeatureCache
-from edge_agent.outbox import Outbox
+from edge_agent.features.feature_cache import FeatureCache
+from edge_agent.uplink.outbox import Outbox
 
 THREADS = 4
 PER_THREAD = 150

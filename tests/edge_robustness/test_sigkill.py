@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from edge_agent.outbox import Outbox
+from edge_agent.uplink.outbox import Outbox
 from farmiq import topics
 from tests.edge_robustness.helpers import NAME, Gateway, make_bundle
 
@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 WRITER = textwrap.dedent(
     """
     import asyncio, sys
-    from edge_agent.outbox import Outbox
+    from edge_agent.uplink.outbox import Outbox
 
     async def main():
         async def publish(topic, payload, qos):

@@ -18,7 +18,7 @@ def cache_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def cache(cache_path: Path) -> Iterator[object]:
-    from edge_agent.feature_cache import FeatureCache
+    from edge_agent.features.feature_cache import FeatureCache
 
     c = FeatureCache(cache_path)
     yield c

@@ -10,7 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from edge_agent.feature_cache import FeatureCache
+from edge_agent.features.feature_cache import FeatureCache
 
 REPO = Path(__file__).resolve().parents[2]
 BATCH = 2000
@@ -18,7 +18,7 @@ BATCH = 2000
 WRITER = textwrap.dedent(
     """
     import sys
-    from edge_agent.feature_cache import FeatureCache
+    from edge_agent.features.feature_cache import FeatureCache
     c = FeatureCache(sys.argv[1], synchronous=sys.argv[2])
     n = int(sys.argv[3])
     b = 0

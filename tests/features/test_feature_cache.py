@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from feature_streams import T0
 
-from edge_agent.feature_cache import (
+from edge_agent.features.feature_cache import (
     FLAG_DEFAULT,
     FLAG_OK,
     FLAG_STALE,

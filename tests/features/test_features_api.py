@@ -20,7 +20,7 @@ from control_plane.feature_store import (
     online_store_config,
     publish_cloud_features,
 )
-from edge_agent.feature_cache import FeatureCache
+from edge_agent.features.feature_cache import FeatureCache
 from farmiq import topics
 from farmiq.features import BARN_SCHEMA
 

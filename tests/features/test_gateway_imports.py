@@ -14,7 +14,7 @@ HEAVY = ("feast", "pandas", "pyarrow", "mlflow", "evidently", "sklearn", "dask")
 def test_feature_cache_and_definitions_do_not_pull_cloud_packages(tmp_path: Path) -> None:
     code = (
         "import sys, json\n"
-        "import farmiq.features, edge_agent.feature_cache as fc\n"
+        "import farmiq.features, edge_agent.features.feature_cache as fc\n"
         f"c = fc.FeatureCache({str(tmp_path / 'f.db')!r})\n"
         "c.ingest([('b1', 'temperature', 1.7e9, 20.0)])\n"
         f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))\n"

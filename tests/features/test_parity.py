@@ -19,7 +19,7 @@ import pytest
 from feature_streams import T0, make_readings
 
 from control_plane.feature_store import FeastFeatureStore
-from edge_agent.feature_cache import FeatureCache
+from edge_agent.features.feature_cache import FeatureCache
 from farmiq.features import VIEWS, SourceKind
 
 SENSOR_VIEWS = [v for v in VIEWS if v.source is SourceKind.SENSOR]

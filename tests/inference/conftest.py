@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from edge_agent.model_from_bytes import loaded_model_from_onnx
-from edge_agent.serving import LoadedModel
+from edge_agent.models.model_from_bytes import loaded_model_from_onnx
+from edge_agent.models.serving import LoadedModel
 
 LABELS = ["off", "low", "high"]
 

@@ -11,9 +11,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from edge_agent.installer import Installer
-from edge_agent.model_store import ModelStore
-from edge_agent.serving import ModelSet
+from edge_agent.models.installer import Installer
+from edge_agent.models.model_store import ModelStore
+from edge_agent.models.serving import ModelSet
 from farmiq.bundle.builder import build_bundle
 from farmiq.bundle.signing import Signer
 from farmiq.bundle.trust import TrustRoot

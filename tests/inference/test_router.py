@@ -10,13 +10,19 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from edge_agent.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
-from edge_agent.escalation_store import EscalationStore
-from edge_agent.result_cache import ResultCache
-from edge_agent.router import Router, RoutingError, normalized_entropy_confidence
-from edge_agent.routing_metrics import Histogram
-from edge_agent.runtimes.triton_target import TritonTarget
-from edge_agent.serving import ModelSet
+from edge_agent.api.errors import status_of
+from edge_agent.inference.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from edge_agent.inference.escalation_store import EscalationStore
+from edge_agent.inference.result_cache import ResultCache
+from edge_agent.inference.router import (
+    InvalidInput,
+    Router,
+    UnknownModel,
+    normalized_entropy_confidence,
+)
+from edge_agent.inference.routing_metrics import Histogram
+from edge_agent.inference.targets.triton_target import TritonTarget
+from edge_agent.models.serving import ModelSet
 from tests.inference.conftest import make_model
 
 
@@ -52,16 +58,16 @@ def test_edge_answer_equals_onnxruntime_and_says_where_and_why(barn_model):
 )
 def test_bad_inputs_are_422_with_the_reason(barn_model, inputs, needle):
     r = _router(make_model(barn_model.onnx_bytes))
-    with pytest.raises(RoutingError) as ei:
+    with pytest.raises(InvalidInput) as ei:
         asyncio.run(r.infer("barn", inputs))
-    assert ei.value.status == 422 and needle in ei.value.message
+    assert status_of(ei.value) == 422 and needle in ei.value.message
 
 
 def test_unknown_model_is_404_listing_known(barn_model):
     r = _router(make_model(barn_model.onnx_bytes))
-    with pytest.raises(RoutingError) as ei:
+    with pytest.raises(UnknownModel) as ei:
         asyncio.run(r.infer("nope", [[1, 2, 3, 4]]))
-    assert ei.value.status == 404 and ei.value.extra["known"] == ["barn"]
+    assert status_of(ei.value) == 404 and ei.value.extra["known"] == ["barn"]
 
 
 def test_result_cache_hits_and_is_cleared_on_swap(barn_model):

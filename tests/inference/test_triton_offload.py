@@ -13,10 +13,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from edge_agent.breaker import CLOSED, OPEN
-from edge_agent.router import Router
-from edge_agent.runtimes.triton_target import TritonTarget
-from edge_agent.serving import ModelSet
+from edge_agent.inference.breaker import CLOSED, OPEN
+from edge_agent.inference.router import Router
+from edge_agent.inference.targets.triton_target import TritonTarget
+from edge_agent.models.serving import ModelSet
 from tests.inference.conftest import make_model
 
 

@@ -271,7 +271,7 @@ def test_logs_are_json_with_the_request_id(
 
 
 def test_sd_notify_path_socket_and_no_socket(tmp_path):
-    from edge_agent.sd_notify import SdNotifier
+    from edge_agent.daemon.sd_notify import SdNotifier
 
     assert not SdNotifier(environ={}).ready()  # outside systemd: a quiet no-op
     path = f"/tmp/farmiq-ops-{os.getpid()}.sock"

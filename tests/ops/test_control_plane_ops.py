@@ -170,7 +170,7 @@ def _drift_windows(cp: ControlPlaneProc, mqtt_port: int, devices: list[str]) -> 
     """A reference, then one window per gateway over MQTT; the first two gateways drift."""
     import numpy as np
 
-    from edge_agent.drift_stats import DriftStats, encode_window
+    from edge_agent.telemetry.drift_stats import DriftStats, encode_window
     from farmiq.drift_reference import build_reference
 
     means, scales = np.array([24.0, 65.0, 1500.0, 8.0]), np.array([2.0, 8.0, 300.0, 2.0])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import time
 
-from edge_agent.sd_notify import SdNotifier
+from edge_agent.daemon.sd_notify import SdNotifier
 
 
 def test_notify_to_a_full_socket_returns_at_once(tmp_path):

@@ -84,7 +84,7 @@ def test_unit_is_notify_with_watchdog_restart_and_hardening() -> None:
     assert int(one["WatchdogSec"].rstrip("s")) >= 10
     assert one["ExecReload"] == "/bin/kill -HUP $MAINPID"
     # The agent's graceful stop (10 s HTTP drain + 5 s outbox + 5 s per step) fits the stop timeout.
-    from edge_agent.lifecycle import HTTP_DRAIN_S, OUTBOX_FLUSH_S, STEP_TIMEOUT_S
+    from edge_agent.daemon.lifecycle import HTTP_DRAIN_S, OUTBOX_FLUSH_S, STEP_TIMEOUT_S
 
     assert (
         int(one["TimeoutStopSec"].rstrip("s")) > HTTP_DRAIN_S + OUTBOX_FLUSH_S + 2 * STEP_TIMEOUT_S

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from edge_agent.transfer_receiver import ByteBudget, TransferReceiver
+from edge_agent.rollout.transfer_receiver import ByteBudget, TransferReceiver
 from farmiq.rollout_wire import decode_chunk, desired_for_bundle, encode_chunk
 from tests.rollout.conftest import MODEL, wait_rollout
 

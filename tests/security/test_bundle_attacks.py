@@ -1,6 +1,6 @@
 """Adversarial suite for bundle trust, run through the agent's real install path.
 
-Each attack is fed to ``edge_agent.installer.Installer`` (real on-disk model store, real
+Each attack is fed to ``edge_agent.models.installer.Installer`` (real on-disk model store, real
 ONNX Runtime) whose trust root is the fleet's TUF root.json from ``init-fleet`` (targets
 threshold 2 of 3). For every attack the install must be refused with a reason code and the
 installed model must keep answering.
@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from tuf.api.metadata import Metadata, Root
 
-from edge_agent.installer import Installer
-from edge_agent.model_store import ModelStore
-from edge_agent.serving import ModelSet
+from edge_agent.models.installer import Installer
+from edge_agent.models.model_store import ModelStore
+from edge_agent.models.serving import ModelSet
 from farmiq.bundle.builder import read_container
 from farmiq.bundle.format import canonical_json, pack
 from farmiq.bundle.signing import Signer

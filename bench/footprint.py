@@ -1,0 +1,141 @@
+"""The gateway's footprint: idle RSS with one model, start-to-ready, and the `edge` install.
+
+Each figure is measured against its reference in the same run and printed with the ratio:
+
+- idle RSS: the agent (one model installed, API up, broker connected, drift on) vs a bare
+  Python process that imports onnxruntime and holds the same model's session;
+- start to ready: process spawn to ``GET /ready`` = 200, vs the bare process's spawn to
+  session loaded;
+- install size (``--install``): a fresh venv in /tmp with ``pip install '.[edge]'``, the
+  venv's size vs an empty venv's (needs PyPI; takes a few minutes).
+
+Targets (issue 12): idle RSS <= 80 MB, start to ready <= 1.5 s, `edge` install <= 250 MB.
+
+    python bench/footprint.py [--install] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.inference_http import _start_agent  # noqa: E402
+
+BARE = """
+import sys, time, onnxruntime as ort
+so = ort.SessionOptions(); so.intra_op_num_threads = 1
+s = ort.InferenceSession(sys.argv[1], so, providers=["CPUExecutionProvider"])
+print("READY", flush=True)
+time.sleep(3600)
+"""
+
+
+def _rss_mb(pid: int) -> float:
+    return psutil.Process(pid).memory_info().rss / 2**20
+
+
+def _agent_round(work: Path, model: bytes, reference: dict) -> tuple[float, float]:
+    t0 = time.perf_counter()
+    proc, url = _start_agent(work, model, reference)
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError((work / "agent.log").read_text()[-2000:])
+            try:
+                if httpx.get(url + "/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.01)
+        ready_s = time.perf_counter() - t0
+        time.sleep(3.0)  # idle: background tasks settled
+        return ready_s, _rss_mb(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def _bare_round(model_path: Path) -> tuple[float, float]:
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", BARE, str(model_path)], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"READY"
+        ready_s = time.perf_counter() - t0
+        time.sleep(1.0)
+        return ready_s, _rss_mb(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait(30)
+
+
+def _du_mb(path: Path) -> float:
+    total = 0
+    for dirpath, _, files in os.walk(path):
+        for f in files:
+            p = Path(dirpath) / f
+            if not p.is_symlink():
+                total += p.stat().st_size
+    return total / 1e6
+
+
+def _install_sizes() -> tuple[float, float]:
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+        empty, edge = Path(tmp) / "empty", Path(tmp) / "edge"
+        for v in (empty, edge):
+            subprocess.run([sys.executable, "-m", "venv", str(v)], check=True)
+        subprocess.run(
+            [str(edge / "bin" / "pip"), "install", "-q", "--no-cache-dir", f"{ROOT}[edge]"],
+            check=True,
+        )
+        return _du_mb(edge), _du_mb(empty)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--install", action="store_true", help="also measure the edge install")
+    a = ap.parse_args()
+    from control_plane.barn_model import train_barn_model
+
+    tm = train_barn_model(n=2000, seed=1)
+    agent_ready, agent_rss, bare_ready, bare_rss = [], [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        model_path = Path(tmp) / "m.onnx"
+        model_path.write_bytes(tm.onnx_bytes)
+        for i in range(a.rounds):
+            work = Path(tmp) / f"r{i}"
+            work.mkdir()
+            r, m = _agent_round(work, tm.onnx_bytes, tm.reference)
+            agent_ready.append(r)
+            agent_rss.append(m)
+            r, m = _bare_round(model_path)
+            bare_ready.append(r)
+            bare_rss.append(m)
+    med = statistics.median
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs)")
+    print(f"{'':24}{'agent':>10}{'bare ORT':>10}{'ratio':>8}{'target':>10}")
+    ar, br = med(agent_rss), med(bare_rss)
+    print(f"{'idle RSS (MB)':24}{ar:>10.1f}{br:>10.1f}{ar / br:>8.2f}{'<= 80':>10}")
+    at, bt = med(agent_ready), med(bare_ready)
+    print(f"{'start to ready (s)':24}{at:>10.2f}{bt:>10.2f}{at / bt:>8.2f}{'<= 1.5':>10}")
+    if a.install:
+        edge, empty = _install_sizes()
+        print(f"{'edge install (MB)':24}{edge:>10.1f}{empty:>10.1f}{'':>8}{'<= 250':>10}")
+        print(f"{'  of which edge deps':24}{edge - empty:>10.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The agent's local HTTP API: a bare ASGI app (``local_api``) and its routes."""

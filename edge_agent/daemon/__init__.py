@@ -1,0 +1,1 @@
+"""The agent as a systemd service: signals, readiness, watchdog, reload, graceful stop."""

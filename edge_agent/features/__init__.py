@@ -1,0 +1,1 @@
+"""The gateway's feature cache (SQLite): raw readings, windowed aggregates, cloud features."""

@@ -1,0 +1,1 @@
+"""Answering inference requests: the router, its policy, executor and targets."""

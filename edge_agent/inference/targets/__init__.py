@@ -1,0 +1,1 @@
+"""Inference targets other than the local runtime: MCU, cloud Triton, serverless."""

@@ -1,0 +1,1 @@
+"""The gateway's side of its microcontrollers: readings in, actuator commands out."""

@@ -1,0 +1,1 @@
+"""Installed models: runtimes, the model set, the on-disk store, the installer, trust."""

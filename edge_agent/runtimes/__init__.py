@@ -1,5 +1,0 @@
-"""Inference runtimes behind one small interface (see ``base.Runtime``)."""
-
-from edge_agent.runtimes.base import Runtime, RuntimeUnavailable
-
-__all__ = ["Runtime", "RuntimeUnavailable"]

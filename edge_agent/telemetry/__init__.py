@@ -1,0 +1,1 @@
+"""What the agent measures: drift statistics, concept drift, Prometheus metrics, resources."""

@@ -1,0 +1,116 @@
+"""Drift reporting on the gateway: window statistics of every served model, label
+feedback into concept-drift detectors, and both into the durable outbox.
+
+Glue between the agent and the drift pieces (drift_stats, concept_drift, outbox): it
+registers each installed model's reference, observes served requests (a few microseconds
+per request, on the request path), and closes windows on a timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import numpy as np
+import orjson
+
+from edge_agent.models.serving import LoadedModel
+from edge_agent.telemetry.concept_drift import ConceptDriftMonitor
+from edge_agent.telemetry.drift_stats import DriftStats, window_item
+from edge_agent.uplink.outbox import Outbox, OutboxFull
+from farmiq import topics
+
+log = logging.getLogger(__name__)
+
+
+class DriftReporter:
+    def __init__(
+        self,
+        device_id: str,
+        outbox: Outbox,
+        *,
+        farm_id: str | None = None,
+        window_s: float = 3600.0,
+        reservoir_size: int = 200,
+    ) -> None:
+        self.device_id = device_id
+        self.outbox = outbox
+        self.stats = DriftStats(
+            device_id, window_s=window_s, reservoir_size=reservoir_size, farm_id=farm_id
+        )
+        self.concept = ConceptDriftMonitor()
+        self.window_s = window_s
+        self._topic = topics.up(device_id, topics.DRIFT)
+
+    # -- models ----------------------------------------------------------------------------
+    def register(self, model: LoadedModel) -> bool:
+        """Start windows for a model whose bundle carries reference statistics."""
+        m = model.manifest
+        if not m.reference:
+            return False
+        try:
+            ref = orjson.loads((model.path / m.reference).read_bytes())
+            schema = m.feature_schema.version if m.feature_schema else ""
+            self.stats.register(m.name, str(m.version), ref, schema_version=schema)
+            return True
+        except (OSError, ValueError) as exc:
+            log.warning("no drift statistics for %s v%s: %s", m.name, m.version, exc)
+            return False
+
+    def unregister(self, name: str, version: int) -> None:
+        self._queue(self.stats.unregister(name, str(version)))
+
+    def observe(
+        self, model: LoadedModel, inputs: dict[str, np.ndarray], outputs: dict[str, Any]
+    ) -> None:
+        """Called after each local answer. Never raises into the request path."""
+        try:
+            x = next(iter(inputs.values()))
+            if x.ndim != 2:
+                return
+            pred = None
+            if model.manifest.task == "classification" and "label" in outputs:
+                pred = np.asarray(outputs["label"])
+            elif outputs:
+                pred = np.asarray(next(iter(outputs.values())))
+            self.stats.observe(model.name, str(model.version), x, pred)
+        except Exception as exc:  # statistics must never break inference
+            log.debug("drift observe skipped: %s", exc)
+
+    # -- feedback --------------------------------------------------------------------------
+    def feedback(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        status, doc = self.concept.handle_request(body)
+        for change in doc.get("changes", []) if status == 200 else []:
+            key = (
+                f"{self.device_id}/concept/{change['model']}/{change['detector']}/"
+                f"{change['n_seen']}/{round(change['at'] * 1000)}"
+            )
+            payload = orjson.dumps({**change, "device_id": self.device_id, "key": key})
+            try:
+                self.outbox.put(self._topic, payload, key)
+            except OutboxFull:
+                log.error("outbox full: concept-drift change %s not queued", key)
+        return status, doc
+
+    # -- windows ---------------------------------------------------------------------------
+    def _queue(self, windows: list[dict[str, Any]]) -> None:
+        for w in windows:
+            try:
+                payload, key, group = window_item(w)
+                self.outbox.put(self._topic, payload, key, merge_group=group)
+            except OutboxFull:
+                log.error("outbox full: drift window of %s dropped", w.get("model"))
+
+    def flush(self) -> None:
+        """Close every running window now (shutdown) and queue them."""
+        self._queue(self.stats.close_window())
+
+    async def run(self) -> None:
+        """Queue windows as they end. Wakes a few times per window, never busy-loops."""
+        interval = max(0.5, min(60.0, self.window_s / 4))
+        while True:
+            await asyncio.sleep(interval)
+            windows = self.stats.collect()
+            if windows:  # outbox commits are fsyncs: off the event loop
+                await asyncio.to_thread(self._queue, windows)
