@@ -109,7 +109,7 @@ def test_a_zipmap_model_is_converted_so_the_gateway_answers_probabilities(
     from skl2onnx import to_onnx
     from sklearn.linear_model import LogisticRegression
 
-    from edge_agent.serving import LoadedModel, load_runtime
+    from edge_agent.models.serving import LoadedModel, load_runtime
     from farmiq.bundle.builder import read_container
     from farmiq.bundle.format import Manifest
 

@@ -27,7 +27,7 @@ from control_plane.learning.examples import ExampleStore
 from control_plane.learning.loop import LearningConfig, LearningLoop
 from control_plane.registry import ModelRegistry
 from control_plane.security.audit_log import create_audit_table, query_audit
-from edge_agent.drift_stats import DriftStats, encode_window
+from edge_agent.telemetry.drift_stats import DriftStats, encode_window
 from farmiq.drift_reference import build_reference
 
 FEATURES = ["temperature_c", "humidity_pct", "ammonia_ppm", "co2_kppm"]

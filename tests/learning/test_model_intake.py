@@ -18,7 +18,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 from control_plane.model_gate import GateError, check_model
 from control_plane.model_registration import bundle_plan
 from control_plane.registry import ModelRegistry, RegistryError
-from edge_agent.serving import LoadedModel, load_runtime
+from edge_agent.models.serving import LoadedModel, load_runtime
 from farmiq.bundle.builder import build_bundle, read_container
 from farmiq.bundle.format import Manifest, TensorSpec
 from farmiq.bundle.signing import Signer
