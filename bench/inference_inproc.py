@@ -19,7 +19,7 @@ from bench.inference_common import cuda_available
 
 
 def run(providers: list[str] | None, n: int, reps: int) -> dict[str, float]:
-        from edge_agent.inference.router import Router
+    from edge_agent.inference.router import Router
     from edge_agent.models.model_from_bytes import loaded_model_from_onnx
     from edge_agent.models.serving import ModelSet
     from farmiq_sim.barn_model import train_barn_model

@@ -32,6 +32,7 @@ from typing import Any
 
 import httpx
 
+from farmiq.config import dump_toml
 from farmiq_sim.stack import topology
 from farmiq_sim.stack.processes import (
     ProcessTable,
@@ -40,7 +41,6 @@ from farmiq_sim.stack.processes import (
     wait_http,
     wait_port,
 )
-from farmiq.config import dump_toml
 
 PG_ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 PG_PORT = 5432

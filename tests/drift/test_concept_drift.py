@@ -28,9 +28,9 @@ def test_ddm_and_adwin_detect_exactly_where_river_does() -> None:
     errs = [abs(rng.gauss(0, 1)) for _ in range(1500)] + [abs(rng.gauss(3, 1)) for _ in range(1500)]
     oa, ra = ADWIN(), RiverADWIN()
     a2, b2 = [], []
-    for x in errs:
-        oa.update(x)
-        ra.update(x)
+    for e in errs:
+        oa.update(e)
+        ra.update(e)
         a2.append(oa.drift_detected)
         b2.append(ra.drift_detected)
     assert a2 == b2 and any(a2)

@@ -69,7 +69,7 @@ class Gateway:
         )
         self.loop = asyncio.get_running_loop()
         self.c.on_connect = lambda c, *a: c.subscribe(topics.down(DEV, topics.OUTBOX_ACK), qos=1)
-        self.c.on_message = lambda c, u, m: self.loop.call_soon_threadsafe(
+        self.c.on_message = lambda c, u, m: self.loop.call_soon_threadsafe(  # type: ignore[assignment,return-value]
             self.outbox.handle_ack_message, bytes(m.payload)
         )
         self.c.loop_start()

@@ -104,7 +104,7 @@ def _gateway_hour(
         device = f"gw-{model}-{d}"
         X, y = world(800, seed=1000 * h + d, shifted=True)
         start = T0 + h * HOUR
-        stats = DriftStats(device, clock=lambda s=start: s)
+        stats = DriftStats(device, clock=lambda s=start: s)  # type: ignore[misc]
         stats.register(model, "1", ref)
         stats.observe(model, "1", X, v1.predict(X))
         for w in stats.close_window(now=start + 600):

@@ -271,7 +271,7 @@ def test_an_external_run_with_a_logged_dataset_is_monitored_with_lineage(
     df.to_csv(csv, index=False)
     with mlflow.start_run() as run:
         mlflow.log_artifact(str(csv), "data")
-        dataset = mlflow.data.from_pandas(
+        dataset = mlflow.data.from_pandas(  # type: ignore[attr-defined]
             df, source=mlflow.get_artifact_uri("data/train.csv"), targets="label", name="barns"
         )
         mlflow.log_input(dataset, context="training")

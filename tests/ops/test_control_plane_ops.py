@@ -190,7 +190,7 @@ def _drift_windows(cp: ControlPlaneProc, mqtt_port: int, devices: list[str]) -> 
             z[:, 2] *= 2.5  # CO2 sensor gone noisy
         x = means + z * scales
         start = time.time() - 120  # a window that closed a minute ago
-        stats = DriftStats(dev, farm_id="farm-1", clock=lambda s=start: s)
+        stats = DriftStats(dev, farm_id="farm-1", clock=lambda s=start: s)  # type: ignore[misc]
         stats.register(DRIFT_MODEL, "1", ref)
         stats.observe(DRIFT_MODEL, "1", x, x[:, 0])
         (w,) = stats.close_window(now=start + 60)
@@ -330,7 +330,7 @@ def test_alembic_upgrade_head_builds_every_table_on_postgresql(ops_db: str) -> N
         with engine.connect() as conn:
             mc = MigrationContext.configure(conn)
             assert mc.get_current_revision() == head_revision()
-            diffs = compare_metadata(mc, all_metadata())
+            diffs = compare_metadata(mc, all_metadata())  # type: ignore[arg-type]
         # Every table the code declares exists with its columns and indexes: a new table
         # without a migration shows up here.
         assert diffs == [], diffs

@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from control_plane.settings import ENV_PREFIX, ControlPlaneSettings
-from farmiq_sim.stack import topology
 from farmiq.config import load_config
+from farmiq_sim.stack import topology
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 COMPOSE_SERVICES = {

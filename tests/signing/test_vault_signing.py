@@ -16,11 +16,11 @@ from control_plane.settings import ControlPlaneSettings
 from control_plane.signing import SigningSetupError, build_signers
 from control_plane.signing.rotation import adopt_transit_keys, rotate_transit_key
 from control_plane.signing.transit import TransitKeys, TransitSigner
-from farmiq_sim.stack.openbao import dev_server_argv, dev_server_env
-from farmiq_sim.stack.processes import ProcessTable, free_port
 from farmiq.bundle.builder import build_bundle
 from farmiq.bundle.trust import TrustRoot
 from farmiq.bundle.verifier import BundleRejected, verify_bundle
+from farmiq_sim.stack.openbao import dev_server_argv, dev_server_env
+from farmiq_sim.stack.processes import ProcessTable, free_port
 from provisioning.fleet import FleetPaths, init_fleet
 
 
