@@ -1,4 +1,4 @@
-"""``farmiq control-plane serve`` and ``farmiq demo``."""
+"""``farmiq control-plane serve`` and ``migrate`` (``farmiq demo`` lives in farmiq_sim)."""
 
 from __future__ import annotations
 
@@ -31,23 +31,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--show", action="store_true", help="print current and newest revision only")
     m.set_defaults(func=_migrate)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
-
-    d = sub.add_parser(
-        "demo",
-        help="run the whole system on this machine: train, register, promote, sign, roll out, infer",
-    )
-    d.add_argument(
-        "--workdir", type=Path, default=Path(".farmiq/demo"), help="where the demo keeps its state"
-    )
-    d.add_argument(
-        "--keep-running", action="store_true", help="keep the services up and print their URLs"
-    )
-    d.add_argument(
-        "--embedded-broker",
-        action="store_true",
-        help="use the embedded amqtt broker even when Mosquitto is available",
-    )
-    d.set_defaults(func=_demo)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -95,11 +78,3 @@ def _migrate(args: argparse.Namespace) -> int:
         db.engine.dispose()
     print(f"database at revision {rev}")
     return 0
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from control_plane.demo import run_demo
-
-    return run_demo(
-        args.workdir, keep_running=args.keep_running, embedded_broker=args.embedded_broker
-    )

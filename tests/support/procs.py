@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from control_plane.demo import free_port, port_open, wait_http
+from farmiq_sim.net import free_port, port_open, wait_http
 from farmiq.config import dump_toml
 
 ENV = {
