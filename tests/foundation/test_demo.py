@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 DEMO = [sys.executable, "-m", "farmiq", "demo"]
 
 
@@ -23,6 +25,7 @@ def _start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
     )
 
 
+@pytest.mark.timeout(480)
 def test_two_demos_at_once_both_finish_on_their_own_brokers(tmp_path: Path) -> None:
     # Mosquitto with mutual TLS, and the embedded broker, side by side, in the same folder.
     runs = [_start([], tmp_path), _start(["--embedded-broker"], tmp_path)]
