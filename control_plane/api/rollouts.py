@@ -31,6 +31,8 @@ async def _call(fn: Any, *args: Any) -> Any:
         raise HTTPException(exc.status, str(exc)) from None
     except RegistryError as exc:
         raise HTTPException(exc.status, str(exc)) from None
+    except ValueError as exc:  # e.g. a version whose metadata cannot make a bundle
+        raise HTTPException(422, " ".join(str(exc).split())) from None
 
 
 @router.post("", summary="Create a staged rollout of a registry version (waves, rate, soak, gates)")

@@ -93,6 +93,7 @@ class ControlPlaneProc(Proc):
         conf = {
             "data_dir": str(self.data_dir),
             "port": self.port,
+            "auth_enabled": False,  # the tests of auth turn it on; the default is on
             "mqtt": {
                 "port": mqtt_port,
                 "client_id": f"farmiq-cp-test-{self.port}",
