@@ -20,8 +20,8 @@ from typing import Any
 
 import httpx
 
-from farmiq_sim.net import free_port, port_open, wait_http
 from farmiq.config import dump_toml
+from farmiq_sim.net import free_port, port_open, wait_http
 
 ENV = {
     **os.environ,
