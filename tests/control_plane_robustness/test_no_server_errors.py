@@ -89,6 +89,7 @@ def test_a_rollout_matching_no_device_is_refused_at_creation(
     assert "matches 0 devices" in r.text and "no-such-tag" in r.text
 
 
+@pytest.mark.timeout(330)
 def test_schemathesis_finds_no_server_error(pg_cp: ControlPlaneProc, tmp_path: Path) -> None:
     exe = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
     if exe is None:
@@ -97,8 +98,8 @@ def test_schemathesis_finds_no_server_error(pg_cp: ControlPlaneProc, tmp_path: P
         [
             exe, "run", f"{pg_cp.url}/openapi.json",
             "--checks", "not_a_server_error",
-            "--max-examples", "8",
-            "--phases", "examples,coverage,fuzzing",
+            "--max-examples", "5",
+            "--phases", "examples,coverage",  # boundary values of every parameter
             "--generation-deterministic",
             "--workers", "2",
             # Without a Triton the cloud routes answer 503 by design (tested with a live
@@ -108,7 +109,7 @@ def test_schemathesis_finds_no_server_error(pg_cp: ControlPlaneProc, tmp_path: P
         ],
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=300,
         cwd=tmp_path,  # its .schemathesis/ cache stays out of the repository
     )  # fmt: skip
     tail = (out.stdout + out.stderr)[-6000:]
