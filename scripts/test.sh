@@ -3,8 +3,9 @@
 # Triton, Chromium). Installs what it needs, starts the local services when they are down.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# chromium: dashboard test; systemd: systemd-analyze verify of the unit; gcc: MCU C reference.
-bash scripts/bootstrap.sh all chromium systemd gcc
+# chromium: dashboard test; systemd: systemd-analyze verify of the unit; gcc: MCU C reference;
+# redis-server: the Feast Redis online store test.
+bash scripts/bootstrap.sh all chromium systemd gcc redis-server
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 if ! port_open 1883 && command -v mosquitto >/dev/null 2>&1; then
@@ -12,6 +13,9 @@ if ! port_open 1883 && command -v mosquitto >/dev/null 2>&1; then
 fi
 if ! port_open 5432 && [ -d /etc/postgresql ]; then
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+fi
+if ! port_open 6379 && command -v redis-server >/dev/null 2>&1; then
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null || true
 fi
 for _ in $(seq 50); do port_open 1883 && break; sleep 0.1; done
 

@@ -94,6 +94,9 @@ def test_schemathesis_finds_no_server_error(pg_cp: ControlPlaneProc, tmp_path: P
     exe = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
     if exe is None:
         pytest.fail("schemathesis is missing: it is in the `dev` extra")
+    with pg_cp.client() as c:  # Feast's first use (imports, apply) takes seconds: not a bug
+        c.timeout = httpx.Timeout(180)
+        assert c.post("/api/v1/features/register").status_code == 200
     out = subprocess.run(
         [
             exe, "run", f"{pg_cp.url}/openapi.json",
@@ -105,7 +108,7 @@ def test_schemathesis_finds_no_server_error(pg_cp: ControlPlaneProc, tmp_path: P
             # Without a Triton the cloud routes answer 503 by design (tested with a live
             # Triton in tests/inference); the dashboard and /metrics are HTML and text.
             "--exclude-path-regex", "^/(dashboard|metrics|api/v1/cloud)",
-            "--request-timeout", "30",
+            "--request-timeout", "120",
         ],
         capture_output=True,
         text=True,
