@@ -69,9 +69,8 @@ def online_store_config(url: str | None, repo_dir: Path) -> dict[str, Any]:
         query = parse_qs(u.query)
         # Feast defaults to sslmode=require, which a local server without TLS refuses: the
         # URL's sslmode wins; without one, a loopback server is reached without TLS.
-        sslmode = (query.get("sslmode") or [None])[0] or (
-            "disable" if host in LOOPBACK_HOSTS else "require"
-        )
+        default_ssl = "disable" if host in LOOPBACK_HOSTS else "require"
+        sslmode = (query.get("sslmode") or [default_ssl])[0] or default_ssl
         return {
             "type": "postgres",
             "host": host,

@@ -98,6 +98,7 @@ def _simulate(args: argparse.Namespace) -> int:
         offline_rate=args.offline_rate,
         offline_s=args.offline_s,
     )
+
     async def main() -> int:
         fleet = Fleet(cfg, trust)
         await fleet.start()

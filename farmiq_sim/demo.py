@@ -359,7 +359,9 @@ def _run(workdir: Path, keep_running: bool, embedded_broker: bool, insecure: boo
             "and promoted to @production"
         )
 
-        r = http.post("/api/v1/deployments", json={"model": "barn-ventilation", "devices": [device]})
+        r = http.post(
+            "/api/v1/deployments", json={"model": "barn-ventilation", "devices": [device]}
+        )
         r.raise_for_status()
         dep = r.json()
         deadline = time.time() + 60

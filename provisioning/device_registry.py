@@ -25,6 +25,7 @@ METADATA = sa.MetaData()
 DEVICE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 HARDWARE_CLASS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
+
 def new_token() -> str:
     """32 random bytes, URL-safe base64, never starting with '-' (a command line would read
     such a token as an option: ``enroll --token -x...``)."""

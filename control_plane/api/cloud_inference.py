@@ -42,7 +42,9 @@ async def _guard(fn: Any, *args: Any) -> Any:
         raise HTTPException(exc.status, str(exc)) from None
     except InferenceServerException as exc:
         msg = exc.message() or str(exc)
-        unknown = any(w in msg.lower() for w in ("unknown model", "not found", "no version", "not available"))
+        unknown = any(
+            w in msg.lower() for w in ("unknown model", "not found", "no version", "not available")
+        )
         raise HTTPException(404 if unknown else 502, f"Triton: {msg}") from None
     except ValueError as exc:
         raise HTTPException(422, " ".join(str(exc).split())) from None

@@ -64,7 +64,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     k = bsub.add_parser("keygen", help="make an Ed25519 signing key and a trust root listing it")
     k.add_argument("--key", type=Path, required=True, help="where to write the private key (0600)")
     k.add_argument(
-        "--trust-root", dest="trust", type=Path, help="also write a trust root JSON trusting this key"
+        "--trust-root",
+        dest="trust",
+        type=Path,
+        help="also write a trust root JSON trusting this key",
     )
     k.add_argument("--trust", dest="trust", type=Path, help=argparse.SUPPRESS)  # older name
     k.set_defaults(func=_keygen)
