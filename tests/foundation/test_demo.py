@@ -64,8 +64,9 @@ def test_a_folder_in_use_is_refused_in_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in out + err
 
 
-def test_insecure_is_explicit_and_warned(tmp_path: Path) -> None:
+def test_turning_auth_off_is_an_explicit_flag() -> None:
     out = subprocess.run(
         [*DEMO, "--help"], capture_output=True, text=True, timeout=60, check=True
     ).stdout
     assert "--insecure" in out
+    assert "turn operator API authentication off" in out  # off only when asked
