@@ -285,8 +285,8 @@ def _run(workdir: Path, keep_running: bool, embedded_broker: bool, insecure: boo
         api = f"http://127.0.0.1:{cp_port}"
         http = httpx.Client(base_url=api, headers=headers, timeout=120)
         wait_http(f"{api}/ready", 120, cp)
-        auth = f"API key {key}" if key else "auth OFF (--insecure)"
-        say(f"[2/7] control plane {api} ({auth}; SQLite, MLflow registry on SQLite)")
+        auth = f"; admin API key: {key}" if key else "; auth OFF (--insecure)"
+        say(f"[2/7] control plane {api} (SQLite, MLflow registry on SQLite){auth}")
 
         agent_dir = workdir / "gateway"
         agent_dir.mkdir()

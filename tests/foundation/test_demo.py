@@ -36,7 +36,7 @@ def test_two_demos_at_once_both_finish_on_their_own_brokers(tmp_path: Path) -> N
         assert [ln[:5] for ln in lines[:7]] == [f"[{i}/7]" for i in range(1, 8)], out
         assert "registered in MLflow and promoted to @production" in out
         assert "equals onnxruntime" in out
-        assert re.search(r"API key fiq_\S+", lines[1]), lines[1]  # auth on, key printed
+        assert re.search(r"admin API key: fiq_\S+$", lines[1]), lines[1]  # auth on, key printed
     tls, embedded = (o for o, _ in outs)
     assert "mutual TLS" in tls.splitlines()[0]
     assert "embedded broker" in embedded.splitlines()[0]
