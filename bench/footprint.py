@@ -107,7 +107,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--install", action="store_true", help="also measure the edge install")
     a = ap.parse_args()
-    from control_plane.barn_model import train_barn_model
+    from farmiq_sim.barn_model import train_barn_model
 
     tm = train_barn_model(n=2000, seed=1)
     agent_ready, agent_rss, bare_ready, bare_rss = [], [], [], []

@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from control_plane.demo import free_port, wait_http  # noqa: E402
+from farmiq_sim.net import free_port, wait_http  # noqa: E402
 
 MODEL = "barn-ventilation"
 AGENT = "agent API (router, inline, drift on)"

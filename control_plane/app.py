@@ -87,4 +87,8 @@ def create_app(
     from control_plane.observability import install as install_observability
 
     install_observability(app)
+    # No NUL in any string input, for every route (control_plane/api/input_guard.py).
+    from control_plane.api.input_guard import install as install_input_guard
+
+    install_input_guard(app)
     return app

@@ -1,4 +1,4 @@
-"""``farmiq control-plane serve|migrate|export-triton|...`` and ``farmiq demo``.
+"""``farmiq control-plane serve|migrate|export-triton|...`` (``farmiq demo`` lives in farmiq_sim).
 
 The cloud side's commands live here (and in the control plane's other ``*_cli`` modules), so
 the shared ``farmiq`` package and the gateway side never import ``control_plane``. Two
@@ -54,23 +54,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     if bundle_actions is not None:  # `farmiq bundle export-triton`, the name README gives
         add_export_triton(bundle_actions)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
-
-    d = sub.add_parser(
-        "demo",
-        help="run the whole system on this machine: train, register, promote, sign, roll out, infer",
-    )
-    d.add_argument(
-        "--workdir", type=Path, default=Path(".farmiq/demo"), help="where the demo keeps its state"
-    )
-    d.add_argument(
-        "--keep-running", action="store_true", help="keep the services up and print their URLs"
-    )
-    d.add_argument(
-        "--embedded-broker",
-        action="store_true",
-        help="use the embedded amqtt broker even when Mosquitto is available",
-    )
-    d.set_defaults(func=_demo)
 
 
 def subcommands_of(
@@ -173,11 +156,3 @@ def _migrate(args: argparse.Namespace) -> int:
         db.engine.dispose()
     print(f"database at revision {rev}")
     return 0
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from control_plane.demo import run_demo
-
-    return run_demo(
-        args.workdir, keep_running=args.keep_running, embedded_broker=args.embedded_broker
-    )

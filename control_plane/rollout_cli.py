@@ -92,7 +92,15 @@ def _req(args: argparse.Namespace, method: str, path: str, body: Any = None) -> 
     import httpx
 
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
-    r = httpx.request(method, args.url.rstrip("/") + path, json=body, headers=headers, timeout=60)
+    url = args.url.rstrip("/") + path
+    try:
+        r = httpx.request(method, url, json=body, headers=headers, timeout=60)
+    except (httpx.TransportError, httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+        reason = str(exc) or type(exc).__name__
+        sys.stderr.write(
+            f"farmiq rollout: cannot reach the control plane at {args.url}: {reason}\n"
+        )
+        raise SystemExit(1) from None
     if r.status_code >= 400:
         sys.stderr.write(f"error {r.status_code}: {r.text}\n")
         raise SystemExit(1)

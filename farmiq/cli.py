@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "farmiq_sim.fleet.cli",
     "farmiq_sim.stack.cli",
     "control_plane.signing.cli",
+    "farmiq_sim.cli",
 )
 
 

@@ -39,6 +39,24 @@ def _enroll(args: argparse.Namespace) -> int:
     return 0
 
 
+class _TokenValueParser(argparse.ArgumentParser):
+    """Reads the word after ``--token`` as its value even when it starts with '-' (argparse
+    alone would take ``--token -x`` for a missing value and an unknown option)."""
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def, override]
+        words = list(sys.argv[1:] if args is None else args)
+        joined: list[str] = []
+        i = 0
+        while i < len(words):
+            if words[i] == "--token" and i + 1 < len(words):
+                joined.append(f"--token={words[i + 1]}")
+                i += 2
+                continue
+            joined.append(words[i])
+            i += 1
+        return super().parse_known_args(joined, namespace)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser(
         "provision", help="fleet PKI, gateway enrollment, broker ACLs", description=DESCRIPTION
@@ -48,6 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     sp = sub.add_parser("enroll", help="(on the gateway) make a key + CSR and enroll")
     sp.add_argument("--url", required=True, help="control plane base URL")
     sp.add_argument("--token", required=True, help="one-time enrollment token")
+    sp.__class__ = _TokenValueParser  # a token may start with '-'
     sp.add_argument("--device-id", required=True)
     sp.add_argument("--out", default="/etc/farmiq", help="where to write key, certs, agent.toml")
     sp.add_argument("--state-dir", default="/var/lib/farmiq")

@@ -25,6 +25,16 @@ METADATA = sa.MetaData()
 DEVICE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 HARDWARE_CLASS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
+
+def new_token() -> str:
+    """32 random bytes, URL-safe base64, never starting with '-' (a command line would read
+    such a token as an option: ``enroll --token -x...``)."""
+    while True:
+        token = secrets.token_urlsafe(32)
+        if not token.startswith("-"):
+            return token
+
+
 tokens_table = sa.Table(
     "enrollment_tokens",
     METADATA,
@@ -132,7 +142,7 @@ class DeviceRegistry:
         validate_hardware_class(hardware_class)
         if ttl <= dt.timedelta(0):
             raise ValueError("token lifetime must be positive")
-        token = secrets.token_urlsafe(32)
+        token = new_token()
         now = dt.datetime.now(dt.UTC)
         with self.engine.begin() as conn:
             conn.execute(

@@ -15,7 +15,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("FEAST_USAGE", "False")
 
-from control_plane.demo import port_open
+from farmiq_sim.net import port_open
 from tests.support.procs import AgentProc, ControlPlaneProc, Mosquitto
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 from fastapi import APIRouter, Depends, Query, Request
 
+from control_plane.api.input_guard import ApiDatetime
 from control_plane.security import Principal, Role, get_security, query_audit, require_role
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
@@ -17,9 +16,9 @@ def list_audit(
     actor: str | None = None,
     action: str | None = None,
     target: str | None = None,
-    since: dt.datetime | None = None,
-    until: dt.datetime | None = None,
-    before_id: int | None = None,
+    since: ApiDatetime | None = None,
+    until: ApiDatetime | None = None,
+    before_id: int | None = Query(default=None, ge=0, le=2**63 - 1),
     limit: int = Query(default=100, ge=1, le=1000),
     _: Principal = Depends(require_role(Role.ADMIN)),
 ) -> list[dict[str, object]]:

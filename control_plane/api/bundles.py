@@ -65,6 +65,14 @@ async def build(body: BuildRequest, ctx: ControlPlaneContext = Depends(get_ctx))
         return await run_in_threadpool(go)
     except RegistryError as exc:
         raise HTTPException(exc.status, str(exc)) from None
+    except ValueError as exc:  # the registered version's metadata cannot make a bundle
+        raise HTTPException(
+            422, f"cannot build a bundle of {body.model}: {_one_line(exc)}"
+        ) from None
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
 
 
 @router.get("/{bundle_id}", summary="One bundle's record")

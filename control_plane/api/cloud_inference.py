@@ -25,6 +25,11 @@ def _publisher(ctx: ControlPlaneContext) -> Any:
 
 
 async def _guard(fn: Any, *args: Any) -> Any:
+    """Triton's and the registry's answers as HTTP errors: unknown model or version 404,
+    other refusals by Triton 502 (with its message), bad model data 422, Triton down 503."""
+    from tritonclient.utils import InferenceServerException
+
+    from control_plane.registry import RegistryError
     from control_plane.triton.publisher import TritonUnavailable
 
     try:
@@ -33,6 +38,16 @@ async def _guard(fn: Any, *args: Any) -> Any:
         raise HTTPException(503, str(exc)) from None
     except KeyError as exc:
         raise HTTPException(404, str(exc.args[0] if exc.args else exc)) from None
+    except RegistryError as exc:
+        raise HTTPException(exc.status, str(exc)) from None
+    except InferenceServerException as exc:
+        msg = exc.message() or str(exc)
+        unknown = any(
+            w in msg.lower() for w in ("unknown model", "not found", "no version", "not available")
+        )
+        raise HTTPException(404 if unknown else 502, f"Triton: {msg}") from None
+    except ValueError as exc:
+        raise HTTPException(422, " ".join(str(exc).split())) from None
 
 
 class Publish(BaseModel):
@@ -75,9 +90,10 @@ async def warmup(
 async def publish(
     name: str, body: Publish, ctx: ControlPlaneContext = Depends(get_ctx)
 ) -> dict[str, Any]:
-    from control_plane.registry import RegistryError
+    pub = _publisher(ctx)
 
-    try:
-        return await _guard(_publisher(ctx).publish, name, body.version)  # type: ignore[no-any-return]
-    except RegistryError as exc:
-        raise HTTPException(exc.status, str(exc)) from None
+    def go() -> dict[str, Any]:
+        ctx.registry.resolve(name, body.version)  # an unknown model or version: 404 here
+        return pub.publish(name, body.version)  # type: ignore[no-any-return]
+
+    return await _guard(go)  # type: ignore[no-any-return]

@@ -7,12 +7,12 @@ calls never stall the event loop.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, Field
 
+from control_plane.api.input_guard import ApiDatetime
 from control_plane.feature_store import FeastFeatureStore, publish_cloud_features
 from farmiq.features import DefinitionError, FeatureView
 
@@ -46,8 +46,8 @@ class ServingBody(BaseModel):
 
 
 class MaterializeBody(BaseModel):
-    start: datetime | None = None  # None: incremental from the last materialization
-    end: datetime | None = None  # None: now
+    start: ApiDatetime | None = None  # None: incremental from the last materialization
+    end: ApiDatetime | None = None  # None: now
     views: list[str] | None = None
 
 

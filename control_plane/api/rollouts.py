@@ -6,10 +6,13 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import select
 
 from control_plane.context import ControlPlaneContext, get_ctx
 from control_plane.registry import RegistryError
 from control_plane.rollout.service import RolloutError, RolloutService, RolloutSpec
+from control_plane.rollout.targeting import resolve
+from control_plane.tables import Device
 
 router = APIRouter(prefix="/api/v1/rollouts", tags=["rollouts"])
 
@@ -28,13 +31,32 @@ async def _call(fn: Any, *args: Any) -> Any:
         raise HTTPException(exc.status, str(exc)) from None
     except RegistryError as exc:
         raise HTTPException(exc.status, str(exc)) from None
+    except ValueError as exc:  # e.g. a version whose metadata cannot make a bundle
+        raise HTTPException(422, " ".join(str(exc).split())) from None
 
 
 @router.post("", summary="Create a staged rollout of a registry version (waves, rate, soak, gates)")
 async def create_rollout(
     body: RolloutSpec, ctx: ControlPlaneContext = Depends(get_ctx)
 ) -> dict[str, Any]:
-    return await _call(_svc(ctx).create, body)  # type: ignore[no-any-return]
+    svc = _svc(ctx)
+    if not await run_in_threadpool(_matching_devices, svc, body):
+        t = body.targeting
+        what = {k: v for k, v in t.model_dump().items() if v and k != "percent"}
+        raise HTTPException(
+            422,
+            f"the rollout's targeting matches 0 devices ({what or 'the whole fleet'}, "
+            f"{t.percent:g}% of them): nothing would be installed",
+        )
+    return await _call(svc.create, body)  # type: ignore[no-any-return]
+
+
+def _matching_devices(svc: RolloutService, spec: RolloutSpec) -> list[str]:
+    """The devices the rollout would target now (the scheduler resolves them again, wave by
+    wave, as the fleet changes; this only refuses a rollout that could never act)."""
+    with svc.db.session() as s:
+        fleet = [(d.device_id, d.reported or {}, d.farm_id) for d in s.scalars(select(Device))]
+    return resolve(spec.targeting, spec.model, fleet)
 
 
 @router.get("", summary="List rollouts, newest first")

@@ -47,9 +47,30 @@ import sys
 # helper passes the venv's site-packages here instead.
 sys.path[:0] = [p for p in os.environ.get("FARMIQ_TRITON_SITE", "").split(os.pathsep) if p]
 
+import ctypes
+
 import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
+
+# The pytriton 0.5 stub marks a DLPack capsule it consumed "used_dlpack", not the standard
+# "used_dltensor", so NumPy's capsule destructor takes it for unconsumed, fails to read it
+# and logs a "PyCapsule_GetPointer called with incorrect name" traceback per output per
+# request. Give the consumed capsule the standard name so NumPy leaves it alone (the stub
+# owns the tensor and frees it through its deleter).
+_GET_NAME = ctypes.pythonapi.PyCapsule_GetName
+_GET_NAME.restype, _GET_NAME.argtypes = ctypes.c_char_p, [ctypes.py_object]
+_SET_NAME = ctypes.pythonapi.PyCapsule_SetName
+_SET_NAME.restype, _SET_NAME.argtypes = ctypes.c_int, [ctypes.py_object, ctypes.c_char_p]
+_USED = b"used_dltensor"  # module-level: the capsule keeps a pointer to these bytes
+
+
+def _to_triton(name, array):
+    capsule = np.ascontiguousarray(array).__dlpack__()
+    tensor = pb_utils.Tensor.from_dlpack(name, capsule)
+    if _GET_NAME(capsule) != b"dltensor":  # consumed: never let NumPy free it again
+        _SET_NAME(capsule, _USED)
+    return tensor
 
 
 class TritonPythonModel:
@@ -76,11 +97,10 @@ class TritonPythonModel:
         responses, start = [], 0
         for size in sizes:
             # DLPack both ways, not as_numpy()/Tensor(name, array): with NumPy 2 those read
-            # garbage and send empty tensors in the pytriton 0.5.7 stub (measured).
-            tensors = [
-                pb_utils.Tensor.from_dlpack(n, np.ascontiguousarray(o[start : start + size]))
-                for n, o in zip(self.outputs, outs)
-            ]
+            # garbage and send empty tensors in the pytriton 0.5.7 stub (measured). Hand the
+            # stub a legacy "dltensor" capsule: given the array, it first asks for a capsule
+            # under another name and logs a traceback per output before falling back.
+            tensors = [_to_triton(n, o[start : start + size]) for n, o in zip(self.outputs, outs)]
             responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
             start += size
         return responses

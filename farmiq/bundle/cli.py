@@ -57,7 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "verify", help="verify a bundle against a trust root; exits 1 with the reason on any fault"
     )
     v.add_argument("bundle", type=Path)
-    v.add_argument("--trust", type=Path, required=True, help="trust root JSON")
+    v.add_argument("--trust-root", dest="trust", type=Path, help="trust root JSON (required)")
+    v.add_argument("--trust", dest="trust", type=Path, help=argparse.SUPPRESS)  # older name
     v.add_argument("--device", help="verify as this device id")
     v.add_argument("--hardware", help="verify as this hardware class")
     v.add_argument("--installed-version", type=int, help="refuse older versions than this")
@@ -71,7 +72,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     k = bsub.add_parser("keygen", help="make an Ed25519 signing key and a trust root listing it")
     k.add_argument("--key", type=Path, required=True, help="where to write the private key (0600)")
-    k.add_argument("--trust", type=Path, help="also write a trust root JSON trusting this key")
+    k.add_argument(
+        "--trust-root",
+        dest="trust",
+        type=Path,
+        help="also write a trust root JSON trusting this key",
+    )
+    k.add_argument("--trust", dest="trust", type=Path, help=argparse.SUPPRESS)  # older name
     k.set_defaults(func=_keygen)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
@@ -137,6 +144,9 @@ def _verify(args: argparse.Namespace) -> int:
     from farmiq.bundle.trust import TrustRoot
     from farmiq.bundle.verifier import BundleRejected, VerifyPolicy, verify_bundle
 
+    if args.trust is None:
+        print("farmiq bundle verify: --trust-root is required", file=sys.stderr)
+        return 2
     try:
         trust = TrustRoot.load(args.trust)
         vb = verify_bundle(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
 import sys
 import time
 from pathlib import Path
@@ -68,11 +69,23 @@ def _simulate(args: argparse.Namespace) -> int:
     from farmiq.bundle.trust import TrustRoot
     from farmiq_sim.fleet.fleet import Fleet, FleetConfig
 
-    host, _, port = args.broker.rpartition(":")
+    host, _, port_text = args.broker.rpartition(":")
+    host = host or "127.0.0.1"
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        return _fail(f"--broker {args.broker!r}: expected host:port, e.g. 127.0.0.1:1883")
+    port = int(port_text)
+    try:  # one clear line now rather than gateways retrying forever against nothing
+        socket.create_connection((host, port), timeout=3).close()
+    except OSError as exc:
+        return _fail(f"no MQTT broker at {host}:{port} ({exc.strerror or exc})")
+    try:
+        trust = TrustRoot.load(args.trust_root)
+    except (OSError, ValueError) as exc:
+        return _fail(f"--trust-root {args.trust_root}: {exc}")
     cfg = FleetConfig(
         gateways=args.gateways,
-        host=host or "127.0.0.1",
-        port=int(port),
+        host=host,
+        port=port,
         model=args.model,
         initial_version=args.initial_version or None,
         prefix=args.prefix,
@@ -85,11 +98,13 @@ def _simulate(args: argparse.Namespace) -> int:
         offline_rate=args.offline_rate,
         offline_s=args.offline_s,
     )
-    trust = TrustRoot.load(args.trust_root)
 
-    async def main() -> None:
+    async def main() -> int:
         fleet = Fleet(cfg, trust)
         await fleet.start()
+        if fleet.online() == 0 and cfg.gateways > 0:
+            await fleet.stop()
+            return _fail(f"no simulated gateway could connect to the broker at {host}:{port}")
         print(f"{fleet.online()}/{cfg.gateways} simulated gateways online", flush=True)
         churn = asyncio.ensure_future(fleet.offline_churn(args.duration or 300))
         t0 = time.time()
@@ -104,12 +119,17 @@ def _simulate(args: argparse.Namespace) -> int:
         finally:
             churn.cancel()
             await fleet.stop()
+        return 0
 
     try:
-        asyncio.run(main())
+        return asyncio.run(main())
     except KeyboardInterrupt:
-        pass
-    return 0
+        return 0
+
+
+def _fail(message: str) -> int:
+    print(f"farmiq fleet simulate: {message}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -90,16 +90,16 @@ def test_register_list_get_materialize_serve(client: TestClient) -> None:
 
 def test_register_extra_view_and_reject_bad_ones(client: TestClient) -> None:
     view = {
-        "name": "barn_light_1h",
+        "name": "barn_heat_low_1h",
         "entity": {"name": "barn", "join_key": "barn_id"},
         "source": "sensor",
         "window_s": 3600,
         "features": [
             {
-                "name": "lux_mean_1h",
+                "name": "temperature_min_1h",
                 "dtype": "float32",
-                "sensor": "lux",
-                "aggregation": "mean",
+                "sensor": "temperature",
+                "aggregation": "min",
                 "staleness_ttl_s": 600,
                 "missing": "default",
                 "default": 0.0,
@@ -108,8 +108,13 @@ def test_register_extra_view_and_reject_bad_ones(client: TestClient) -> None:
     }
     r = client.post("/api/v1/features/register", json={"views": [view]})
     assert r.status_code == 200, r.text
-    assert "barn_light_1h" in r.json()["views"]
-    assert client.get("/api/v1/features/barn_light_1h:lux_mean_1h").json()["sensor"] == "lux"
+    assert "barn_heat_low_1h" in r.json()["views"]
+    got = client.get("/api/v1/features/barn_heat_low_1h:temperature_min_1h").json()
+    assert (got["sensor"], got["aggregation"]) == ("temperature", "min")
+    lux = {**view, "name": "barn_light_1h"}
+    lux["features"] = [{**view["features"][0], "name": "lux_mean_1h", "sensor": "lux"}]  # type: ignore[index, dict-item]
+    r = client.post("/api/v1/features/register", json={"views": [lux]})
+    assert r.status_code == 422 and "lux" in r.json()["detail"]  # no gateway reports it
     bad = {**view, "name": "barn_bad", "window_s": None}
     r = client.post("/api/v1/features/register", json={"views": [bad]})
     assert r.status_code == 422 and "window" in r.json()["detail"]

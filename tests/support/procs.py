@@ -20,8 +20,8 @@ from typing import Any
 
 import httpx
 
-from control_plane.demo import free_port, port_open, wait_http
 from farmiq.config import dump_toml
+from farmiq_sim.net import free_port, port_open, wait_http
 
 ENV = {
     **os.environ,
@@ -93,6 +93,7 @@ class ControlPlaneProc(Proc):
         conf = {
             "data_dir": str(self.data_dir),
             "port": self.port,
+            "auth_enabled": False,  # the tests of auth turn it on; the default is on
             "mqtt": {
                 "port": mqtt_port,
                 "client_id": f"farmiq-cp-test-{self.port}",

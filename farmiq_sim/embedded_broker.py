@@ -2,7 +2,7 @@
 
 amqtt is pure Python, speaks MQTT 3.1.1 only, is 2-4x slower than Mosquitto and has no
 shared subscriptions (see ../shared/NOTES.md): good enough to run the demo, never a
-production broker. Run as ``python -m control_plane.embedded_broker --port N``.
+production broker. Run as ``python -m farmiq_sim.embedded_broker --port N``.
 """
 
 from __future__ import annotations
