@@ -132,6 +132,7 @@ def test_the_whole_job_on_the_production_topology(stack: StackInfo) -> None:
     import mlflow
     import onnx
     import onnxruntime as ort
+
     from farmiq_sim.barn_model import FEATURES, LABELS, synthetic_barn, train_barn_model
 
     t0 = time.time()
