@@ -77,13 +77,17 @@ def build_context(settings: ControlPlaneSettings) -> ControlPlaneContext:
 
     prepare_schema(db)  # SQLite: create_all; PostgreSQL: Alembic upgrade to head
     registry = ModelRegistry(settings.resolved_mlflow_uri(), settings.data_dir / "mlartifacts")
-    signers, trust = _signing_material(settings)
+    signers, trust, director_signers = _signing_material(settings)
     bundles = BundleService(
         db, registry, signers, settings.data_dir / "bundles", settings.bundle_expiry_days
     )
+    from control_plane.director import Director
+
+    director = Director(db, director_signers)
     bus: MqttBus | None = None
     if settings.mqtt.enabled:
         bus = MqttBus(settings.mqtt)
+        bus.director = director  # seals every signed down/ document before it leaves
         if not bus.start():
             log.warning(
                 "broker %s:%s not reachable yet; retrying in the background",
@@ -91,15 +95,19 @@ def build_context(settings: ControlPlaneSettings) -> ControlPlaneContext:
                 settings.mqtt.port,
             )
     deployments = DeploymentService(db, bundles, bus)
-    return ControlPlaneContext(settings, db, registry, signers, trust, bundles, deployments, bus)
+    ctx = ControlPlaneContext(settings, db, registry, signers, trust, bundles, deployments, bus)
+    ctx.services["director"] = director
+    return ctx
 
 
-def _signing_material(settings: ControlPlaneSettings) -> tuple[list[Signer], TrustRoot]:
-    """Bundle-signing keys and the trust root gateways verify against.
+def _signing_material(
+    settings: ControlPlaneSettings,
+) -> tuple[list[Signer], TrustRoot, list[Signer]]:
+    """Bundle-signing keys, the trust root gateways verify against, director keys.
 
     With a fleet directory (``farmiq provision init-fleet``) these are the fleet's TUF
-    targets keys and its signed root.json; without one (the embedded default) a key is
-    made under data_dir/keys with a simple trust root listing it.
+    targets keys, its signed root.json and its director keys; without one (the embedded
+    default) keys are made under data_dir/keys with a simple trust root listing them.
     """
     if settings.fleet_dir is not None:
         from provisioning.fleet import FleetPaths
@@ -110,15 +118,29 @@ def _signing_material(settings: ControlPlaneSettings) -> tuple[list[Signer], Tru
             raise RuntimeError(
                 f"fleet_dir {settings.fleet_dir} holds no fleet (farmiq provision init-fleet)"
             )
-        return [Signer.load(p) for p in key_paths], TrustRoot.load(paths.root_json)
+        director_paths = paths.director_keys()
+        if not director_paths:
+            raise RuntimeError(
+                f"fleet_dir {settings.fleet_dir} has no director keys (control-plane/"
+                "director-*.key); the fleet predates the director role: re-create it or add "
+                "them with a root rotation"
+            )
+        return (
+            [Signer.load(p) for p in key_paths],
+            TrustRoot.load(paths.root_json),
+            [Signer.load(p) for p in director_paths],
+        )
     key_paths = settings.signing_keys or [settings.data_dir / "keys" / "bundle-signing.pem"]
     signers = [Signer.load_or_create(p) for p in key_paths]
+    director = [Signer.load_or_create(settings.data_dir / "keys" / "director.pem")]
     trust_path = settings.data_dir / "keys" / "trust_root.json"
     if trust_path.exists():
-        return signers, TrustRoot.load(trust_path)
-    trust = TrustRoot.for_signers(signers)
+        trust = TrustRoot.load(trust_path)
+        if "director" in trust.roles:
+            return signers, trust, director
+    trust = TrustRoot.for_signers(signers, director=director)
     trust.save(trust_path)
-    return signers, trust
+    return signers, trust, director
 
 
 def get_ctx(request: Request) -> ControlPlaneContext:

@@ -11,6 +11,7 @@ TABLE_MODULES = [
     "control_plane.security.tables",
     "control_plane.rollout.tables",
     "control_plane.actuators",
+    "control_plane.director",
 ]
 
 

@@ -36,6 +36,7 @@ from edge_agent.serving import ModelSet
 from edge_agent.trust_updates import handle_trust_update
 from farmiq import __version__, topics
 from farmiq.bundle.trust import TrustRoot
+from farmiq.director.gate import DirectorGate
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,12 @@ class Agent:
         self.config_path: str | None = None  # set by run(); SIGHUP re-reads it
         self.lifecycle = Lifecycle(self)
         self.metrics = install_metrics(self)
+        # Director envelopes (farmiq/director): signed, addressed, expiring, counted; the
+        # counters persist in state_dir/director.json.
+        self.director = DirectorGate.for_device(
+            config.device_id, lambda: self.trust, config.state_dir, self._publish_up
+        )
+        self.metrics.add_source(self.director.metric_families)
         self._server: Any = None
         self._stop = asyncio.Event()
         self.api_port: int | None = None
@@ -162,6 +169,10 @@ class Agent:
         if parsed is None or parsed[0] != self.device_id:
             return
         leaf = parsed[1]
+        opened = await self.director.open(leaf, payload)  # signed leaves: verify first
+        if opened is None:
+            return
+        payload = opened
         if leaf == topics.BUNDLE:
             if self._bundles_waiting >= MAX_BUNDLES_WAITING:
                 # A flood of pushed bundles must not pile up in memory behind the install
@@ -204,6 +215,9 @@ class Agent:
                 self.router.on_model_swap(result.name)  # new state, cached answers dropped
             await self.publish_state()
         return result
+
+    async def _publish_up(self, leaf: str, payload: bytes) -> None:
+        await self.link.publish(topics.up(self.device_id, leaf), payload)
 
     async def _ack_install(self, result: InstallResult) -> None:
         await self.link.publish(
