@@ -45,8 +45,9 @@ class ControlPlaneSettings(BaseModel):
     triton_repository: Path | None = None
     mqtt: CpMqtt = CpMqtt()
     # Operator API security (control_plane/security, docs/security.md): API keys with roles
-    # on every /api/v1 endpoint, lock-out after repeated failed keys.
-    auth_enabled: bool = False
+    # on every /api/v1 endpoint, lock-out after repeated failed keys. On by default; only
+    # `farmiq control-plane serve --insecure` (warned at every start) turns it off.
+    auth_enabled: bool = True
     # Feast online store URL (sqlite://, postgresql://, redis://); default SQLite (docs/features.md)
     feature_online_store: str | None = None
     auth_max_failures: int = Field(default=5, ge=1)

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "firmware_bridge.cli",
     "control_plane.rollout_cli",
     "control_plane.fleet_sim_cli",
+    "control_plane.security.audit_cli",
 )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -90,8 +91,8 @@ async def test_bad_chunks_are_re_requested_with_back_off(tmp_path: Path) -> None
     # without back-off: one request per event-loop turn (hundreds); with it: 0.1, 0.2, 0.4,
     # 0.8 s apart -> at most 5 in 1.6 s
     assert 2 <= len(asks) <= 6, len(asks)
-    gaps = [b - a for a, b in zip(asks, asks[1:], strict=False)]
-    assert all(later > earlier * 1.2 for earlier, later in zip(gaps, gaps[1:], strict=False)), gaps
+    gaps = [b - a for a, b in itertools.pairwise(asks)]
+    assert all(later > earlier * 1.2 for earlier, later in itertools.pairwise(gaps)), gaps
 
 
 async def test_lost_request_window_is_asked_again_after_chunk_timeout(tmp_path: Path) -> None:
