@@ -55,6 +55,11 @@ class ControlPlaneSettings(BaseModel):
     # Fleet directory from `farmiq provision init-fleet`: enables the enrollment API and
     # keeps revoked devices from receiving bundles.
     fleet_dir: Path | None = None
+    # With a fleet: an API revocation rewrites this broker ACL (`topic deny #` for revoked
+    # devices) and runs this command (e.g. ["systemctl", "reload", "mosquitto"]) so the
+    # device's live session loses access at once (docs/security.md).
+    broker_acl: Path | None = None
+    broker_reload_cmd: list[str] = []
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'control-plane.db').resolve()}"
