@@ -58,11 +58,21 @@ class ControlPlaneContext:
         return self.registry.client
 
     def promoted(self, name: str, version: int) -> None:
+        from control_plane.security.audit_log import audit
+
         for hook in self.promotion_hooks:
+            ok = True
             try:
                 hook(name, version)
             except Exception:
+                ok = False
                 log.exception("promotion hook failed for %s v%s", name, version)
+            try:  # every automatic action is audited (docs/security.md)
+                hook_name = getattr(hook, "__qualname__", repr(hook))
+                audit(self.engine, "system:promotion", "promotion.hook", f"{name}@{version}",
+                      "", {"hook": hook_name, "ok": ok, "after": {"version": version}})  # fmt: skip
+            except Exception:
+                log.exception("could not audit promotion hook for %s v%s", name, version)
 
     def close(self) -> None:
         if self.mqtt is not None:

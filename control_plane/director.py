@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy import BigInteger, String
@@ -94,3 +94,41 @@ class Director:
         if parsed is None or parsed[1] not in SIGNED_LEAVES or not payload:
             return payload
         return self.seal(parsed[0], parsed[1], payload)
+
+
+class DesiredRefresher:
+    """Keeps retained desired states inside their signed lifetime: when a gateway comes
+    online (``up/status`` = ``online``) and its desired state was last signed more than
+    half its lifetime ago, the same document is published again, sealed afresh (new
+    counter, new expiry). A gateway that was offline longer than the lifetime thus gets a
+    valid document on reconnect instead of only an expired retained one. Also logs the
+    refusals gateways report on ``up/director``."""
+
+    def __init__(self, db: Database, publish: Callable[[str, bytes], None], ttl_s: float) -> None:
+        self.db = db
+        self.publish = publish
+        self.ttl_s = ttl_s
+        self._refreshed: dict[str, float] = {}
+
+    def on_status(self, device_id: str, payload: bytes) -> None:
+        if payload.strip() != b"online":
+            return
+        from control_plane.rollout import desired
+        from control_plane.rollout.tables import DesiredState
+
+        now = time.time()
+        if now - self._refreshed.get(device_id, 0.0) < self.ttl_s / 2:
+            return
+        with self.db.session() as s:
+            row = s.get(DesiredState, device_id)
+            if row is None or now - float(row.updated or 0.0) < self.ttl_s / 2:
+                return
+            pub = desired.current(s, device_id)
+        if pub is not None:
+            self._refreshed[device_id] = now
+            self.publish(*pub)
+            log.info("desired state of %s re-signed for a returning gateway", device_id)
+
+    @staticmethod
+    def on_refusal(device_id: str, payload: bytes) -> None:
+        log.warning("gateway %s refused a director document: %s", device_id, payload[:512])

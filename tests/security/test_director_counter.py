@@ -43,3 +43,25 @@ def test_sealed_documents_open_only_for_their_device_and_leaf(tmp_path: Path) ->
     with pytest.raises(DirectorRefused) as exc:
         other.open(topics.ACTUATOR, sealed)
     assert exc.value.code == "not-for-device"
+
+
+def test_returning_gateway_gets_its_old_desired_state_re_signed(tmp_path: Path) -> None:
+    from control_plane.director import DesiredRefresher
+    from control_plane.rollout.tables import DesiredState
+
+    db = Database(f"sqlite:///{tmp_path / 'cp.db'}")
+    db.create_all()
+    ttl = 30 * 86400.0
+    with db.session() as s:  # signed 20 days ago, half-life is 15 days
+        s.add(DesiredState(device_id="gw-old", doc={"rev": 3, "models": {}}, rev=3,
+                           updated=time.time() - 20 * 86400))  # fmt: skip
+        s.add(DesiredState(device_id="gw-new", doc={"rev": 1, "models": {}}, rev=1,
+                           updated=time.time()))  # fmt: skip
+    sent: list[str] = []
+    refresher = DesiredRefresher(db, lambda topic, body: sent.append(topic), ttl)
+    refresher.on_status("gw-old", b"offline")
+    refresher.on_status("gw-new", b"online")
+    assert sent == []
+    refresher.on_status("gw-old", b"online")
+    refresher.on_status("gw-old", b"online")  # once per half-life, not per reconnect
+    assert sent == [topics.down("gw-old", topics.DESIRED)]
