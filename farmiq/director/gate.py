@@ -69,6 +69,8 @@ class DirectorGate:
     async def open(self, leaf: str, payload: bytes) -> bytes | None:
         if leaf not in SIGNED_LEAVES:
             return payload
+        if not payload:  # a retained message being cleared: no instruction, nothing to report
+            return None
         if self._trust is not None:
             current = self._trust()
             if current is not self._trust_seen:
