@@ -152,7 +152,8 @@ def run_demo(workdir: Path, keep_running: bool = False, embedded_broker: bool = 
             )
         )
         cp = procs.spawn(
-            [py, "-m", "farmiq", "control-plane", "serve", "-c", str(cp_conf), "--insecure"], "control-plane.log"
+            [py, "-m", "farmiq", "control-plane", "serve", "-c", str(cp_conf), "--insecure"],
+            "control-plane.log",
         )
         api = f"http://127.0.0.1:{cp_port}"
         wait_http(f"{api}/ready", 120, cp)

@@ -74,9 +74,9 @@ class DirectorVerifier:
         }
 
     @classmethod
-    def from_trust(cls, device_id: str, trust: Any, state: dict[str, Any] | None = None) -> (
-        DirectorVerifier
-    ):
+    def from_trust(
+        cls, device_id: str, trust: Any, state: dict[str, Any] | None = None
+    ) -> DirectorVerifier:
         """``trust`` is a ``farmiq.bundle.trust.TrustRoot`` (its ``director`` role)."""
         keys, threshold = trust.role_keys(ROLE) if ROLE in trust.roles else ({}, 1)
         return cls(device_id, keys, threshold, state)
@@ -117,18 +117,14 @@ class DirectorVerifier:
                 counter,
             )
         if signed["device"] != self.device_id:
-            raise DirectorRefused(
-                "not-for-device", f"addressed to {signed['device']!r}", counter
-            )
+            raise DirectorRefused("not-for-device", f"addressed to {signed['device']!r}", counter)
         if signed["leaf"] != leaf:
             raise DirectorRefused(
                 "wrong-leaf", f"signed for down/{signed['leaf']}, received on down/{leaf}", counter
             )
         t = time.time() if now is None else now
         if signed["expires"] < t:
-            raise DirectorRefused(
-                "expired", f"expired {t - signed['expires']:.0f} s ago", counter
-            )
+            raise DirectorRefused("expired", f"expired {t - signed['expires']:.0f} s ago", counter)
         try:
             body = base64.b64decode(signed["body"], validate=True)
         except (binascii.Error, ValueError):

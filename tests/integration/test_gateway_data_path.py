@@ -133,9 +133,7 @@ async def test_mcu_readings_feed_entity_inference_and_actuators_run_once(
             [director], leaf=topics.FEATURES, device=device_id,
             counter=time.time_ns() // 1000, body=json.dumps(cloud).encode(),
         )  # fmt: skip
-        await asyncio.to_thread(
-            publish, mqtt_port, topics.down(device_id, topics.FEATURES), sealed
-        )
+        await asyncio.to_thread(publish, mqtt_port, topics.down(device_id, topics.FEATURES), sealed)
 
         async with httpx.AsyncClient(base_url=agent.url, timeout=10) as c:
             body = {"model": "barn-echo", "entity": {"barn_id": "barn-7", "flock_id": "flock-3"}}
