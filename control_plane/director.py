@@ -19,7 +19,10 @@ transit signer behind the ``farmiq.bundle.signing`` interface).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -109,10 +112,29 @@ class DesiredRefresher:
         self.publish = publish
         self.ttl_s = ttl_s
         self._refreshed: dict[str, float] = {}
+        self._todo: queue.Queue[str] = queue.Queue(maxsize=10_000)
+        self._worker: threading.Thread | None = None
 
     def on_status(self, device_id: str, payload: bytes) -> None:
+        """Ingest handler: only enqueues (the database look-up must not delay the other
+        handlers of the fleet's messages); ``check`` runs in the refresher's own thread."""
         if payload.strip() != b"online":
             return
+        if self._worker is None:
+            self._worker = threading.Thread(target=self._work, name="desired-refresh", daemon=True)
+            self._worker.start()
+        with contextlib.suppress(queue.Full):
+            self._todo.put_nowait(device_id)
+
+    def _work(self) -> None:
+        while True:
+            device_id = self._todo.get()
+            try:
+                self.check(device_id)
+            except Exception:
+                log.exception("re-signing the desired state of %s failed", device_id)
+
+    def check(self, device_id: str) -> None:
         from control_plane.rollout import desired
         from control_plane.rollout.tables import DesiredState
 
