@@ -34,7 +34,7 @@ class FakeControlPlane:
     def __init__(self) -> None:
         self.requests: list[tuple[float, list[int]]] = []
         self.receiver: TransferReceiver | None = None
-        self.answer: Callable[[list[int]], None] = lambda idx: None
+        self.answer: Callable[[list[int]], object] = lambda idx: None
 
     async def publish(self, payload: bytes) -> None:
         req = orjson.loads(payload)
@@ -49,8 +49,10 @@ def receiver(tmp_path: Path, cp: FakeControlPlane, timeout: float = 0.2) -> Tran
     return r
 
 
-def deliver_later(r: TransferReceiver, payload: bytes) -> None:
-    asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(r.on_chunk_async(payload)))
+def deliver_later(r: TransferReceiver, payload: bytes) -> asyncio.Handle:
+    return asyncio.get_running_loop().call_soon(
+        lambda: asyncio.ensure_future(r.on_chunk_async(payload))
+    )
 
 
 async def test_oversized_chunk_with_a_listed_hash_is_refused_before_it_is_written(
