@@ -35,6 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("-c", "--config", type=Path, help="control-plane TOML")
     s.add_argument("--host", help="bind address (default from config: 127.0.0.1)")
     s.add_argument("--port", type=int, help="port (default from config: 8080)")
+    s.add_argument(
+        "--insecure",
+        action="store_true",
+        help="turn operator-API authentication OFF (development only; warned at every start)",
+    )
     s.set_defaults(func=_serve)
     m = csub.add_parser(
         "migrate",
@@ -115,12 +120,23 @@ def _serve(args: argparse.Namespace) -> int:
     from control_plane.settings import load_settings
     from farmiq.config import ConfigError
 
-    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    overrides: dict[str, object] = {
+        k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None
+    }
+    if args.insecure:
+        overrides["auth_enabled"] = False
     try:
         settings = load_settings(args.config, **overrides)
     except ConfigError as exc:
         print(f"farmiq control-plane: {exc}", file=sys.stderr)
         return 2
+    if not settings.auth_enabled:
+        print(
+            "farmiq control-plane: WARNING: operator API authentication is OFF "
+            "(--insecure / auth_enabled = false): anyone who reaches "
+            f"{settings.host}:{settings.port} can change the fleet",
+            file=sys.stderr,
+        )
     import uvicorn
 
     from control_plane.app import create_app

@@ -12,12 +12,16 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import paho.mqtt.client as mqtt
 
 from control_plane.settings import CpMqtt
 from farmiq import topics
 from farmiq.mqtt_client import make_client
+
+if TYPE_CHECKING:
+    from control_plane.director import Director
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,8 @@ class MqttBus:
         c.on_message = self._on_message
         self.client = c
         self._worker = threading.Thread(target=self._work, name="mqtt-ingest", daemon=True)
+        # Seals every signed down/ document (control_plane/director.py); set by build_context.
+        self.director: Director | None = None
 
     def on(self, leaf: str, handler: UpHandler) -> None:
         """Call ``handler(device_id, payload)`` for messages on ``.../up/<leaf>``."""
@@ -87,6 +93,8 @@ class MqttBus:
         # Checked here, not left to the broker: it would drop the connection for a
         # malformed packet and paho would re-send the message after every reconnect.
         topics.check_topic(topic)
+        if self.director is not None:
+            payload = self.director.wrap(topic, payload)
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             raise ConnectionError(f"publish to {topic} failed: {mqtt.error_string(info.rc)}")

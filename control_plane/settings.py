@@ -73,8 +73,9 @@ class ControlPlaneSettings(BaseModel):
     mqtt: CpMqtt = CpMqtt()
     alerts: CpAlerts = CpAlerts()
     # Operator API security (control_plane/security, docs/security.md): API keys with roles
-    # on every /api/v1 endpoint, lock-out after repeated failed keys.
-    auth_enabled: bool = False
+    # on every /api/v1 endpoint, lock-out after repeated failed keys. On by default; only
+    # `farmiq control-plane serve --insecure` (warned at every start) turns it off.
+    auth_enabled: bool = True
     # Feast online store URL (sqlite://, postgresql://, redis://); default SQLite (docs/features.md)
     feature_online_store: str | None = None
     auth_max_failures: int = Field(default=5, ge=1)
@@ -82,6 +83,11 @@ class ControlPlaneSettings(BaseModel):
     # Fleet directory from `farmiq provision init-fleet`: enables the enrollment API and
     # keeps revoked devices from receiving bundles.
     fleet_dir: Path | None = None
+    # With a fleet: an API revocation rewrites this broker ACL (`topic deny #` for revoked
+    # devices) and runs this command (e.g. ["systemctl", "reload", "mosquitto"]) so the
+    # device's live session loses access at once (docs/security.md).
+    broker_acl: Path | None = None
+    broker_reload_cmd: list[str] = []
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'control-plane.db').resolve()}"

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from control_plane import actuators, tables
+from control_plane import actuators, director, tables
 from control_plane.db import Base
 from control_plane.drift import tables as drift_tables
 from control_plane.rollout import tables as rollout_tables
 from control_plane.security import tables as security_tables
 
-TABLE_MODULES = (tables, drift_tables, rollout_tables, security_tables, actuators)
+TABLE_MODULES = (tables, drift_tables, rollout_tables, security_tables, actuators, director)
 
 
 def metadata() -> sa.MetaData:

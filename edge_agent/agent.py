@@ -48,6 +48,7 @@ from edge_agent.uplink.mqtt_link import MqttLink
 from edge_agent.uplink.outbox import Outbox
 from edge_agent.uplink.port import up_publisher
 from farmiq import __version__, topics
+from farmiq.director.gate import DirectorGate
 
 if TYPE_CHECKING:
     from edge_agent.mcu.mcu_service import McuService
@@ -130,7 +131,14 @@ class Agent:
         self.installs.add_check(self._feature_schema_check)
 
         # -- uplink ----------------------------------------------------------------------
-        self.dispatch = Dispatch(device_id)
+        # Director envelopes (farmiq/director, docs/security.md): every signed leaf
+        # (desired, actuator, features, ack) is opened (signature, device, expiry, counter)
+        # before its schema is checked or its handler runs; counters in director.json.
+        self.director = DirectorGate.for_device(
+            device_id, lambda: self.trust.current, config.state_dir,
+            lambda leaf, payload: self.publish_up(leaf, payload),
+        )  # fmt: skip
+        self.dispatch = Dispatch(device_id, opener=self.director.open)
         self.link = MqttLink(
             config.mqtt,
             client_id=f"farmiq-agent-{device_id}",
@@ -251,6 +259,7 @@ class Agent:
                 reloads=lambda: self.lifecycle.reloads,
             ),
         )
+        self.metrics.add_source(self.director.metric_families)
         self._background: list[asyncio.Task[None]] = []
         self._server: Any = None
         self._stop = asyncio.Event()

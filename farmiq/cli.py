@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "farmiq_sim.stack.cli",
     "control_plane.signing.cli",
     "farmiq_sim.cli",
+    "control_plane.security.audit_cli",
 )
 
 

@@ -6,7 +6,9 @@ Layout (``FleetPaths``)::
     signing/targets-<n>.key      bundle-signing keys (the TUF ``targets`` role)
     control-plane/ca.key         device CA key (online: signs enrollment CSRs)
     control-plane/snapshot.key   online TUF snapshot key
-    control-plane/timestamp.key  online TUF timestamp / director key
+    control-plane/timestamp.key  online TUF timestamp key
+    control-plane/director-<n>.key  online director keys: sign every document sent to a
+                                 gateway (desired state, commands, features, acks)
     control-plane/client.key     the control plane's own MQTT/TLS identity
     control-plane/client.crt
     broker/server.key            the broker's TLS server identity
@@ -79,6 +81,12 @@ class FleetPaths:
 
     def targets_key(self, n: int) -> Path:
         return self.signing / f"targets-{n}.key"
+
+    def director_key(self, n: int) -> Path:
+        return self.control_plane / f"director-{n}.key"
+
+    def director_keys(self) -> list[Path]:
+        return sorted(self.control_plane.glob("director-*.key"))
 
     @property
     def ca_key(self) -> Path:
@@ -153,6 +161,19 @@ def _new_signer(path: Path) -> CryptoSigner:
     return signer_from_key(key)
 
 
+def add_director_role(root: Root, keys: list[SSlibKey], threshold: int) -> None:
+    """Name the director role in the root (``farmiq.bundle.trust.TUF_DIRECTOR_FIELD``):
+    python-tuf's Root holds only the four top-level roles, so it is a signed extension."""
+    from farmiq.bundle.trust import TUF_DIRECTOR_FIELD
+
+    for key in keys:
+        root.keys[key.keyid] = key
+    root.unrecognized_fields[TUF_DIRECTOR_FIELD] = {
+        "keyids": [k.keyid for k in keys],
+        "threshold": threshold,
+    }
+
+
 def write_root(paths: FleetPaths, md: Metadata[Root]) -> None:
     data = md.to_bytes(JSONSerializer(compact=False))
     write_public(paths.public / f"{md.signed.version}.root.json", data)
@@ -166,6 +187,8 @@ def init_fleet(
     root_keys: int = 3,
     targets_threshold: int = 1,
     targets_keys: int = 1,
+    director_threshold: int = 1,
+    director_keys: int = 1,
     broker_hosts: tuple[str, ...] = ("localhost", "127.0.0.1"),
     fleet_name: str = "farmiq",
 ) -> FleetPaths:
@@ -174,6 +197,8 @@ def init_fleet(
         raise ValueError("need 1 <= --root-threshold <= --root-keys")
     if not 1 <= targets_threshold <= targets_keys:
         raise ValueError("need 1 <= --targets-threshold <= --targets-keys")
+    if not 1 <= director_threshold <= director_keys:
+        raise ValueError("need 1 <= --director-threshold <= --director-keys")
     paths = FleetPaths(Path(directory))
     if paths.summary.exists() or paths.root_json.exists():
         raise FileExistsError(f"{directory} already holds a fleet; refusing to overwrite its keys")
@@ -187,6 +212,7 @@ def init_fleet(
     targets_signers = [_new_signer(paths.targets_key(i + 1)) for i in range(targets_keys)]
     snapshot = _new_signer(paths.snapshot_key)
     timestamp = _new_signer(paths.timestamp_key)
+    director_signers = [_new_signer(paths.director_key(i + 1)) for i in range(director_keys)]
 
     expires = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=ROOT_EXPIRY_DAYS)
     root = Root(expires=expires, consistent_snapshot=False)
@@ -198,6 +224,7 @@ def init_fleet(
     root.add_key(timestamp.public_key, "timestamp")
     root.roles[Root.type].threshold = root_threshold
     root.roles["targets"].threshold = targets_threshold
+    add_director_role(root, [s.public_key for s in director_signers], director_threshold)
     md = Metadata(root)
     for s in root_signers:
         md.sign(s, append=True)
@@ -240,6 +267,8 @@ def init_fleet(
         "root_keyids": [s.public_key.keyid for s in root_signers],
         "targets_threshold": targets_threshold,
         "targets_keyids": [s.public_key.keyid for s in targets_signers],
+        "director_threshold": director_threshold,
+        "director_keyids": [s.public_key.keyid for s in director_signers],
         "control_plane_identity": CONTROL_PLANE_CN,
         "broker_hosts": list(broker_hosts),
     }

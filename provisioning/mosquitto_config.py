@@ -96,6 +96,10 @@ def write_mosquitto_config(
         f"crlfile {paths.crl}",
         "require_certificate true",
         "use_identity_as_username true",
+        # The client id is the certificate's identity too: a gateway cannot take another's
+        # (predictable) client id and knock it offline by session takeover. Each control-
+        # plane replica therefore needs its own certificate (docs/security.md).
+        "use_username_as_clientid true",
         "tls_version tlsv1.2",
         "",
     ]

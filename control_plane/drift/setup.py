@@ -66,6 +66,14 @@ def build_area(ctx: Any, config: dict[str, Any] | None = None) -> DriftArea:
         alerts=alerts,
         artifact_location=str(Path(ctx.data_dir) / "mlartifacts" / "retraining"),
     )
+    engine = getattr(ctx, "engine", None)
+    if engine is not None:
+        from control_plane.security.audit_log import audit
+
+        def audit_trigger(model: str, detail: dict[str, Any]) -> None:
+            audit(engine, "system:retraining", "retraining.trigger", model, "", detail)
+
+        trigger.audit = audit_trigger
     return DriftArea(service, decider, trigger)
 
 

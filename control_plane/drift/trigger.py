@@ -152,6 +152,8 @@ class RetrainingTrigger:
         self.hook = hook
         self.alerts = alerts or Alerts()
         self.artifact_location = artifact_location
+        # Audit of the automatic action (control_plane/security): (target, detail) -> None
+        self.audit: Callable[[str, dict[str, Any]], None] | None = None
 
     def _experiment_id(self) -> str:
         exp = self.mlflow.get_experiment_by_name(EXPERIMENT)
@@ -204,6 +206,13 @@ class RetrainingTrigger:
             run_id, "FINISHED" if not hook_result or hook_result.get("ok") else "FAILED"
         )
         self.decider.mark_triggered(d, run_id, hook_result, forced=force and not d.retrain)
+        if self.audit is not None:
+            try:
+                self.audit(model, {"decision_id": d.id, "mlflow_run_id": run_id,
+                                   "forced": bool(force and not d.retrain), "reasons": d.reasons,
+                                   "hook_ok": None if hook_result is None else hook_result.get("ok")})  # fmt: skip
+            except Exception:
+                log.exception("could not audit the retraining trigger for %s", model)
         self.alerts.send(
             {
                 "type": "retraining_triggered",

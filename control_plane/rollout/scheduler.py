@@ -177,9 +177,31 @@ class Scheduler:
                 return
             s, r = held
             if r.status in sm.ACTIVE:
+                before = {"status": r.status, "wave": r.current_wave}
                 self._step(s, r, pubs)
                 r.updated = time.time()
+                self._audit_step(s, r, before)
         self.publish(pubs)
+
+    def _audit_step(self, s: Session, r: Rollout, before: dict[str, Any]) -> None:
+        """Record an automatic advance, pause or rollback in the audit log (same session)."""
+        after = {"status": r.status, "wave": r.current_wave}
+        if after == before:
+            return
+        from control_plane.security.audit_log import audit_in_session
+
+        if r.status in (sm.PAUSED, sm.FAILED):
+            action = "rollout.rollback" if r.reason else "rollout.pause"
+        else:
+            action = "rollout.advance"
+        try:
+            with s.begin_nested():
+                audit_in_session(
+                    s, f"system:{self.replica}", action, r.id, before=before, after=after,
+                    detail={"model": r.model, "version": r.version, "reason": r.reason},
+                )  # fmt: skip
+        except Exception:  # no audit table (a bare test database): the step still counts
+            log.warning("rollout %s: audit entry not written", r.id, exc_info=True)
 
     def publish(self, pubs: list[Publish]) -> None:
         if self.bus is None:

@@ -58,6 +58,18 @@ def setup(ctx: ControlPlaneContext) -> None:
         ctx.mqtt.on(topics.HEALTH, ingest.on_health)
         ctx.mqtt.on(topics.SHADOW, ingest.on_shadow)
         ctx.mqtt.on(topics.TRANSFER, ingest.on_transfer)
+        from control_plane.director import DesiredRefresher
+        from farmiq.director.envelope import DEFAULT_TTL_S
+        from farmiq.director.gate import REPORT_LEAF
+
+        bus = ctx.mqtt
+        refresher = DesiredRefresher(
+            ctx.db,
+            lambda t, b: bus.publish(t, b, qos=1, retain=True),
+            DEFAULT_TTL_S[topics.DESIRED],
+        )
+        bus.on(topics.STATUS, refresher.on_status)
+        bus.on(REPORT_LEAF, refresher.on_refusal)
     ctx.services[SERVICE] = RolloutService(scheduler, ctx.registry)
     ctx.services["rollout_transfers"] = transfers
     scheduler.start()

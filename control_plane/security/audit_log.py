@@ -94,6 +94,32 @@ def audit(
     return int(result.inserted_primary_key[0])  # type: ignore[index]
 
 
+def audit_in_session(
+    session: Any,
+    actor: str,
+    action: str,
+    target: str,
+    *,
+    before: Any = None,
+    after: Any = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """Append an automatic action's entry inside the caller's transaction (a scheduler step
+    that holds a row lock must not open a second write transaction: SQLite would wait on
+    itself). Committed, or rolled back, with the change it records."""
+    body = {**(detail or {}), "before": before, "after": after}
+    session.execute(
+        audit_table.insert().values(
+            at=dt.datetime.now(dt.UTC),
+            actor=actor[:128],
+            action=action[:128],
+            target=target[:256],
+            source_ip="",
+            detail=json.dumps(body, sort_keys=True, default=str),
+        )
+    )
+
+
 def query_audit(
     ctx: Any,
     *,

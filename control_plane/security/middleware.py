@@ -10,8 +10,8 @@ run handlers in another task). For each HTTP request under ``/api/v1``:
 4. after the response has been sent, a change (any method but GET/HEAD/OPTIONS), allowed
    or refused, is appended to the audit log: who, method + path, status, source address.
 
-When ``auth_enabled`` is false the gate is open and nothing extra is recorded (the demo and
-development mode, where there is no "who" to record).
+When ``auth_enabled`` is false (``farmiq control-plane serve --insecure``) the gate is
+open, but every change is still audited, with the actor ``local``.
 """
 
 from __future__ import annotations
@@ -45,8 +45,11 @@ class SecurityMiddleware:
         self.enabled = enabled
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self.enabled or scope["type"] != "http":
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if not self.enabled:
+            await self._insecure(scope, receive, send)
             return
         method: str = scope["method"]
         # The path the router matches (without any --root-path), so the gate and the
@@ -95,6 +98,30 @@ class SecurityMiddleware:
             if changes:
                 await self._audit(service, principal, method, path, status_box["status"], ip, scope)
 
+    async def _insecure(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Auth off: no gate, but changes under /api/v1 are recorded as actor ``local``."""
+        method: str = scope["method"]
+        path = get_route_path(scope)
+        service = find_security(scope.get("app"))
+        in_api = path == API_PREFIX or path.startswith(API_PREFIX + "/")
+        if not (in_api and is_change(method)) or service is None:
+            await self.app(scope, receive, send)
+            return
+        ip = scope["client"][0] if scope.get("client") else "unknown"
+        status_box = {"status": 500}
+
+        async def send_recording(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_box["status"] = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_recording)
+        finally:
+            await self._audit(
+                service, None, method, path, status_box["status"], ip, scope, actor="local"
+            )
+
     @staticmethod
     async def _audit(
         service: SecurityService,
@@ -104,12 +131,14 @@ class SecurityMiddleware:
         status: int,
         ip: str,
         scope: Scope,
+        actor: str | None = None,
     ) -> None:
         detail: dict[str, Any] = {"method": method, "status": status}
         query = scope.get("query_string", b"").decode("latin-1")
         if query:
             detail["query"] = query[:512]
-        actor = principal.actor if principal is not None else "unauthenticated"
+        if actor is None:
+            actor = principal.actor if principal is not None else "unauthenticated"
         try:
             await anyio.to_thread.run_sync(
                 lambda: audit(service.engine, actor, f"http.{method.lower()}", path, ip, detail)

@@ -35,7 +35,8 @@ class Principal:
 
     @property
     def actor(self) -> str:
-        return "anonymous" if self.key_id == ANONYMOUS_KEY_ID else f"apikey:{self.name}"
+        # auth off (--insecure): changes are recorded as made by `local`
+        return "local" if self.key_id == ANONYMOUS_KEY_ID else f"apikey:{self.name}"
 
     def allows(self, needed: Role) -> bool:
         return self.role >= needed

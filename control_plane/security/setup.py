@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
@@ -55,7 +56,7 @@ def setup(ctx: ControlPlaneContext) -> None:
 
 def setup_enrollment(ctx: ControlPlaneContext) -> None:
     from provisioning.device_registry import DeviceRegistry
-    from provisioning.enrollment import BrokerEndpoint, EnrollmentService
+    from provisioning.enrollment import BrokerEndpoint, EnrollmentService, reload_command
     from provisioning.fleet import FleetPaths
 
     fleet_dir = ctx.settings.fleet_dir
@@ -67,10 +68,35 @@ def setup_enrollment(ctx: ControlPlaneContext) -> None:
     if paths.summary.exists():  # the broker name gateways reach, as given to init-fleet
         hosts = json.loads(paths.summary.read_text()).get("broker_hosts") or [host]
         host = str(hosts[0])
+    settings = ctx.settings
     service = EnrollmentService(
-        fleet_dir, DeviceRegistry(ctx.engine), broker=BrokerEndpoint(host, MQTT_TLS_PORT)
+        fleet_dir,
+        DeviceRegistry(ctx.engine),
+        broker=BrokerEndpoint(host, MQTT_TLS_PORT),
+        acl_path=settings.broker_acl,
+        reload_broker=_logged(reload_command(settings.broker_reload_cmd))
+        if settings.broker_reload_cmd
+        else None,
     )
+    if settings.broker_acl is None or not settings.broker_reload_cmd:
+        log.warning(
+            "broker_acl / broker_reload_cmd not set: an API revocation stops bundles and "
+            "new connections (CRL) but leaves a revoked device's live broker session open"
+        )
     ctx.services["enrollment"] = service
     # A revoked device never gets a bundle: DeploymentService.deploy consults this.
     ctx.deployments.is_revoked = service.is_revoked
     log.info("enrollment enabled for fleet %s", fleet_dir)
+
+
+def _logged(reload: Callable[[], None]) -> Callable[[], None]:
+    """A failed broker reload must not undo (or 500) a revocation already recorded: it is
+    logged loudly; the CRL still refuses the device's next connection."""
+
+    def _run() -> None:
+        try:
+            reload()
+        except Exception as exc:
+            log.error("broker reload after a revocation failed: %s", exc)
+
+    return _run

@@ -91,7 +91,24 @@ class Installer:
         return load_checked(installed.manifest, installed.path, self.intra_op_threads)
 
     def install(self, bundle: bytes) -> InstallResult:
-        """Blocking (CPU and disk); the agent runs it in a worker thread."""
+        """Blocking (CPU and disk); the agent runs it in a worker thread.
+
+        Never raises: whatever goes wrong becomes a refusal with a code (docs/security.md):
+        a verifier code, ``agent-too-old``, ``incompatible``, ``health-check``, ``io`` (the
+        disk failed while staging) or ``internal`` (a bug; logged with its traceback)."""
+        try:
+            return self._install(bundle)
+        except MemoryError:
+            log.error("bundle install ran out of memory")
+            return InstallResult(False, "size", "bundle needs more memory than this gateway has")
+        except OSError as exc:
+            log.exception("bundle install failed on disk")
+            return InstallResult(False, "io", f"disk error while installing: {exc}")
+        except Exception as exc:
+            log.exception("bundle install failed unexpectedly")
+            return InstallResult(False, "internal", f"{type(exc).__name__}: {exc}")
+
+    def _install(self, bundle: bytes) -> InstallResult:
         # 1. verify (signatures, hashes, sizes, paths, targeting, expiry, rollback)
         try:
             peek = self._peek_name(bundle)

@@ -140,13 +140,18 @@ class DesiredStateManager:
     def kick(self) -> None:
         """(Re)start convergence on the current document; a running one is cancelled
         (its chunks stay held) unless it is inside an install."""
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
+        prev = self._task
+        if prev is not None and not prev.done():
+            prev.cancel()
         self.converged.clear()
-        self._task = asyncio.ensure_future(self._converge())
+        self._task = asyncio.ensure_future(self._converge(prev))
 
-    async def _converge(self) -> None:
+    async def _converge(self, prev: asyncio.Task[None] | None = None) -> None:
         try:
+            if prev is not None and not prev.done():
+                # the superseded run finishes its clean-up (its fetch's finally, a shielded
+                # install) before this one touches the receiver, or it would clear our fetch
+                await asyncio.wait({prev})
             for name, d in list(self.doc.models.items()):
                 try:
                     await self._one(name, d)

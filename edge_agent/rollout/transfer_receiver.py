@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 Publish = Callable[[bytes], Awaitable[None]]  # payload for up/transfer
 CHUNK_OVERHEAD = 128  # upper bound of a chunk message's header (magic, length, JSON)
+MAX_BACKOFF_S = 60.0
 
 
 class TransferFailed(Exception):
@@ -169,7 +170,10 @@ class TransferReceiver:
         self.budget = budget or ByteBudget(None)
         self._store: _ChunkStore | None = None
         self._mem: _ChunkStore | None = None  # without a state dir: the last bundle's chunks
-        self._inflight: dict[int, float] = {}
+        self._inflight: dict[int, float] = {}  # chunk index -> deadline (monotonic)
+        self._not_before: dict[int, float] = {}  # bad chunk index -> earliest re-request
+        self._bad: dict[int, int] = {}  # bad chunk index -> failures in this transfer
+        self._gen = 0  # the fetch that owns _store/_inflight (a superseded one leaves them)
         self._arrived = asyncio.Event()
         self._write_lock = asyncio.Lock()
         self.bytes_received = 0
@@ -218,14 +222,27 @@ class TransferReceiver:
         self._inflight.pop(index, None)
         if index in store.have:
             return None
+        if len(data) != store._len(index):  # before anything is hashed or written
+            self._reject(store, index, f"is {len(data)} B, expected {store._len(index)} B")
+            return None
         return store, index, data
+
+    def _reject(self, store: _ChunkStore, index: int, why: str) -> None:
+        """A bad chunk: counted, and asked for again only after a back-off that doubles
+        per failure of that chunk (chunk_timeout_s, 2x, 4x ... up to 60 s)."""
+        self.chunks_rejected += 1
+        fails = self._bad[index] = self._bad.get(index, 0) + 1
+        delay = min(self.timeout * 2 ** (fails - 1), MAX_BACKOFF_S)
+        self._not_before[index] = time.monotonic() + delay
+        log.warning(
+            "chunk %d of %s %s; asking again in %.1f s", index, store.spec.bundle_id, why, delay
+        )
 
     def _store_chunk(self, store: _ChunkStore, index: int, data: bytes, spent: int = 0) -> None:
         if spent:
             self.budget.spend(spent)  # the link carried it, wanted or not
         if hashlib.sha256(data).hexdigest() != store.spec.chunks[index]:
-            self.chunks_rejected += 1
-            log.warning("chunk %d of %s fails its hash; asking again", index, store.spec.bundle_id)
+            self._reject(store, index, "fails its hash")
         elif index not in store.have:
             store.put(index, data)
 
@@ -257,14 +274,20 @@ class TransferReceiver:
         else:  # opening re-hashes the chunks already held: up to a whole bundle of disk
             store = self._store = await asyncio.to_thread(_ChunkStore, spec, self.root)
             self._mem = None
+        self._gen += 1
+        gen = self._gen
         self._inflight.clear()
+        self._not_before.clear()
+        self._bad.clear()
         n = len(spec.chunks)
         backoff = self.timeout
         self.state = "fetching"
         try:
             while len(store.have) < n:
                 now = time.monotonic()
-                stale = [i for i, t in self._inflight.items() if now - t > backoff]
+                # each request is due by the deadline it was sent with: after a lost window
+                # the first re-request comes chunk_timeout_s later, then backs off
+                stale = [i for i, due in self._inflight.items() if now >= due]
                 for i in stale:
                     del self._inflight[i]
                 want: list[int] = []
@@ -277,6 +300,8 @@ class TransferReceiver:
                         break
                     if i in store.have or i in self._inflight:
                         continue
+                    if self._not_before.get(i, 0.0) > now:
+                        continue
                     cost = store._len(i) + CHUNK_OVERHEAD
                     if not self.budget.allows(committed + cost):
                         budget_blocked = True
@@ -285,7 +310,7 @@ class TransferReceiver:
                     committed += cost
                 if want:
                     for i in want:
-                        self._inflight[i] = now
+                        self._inflight[i] = now + backoff
                     self.state = "fetching"
                     await self.publish(
                         transfer_request(
@@ -317,11 +342,15 @@ class TransferReceiver:
                     await asyncio.sleep(max(1.0, self.budget.resumes_at() - time.time()))
                     continue
                 self._arrived.clear()
+                waits = [due - now for due in self._inflight.values()]
+                waits += [t - now for i, t in self._not_before.items() if i not in store.have]
+                wait = max(0.01, min(waits)) if waits else backoff
                 try:
-                    await asyncio.wait_for(self._arrived.wait(), timeout=backoff)
+                    await asyncio.wait_for(self._arrived.wait(), timeout=wait)
                     backoff = self.timeout
                 except TimeoutError:
-                    backoff = min(backoff * 2, 60.0)  # the control plane may be away
+                    if self._inflight and min(self._inflight.values()) <= time.monotonic():
+                        backoff = min(backoff * 2, MAX_BACKOFF_S)  # the control plane may be away
             async with self._write_lock:  # the last chunk's write has finished
                 if self.root is None:
                     data = store.read_all()
@@ -338,10 +367,11 @@ class TransferReceiver:
             )
             return data
         finally:
-            self._store = None
-            self._inflight.clear()
-            if self.state != "complete":
-                self.state = "idle"
+            if self._gen == gen:  # a newer fetch (a superseding desired state) owns them now
+                self._store = None
+                self._inflight.clear()
+                if self.state != "complete":
+                    self.state = "idle"
 
     def discard(self, bundle_id: str | None = None) -> None:
         """Delete held chunks of one bundle, or of every bundle but the one running."""

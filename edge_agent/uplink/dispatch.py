@@ -22,11 +22,15 @@ from farmiq.wire import LEAVES
 log = logging.getLogger(__name__)
 
 Handler = Callable[[bytes], Awaitable[object]]
+# (leaf, payload) -> the payload to check and handle, or None when it is refused (the
+# director gate: signed leaves are opened and verified before anything else looks at them).
+Opener = Callable[[str, bytes], Awaitable[bytes | None]]
 
 
 class Dispatch:
-    def __init__(self, device_id: str) -> None:
+    def __init__(self, device_id: str, opener: Opener | None = None) -> None:
         self.device_id = device_id
+        self._opener = opener
         self._handlers: dict[str, tuple[Callable[[bytes], Any] | None, Handler]] = {}
         self.received: Counter[str] = Counter()
         self.malformed: Counter[str] = Counter()
@@ -59,6 +63,11 @@ class Dispatch:
         check, handler = entry
         self.received[leaf] += 1
         try:
+            if self._opener is not None:
+                opened = await self._opener(leaf, payload)
+                if opened is None:  # refused (and reported) by the opener
+                    return
+                payload = opened
             if check is not None:
                 check(payload)  # farmiq.wire schema: refused here, before any work
             await handler(payload)

@@ -21,6 +21,9 @@ SIGNATURES = "signatures.json"
 RESERVED = (MANIFEST, SIGNATURES)
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 MEMBER_RE = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?$")
+# A release number as the agent compares it (edge_agent/installer.py): 1 to 3 numeric
+# parts, optionally a PEP 440 pre/post/dev suffix ("0.4.0", "1.2", "1.3.0rc1").
+VERSION_RE = re.compile(r"^\d{1,6}(\.\d{1,6}){0,2}((a|b|rc|\.post|\.dev)\d{1,6})?$")
 
 DTYPES = ("float32", "float16", "float64", "int8", "uint8", "int32", "int64", "bool", "string")
 
@@ -134,6 +137,26 @@ class Manifest(BaseModel):
     def _name(cls, v: str) -> str:
         if not NAME_RE.match(v):
             raise ValueError("model names are lower-case letters, digits, '_', '.', '-'")
+        return v
+
+    @field_validator("expires")
+    @classmethod
+    def _aware_timestamp(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            t = datetime.fromisoformat(v.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"{v!r} is not an ISO 8601 timestamp") from None
+        if t.tzinfo is None:
+            raise ValueError(f"{v!r} has no time zone (use UTC: ...Z)")
+        return v
+
+    @field_validator("min_agent_version")
+    @classmethod
+    def _version(cls, v: str) -> str:
+        if not VERSION_RE.match(v):
+            raise ValueError(f"min_agent_version {v!r} is not a version like 0.4.0")
         return v
 
     @field_validator("members")

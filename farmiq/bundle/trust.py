@@ -26,6 +26,11 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from farmiq.bundle.signing import Signer
 
 TUF_BUNDLE_ROLE = "targets"
+# The director role (farmiq/director): python-tuf's Root allows only the four top-level
+# roles, so the fleet's root names it in a signed extension field; its keys sit in the
+# root's ``keys`` like any other. Root rotation replaces it like the rest of the root.
+TUF_DIRECTOR_FIELD = "x-farmiq-director"
+DIRECTOR_ROLE = "director"
 MAX_ROOT_BYTES = 1024 * 1024
 
 
@@ -55,11 +60,22 @@ class TrustRoot(BaseModel):
     _tuf_bytes: bytes | None = PrivateAttr(default=None)
 
     @classmethod
-    def for_signers(cls, signers: list[Signer], threshold: int = 1) -> TrustRoot:
-        return cls(
-            keys={s.keyid: PublicKey(public=s.public_hex()) for s in signers},
-            roles={"bundle": Role(keyids=[s.keyid for s in signers], threshold=threshold)},
-        )
+    def for_signers(
+        cls,
+        signers: list[Signer],
+        threshold: int = 1,
+        *,
+        director: list[Signer] | None = None,
+        director_threshold: int = 1,
+    ) -> TrustRoot:
+        roles = {"bundle": Role(keyids=[s.keyid for s in signers], threshold=threshold)}
+        keys = {s.keyid: PublicKey(public=s.public_hex()) for s in signers}
+        if director:
+            keys.update({s.keyid: PublicKey(public=s.public_hex()) for s in director})
+            roles[DIRECTOR_ROLE] = Role(
+                keyids=[s.keyid for s in director], threshold=director_threshold
+            )
+        return cls(keys=keys, roles=roles)
 
     # -- TUF root metadata ---------------------------------------------------------------
     @classmethod
@@ -95,14 +111,40 @@ class TrustRoot(BaseModel):
                 raise TrustError(f"bundle key {tuf_keyid[:12]} is {key.keytype}, need ed25519")
             public = str(key.keyval["public"])
             keys[hashlib.sha256(bytes.fromhex(public)).hexdigest()] = PublicKey(public=public)
+        roles = {"bundle": Role(keyids=sorted(keys), threshold=role.threshold)}
+        director = root.unrecognized_fields.get(TUF_DIRECTOR_FIELD)
+        if director is not None:
+            dkeys = cls._director_keys(root, director)
+            keys.update(dkeys)
+            roles[DIRECTOR_ROLE] = Role(keyids=sorted(dkeys), threshold=director["threshold"])
         trust = cls(
             version=root.version,
             expires=root.expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
             keys=keys,
-            roles={"bundle": Role(keyids=sorted(keys), threshold=role.threshold)},
+            roles=roles,
         )
         trust._tuf_bytes = data
         return trust
+
+    @staticmethod
+    def _director_keys(root: Any, director: Any) -> dict[str, PublicKey]:
+        import hashlib
+
+        if (
+            not isinstance(director, dict)
+            or not isinstance(director.get("keyids"), list)
+            or type(director.get("threshold")) is not int
+            or director["threshold"] < 1
+        ):
+            raise TrustError(f"root's {TUF_DIRECTOR_FIELD} is malformed")
+        out: dict[str, PublicKey] = {}
+        for tuf_keyid in director["keyids"]:
+            key = root.keys.get(tuf_keyid)
+            if key is None or key.keytype != "ed25519":
+                raise TrustError(f"director key {str(tuf_keyid)[:12]} missing or not ed25519")
+            public = str(key.keyval["public"])
+            out[hashlib.sha256(bytes.fromhex(public)).hexdigest()] = PublicKey(public=public)
+        return out
 
     @property
     def is_tuf(self) -> bool:

@@ -62,10 +62,14 @@ class VerifiedBundle:
 
 
 def _read_capped(tar: tarfile.TarFile, info: tarfile.TarInfo, cap: int) -> bytes:
+    """Read at most ``cap`` bytes of a member. Never allocates more than the member really
+    holds (a declared size of a terabyte must not become a terabyte-sized read buffer)."""
+    if info.size > cap:
+        raise BundleRejected("size", f"member {info.name!r} is larger than declared ({cap} bytes)")
     fh = tar.extractfile(info)
     if fh is None:
         raise BundleRejected("container", f"member {info.name!r} is not a regular file")
-    data = fh.read(cap + 1)
+    data = fh.read(min(cap, info.size) + 1)
     if len(data) > cap:
         raise BundleRejected("size", f"member {info.name!r} is larger than declared ({cap} bytes)")
     return data
@@ -177,6 +181,12 @@ def verify_bundle(
         raise BundleRejected("members", f"undeclared members {extra}, missing members {missing}")
     if manifest.model_file not in declared:
         raise BundleRejected("members", f"model file {manifest.model_file!r} is not a member")
+    declared_total = sum(meta.size for meta in manifest.members.values())
+    if declared_total > policy.max_bundle_bytes:  # refused before any member is read
+        raise BundleRejected(
+            "size",
+            f"members declare {declared_total} bytes, limit {policy.max_bundle_bytes}",
+        )
     members: dict[str, bytes] = {}
     for name, meta in manifest.members.items():
         blob = _read_capped(tar, by_name[name], meta.size)

@@ -24,6 +24,7 @@ from edge_agent.rollout.transfer_receiver import ByteBudget, TransferReceiver
 from farmiq import __version__, topics
 from farmiq.bundle.trust import TrustRoot
 from farmiq.bundle.verifier import BundleRejected, VerifyPolicy, verify_bundle
+from farmiq.director.verifier import DirectorRefused, DirectorVerifier
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,8 @@ class SimGateway:
         self._link_free_at = 0.0  # a slow link carries one message at a time
         self.chunk_arrivals: deque[tuple[float, int]] = deque(maxlen=4096)  # (time, bytes)
         self.desired = DesiredStateManager(self, device_id, self.receiver)
+        # the agent's own director check (counters in memory: a simulated gateway has no disk)
+        self.director = DirectorVerifier.from_trust(device_id, trust)
         self._misc: asyncio.TimerHandle | None = None
         self._want_online = True
         c = mqtt.Client(
@@ -139,7 +142,12 @@ class SimGateway:
             return
         leaf, payload = parsed[1], bytes(msg.payload)
         if leaf == topics.DESIRED:
-            self.desired.on_desired(payload)
+            try:
+                opened = self.director.open(leaf, payload)
+            except DirectorRefused as exc:
+                log.warning("%s: desired state refused: %s", self.device_id, exc)
+                return
+            self.desired.on_desired(opened.body)
         elif leaf == topics.CHUNK:
             if self.slow_bps:
                 # serialised: a window of chunks takes window x size / bps, not size / bps

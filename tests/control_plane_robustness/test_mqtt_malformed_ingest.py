@@ -9,6 +9,7 @@ deployment installed and acknowledged.
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import uuid
@@ -74,8 +75,11 @@ class Publisher:
         self.c.on_message = self._on_message
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        doc = json.loads(msg.payload)
+        if isinstance(doc.get("signed"), dict):  # a director envelope (docs/security.md)
+            doc = json.loads(base64.b64decode(doc["signed"]["body"]))
         with self._lock:
-            self.acks.append(json.loads(msg.payload))
+            self.acks.append(doc)
 
     def acked_keys(self) -> set[str]:
         with self._lock:

@@ -16,6 +16,7 @@ from onnx import TensorProto, helper
 from farmiq import topics
 from farmiq.bundle.builder import build_bundle
 from farmiq.bundle.signing import Signer
+from farmiq.director.envelope import seal
 from farmiq.features import BARN_SCHEMA
 from farmiq_sim.mcu.simulator import MCUSimulator
 from tests.support.mqtt import publish, wait_until
@@ -126,9 +127,13 @@ async def test_mcu_readings_feed_entity_inference_and_actuators_run_once(
                 ]
             },
         }
-        await asyncio.to_thread(
-            publish, mqtt_port, topics.down(device_id, topics.FEATURES), json.dumps(cloud).encode()
-        )
+        # cloud features must come from the control plane's director (docs/security.md)
+        director = Signer.load(control_plane.data_dir / "keys" / "director.pem")
+        sealed = seal(
+            [director], leaf=topics.FEATURES, device=device_id,
+            counter=time.time_ns() // 1000, body=json.dumps(cloud).encode(),
+        )  # fmt: skip
+        await asyncio.to_thread(publish, mqtt_port, topics.down(device_id, topics.FEATURES), sealed)
 
         async with httpx.AsyncClient(base_url=agent.url, timeout=10) as c:
             body = {"model": "barn-echo", "entity": {"barn_id": "barn-7", "flock_id": "flock-3"}}

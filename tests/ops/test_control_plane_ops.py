@@ -357,7 +357,9 @@ def test_control_plane_serves_from_postgresql(ops_db: str, tmp_path: Path, mqtt_
         timeout=120,
     )
     assert out.returncode == 0, out.stderr
-    assert "database at revision 0001_initial" in out.stdout
+    from control_plane.schema import head_revision
+
+    assert f"database at revision {head_revision()}" in out.stdout
     cp = ControlPlaneProc(tmp_path / "cp-pg", mqtt_port, database_url=ops_db)
     cp.start()
     try:

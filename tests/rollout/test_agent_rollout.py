@@ -62,6 +62,17 @@ def test_agent_installs_in_chunks_and_reverts_to_previous_after_offline_rollback
             cp, rid, lambda d: d["devices"].get("rolled_back") == 1, what="rollback confirmed"
         )
         assert agent.get(f"/api/v1/models/{MODEL}").json()["version"] == v1
+        # the scheduler's automatic steps and the operator's rollback are audited
+        steps = c.get("/api/v1/audit", params={"target": rid}).json()
+        assert any(
+            e["action"] == "rollout.advance"
+            and e["actor"].startswith("system:")
+            and e["detail"]["after"]["status"] == "succeeded"
+            and e["detail"]["before"]["status"] != "succeeded"
+            for e in steps
+        ), steps
+        by_api = c.get("/api/v1/audit", params={"target": f"/api/v1/rollouts/{rid}/rollback"})
+        assert [e["actor"] for e in by_api.json()] == ["local"], by_api.json()  # --insecure
         # after a restart it still refuses to go back to v2
         agent.restart()
         time.sleep(1.0)

@@ -207,6 +207,40 @@ def test_endless_data_over_broker(gateway: Gateway, keys: list[Signer]) -> None:
     refused(gateway, b"\0" * (MAX_BUNDLE + 1), "size")  # more than the agent accepts at all
 
 
+def resigned(keys: list[Signer], change: Any) -> bytes:
+    """A genuinely signed bundle whose manifest ``change(dict)`` edited before signing (a
+    compromised or buggy build pipeline: the signatures are good, the content is hostile)."""
+    manifest, _, members = read_container(make_bundle(keys[:2], 3))
+    doc = json.loads(manifest)
+    change(doc)
+    body = canonical_json(doc)
+    return pack(body, [k.sign(body) for k in keys[:2]], members)
+
+
+def test_declared_terabyte_member_is_refused_before_reading_over_broker(
+    gateway: Gateway, keys: list[Signer]
+) -> None:
+    def huge(doc: dict[str, Any]) -> None:
+        doc["members"]["model/model.onnx"]["size"] = 10**12  # 1 TB: MemoryError before
+
+    refused(gateway, resigned(keys, huge), "size")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("expires", "never"),
+        ("expires", "2099-01-01T00:00:00"),  # no time zone
+        ("min_agent_version", "not-a-version"),
+    ],
+    ids=["expires-never", "expires-naive", "min-agent-version"],
+)
+def test_malformed_signed_fields_are_refused_with_a_report_over_broker(
+    gateway: Gateway, keys: list[Signer], field: str, value: str
+) -> None:
+    refused(gateway, resigned(keys, lambda doc: doc.update({field: value})), "manifest")
+
+
 @pytest.mark.parametrize(
     "entry",
     [

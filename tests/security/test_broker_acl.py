@@ -115,3 +115,93 @@ def test_revoked_gateway_loses_access_now_and_cannot_reconnect(
         write_acl(broker.config.acl, [])
         fleet.ca().write_crl(fleet.crl, [])
         broker.reload()
+
+
+def test_gateway_cannot_take_another_gateways_client_id(
+    broker: Broker, fleet: FleetPaths, ids: dict[str, Identity]
+) -> None:
+    a = connect(broker.port, fleet.ca_cert, ids["gw-a"], "farmiq-agent-gw-a")
+    cp = connect(broker.port, fleet.ca_cert, ids["cp"], "cp-clientid")
+    drops: list[object] = []
+    a.client.on_disconnect = lambda *args: drops.append(args)
+    try:
+        assert a.connected and cp.connected
+        a.client.subscribe(topics.down("gw-a", "#"), qos=1)
+        time.sleep(0.2)
+        # B presents A's predictable client id: without use_username_as_clientid the broker
+        # hands B the session and disconnects A, every time B (re)connects.
+        b = connect(broker.port, fleet.ca_cert, ids["gw-b"], "farmiq-agent-gw-a")
+        try:
+            assert b.connected
+            time.sleep(0.5)
+            cp.client.publish(topics.down("gw-a", topics.BUNDLE), b"still-a", qos=1)
+            assert wait_for(lambda: any(p == b"still-a" for _, p in a.messages()))
+            assert drops == [], "gateway A was knocked offline by B's client id"
+        finally:
+            b.close()
+    finally:
+        a.close()
+        cp.close()
+
+
+def test_api_revocation_cuts_the_live_broker_session(
+    broker: Broker, fleet: FleetPaths, ids: dict[str, Identity], tmp_path: Path, mqtt_port: int
+) -> None:
+    import httpx
+
+    from provisioning.enroll_client import enroll
+    from tests.support.procs import ControlPlaneProc
+
+    cp_proc = ControlPlaneProc(
+        tmp_path / "cp", mqtt_port, auth_enabled=True, fleet_dir=str(fleet.root),
+        broker_acl=str(broker.config.acl),
+        broker_reload_cmd=["kill", "-HUP", str(broker.proc.pid)],
+    )  # fmt: skip
+    cp_proc.start()
+    key = {"Authorization": f"Bearer {cp_proc.api_key()}"}
+    device = "gw-live-revoke"
+    watcher = None
+    gw = None
+    try:
+        r = httpx.post(
+            cp_proc.url + "/api/v1/enrollment/tokens", headers=key,
+            json={"device_id": device, "ttl_s": 600}, timeout=60,
+        )  # fmt: skip
+        assert r.status_code == 200, r.text
+        files = enroll(cp_proc.url, r.json()["token"], device, tmp_path / "gw")
+        gw = connect(broker.port, fleet.ca_cert, Identity(device, files.cert, files.key), device)
+        watcher = connect(broker.port, fleet.ca_cert, ids["cp"], "cp-watch")
+        assert gw.connected and watcher.connected
+        gw.client.subscribe(topics.down(device, "#"), qos=1)
+        watcher.client.subscribe(topics.up(device, "#"), qos=1)
+        time.sleep(0.2)
+        watcher.client.publish(topics.down(device, topics.BUNDLE), b"before", qos=1)
+        assert wait_for(lambda: any(p == b"before" for _, p in gw.messages()))
+        r = httpx.post(
+            cp_proc.url + f"/api/v1/enrollment/devices/{device}/revoke", headers=key,
+            json={"reason": "stolen"}, timeout=60,
+        )  # fmt: skip
+        assert r.status_code == 200, r.text
+        time.sleep(0.5)  # the SIGHUP the control plane sent is applied
+        watcher.client.publish(topics.down(device, topics.BUNDLE), b"after", qos=1)
+        gw.client.publish(topics.up(device, topics.STATE), b"from-revoked", qos=1)
+        time.sleep(0.5)
+        assert not any(p == b"after" for _, p in gw.messages()), "revoked session still reads"
+        assert not any(p == b"from-revoked" for _, p in watcher.messages()), "still writes"
+        again = connect(
+            broker.port, fleet.ca_cert, Identity(device, files.cert, files.key), "again",
+            timeout=2.0,
+        )  # fmt: skip
+        assert not again.connected, "revoked certificate accepted on reconnect"
+        audit = httpx.get(
+            cp_proc.url + "/api/v1/audit", headers=key, params={"target": device}, timeout=60
+        ).json()
+        assert any(e["action"] == "device.revoke" for e in audit), audit
+    finally:
+        for c in (gw, watcher):
+            if c is not None:
+                c.close()
+        cp_proc.stop()
+        write_acl(broker.config.acl, [])
+        fleet.ca().write_crl(fleet.crl, [])
+        broker.reload()

@@ -50,7 +50,8 @@ def test_init_fleet_keys_are_private_and_root_needs_threshold(
     )
     paths = FleetPaths(d)
     keys = list(d.rglob("*.key"))
-    assert len(keys) == 3 + 1 + 5  # root x3, targets, ca/snapshot/timestamp/client, broker
+    # root x3, targets, ca/snapshot/timestamp/director/client, broker
+    assert len(keys) == 3 + 1 + 6
     for k in keys:
         assert stat.S_IMODE(k.stat().st_mode) == 0o600, k
     out = capsys.readouterr().out + caplog.text

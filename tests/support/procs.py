@@ -84,8 +84,17 @@ class Mosquitto(Proc):
             time.sleep(0.05)
 
 
+PROVISION = [sys.executable, "-m", "farmiq", "provision"]
+
+
 class ControlPlaneProc(Proc):
-    def __init__(self, workdir: Path, mqtt_port: int, **settings: Any) -> None:
+    """Auth is on by default in the control plane. Tests that are not about auth run it
+    with the explicit ``--insecure`` flag (``insecure=True``, the default here unless the
+    test sets ``auth_enabled``); ``api_key()`` makes an admin key for the others."""
+
+    def __init__(
+        self, workdir: Path, mqtt_port: int, *, insecure: bool | None = None, **settings: Any
+    ) -> None:
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -103,18 +112,19 @@ class ControlPlaneProc(Proc):
         }
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "cp.toml").write_text(dump_toml(conf))
-        super().__init__(
-            [
-                sys.executable,
-                "-m",
-                "farmiq",
-                "control-plane",
-                "serve",
-                "-c",
-                str(workdir / "cp.toml"),
-            ],
-            workdir / "control-plane.log",
-        )
+        self.insecure = ("auth_enabled" not in settings) if insecure is None else insecure
+        args = [sys.executable, "-m", "farmiq", "control-plane", "serve"]
+        args += ["-c", str(workdir / "cp.toml")] + (["--insecure"] if self.insecure else [])
+        super().__init__(args, workdir / "control-plane.log")
+
+    def api_key(self, name: str = "test-admin", role: str = "admin") -> str:
+        """Create an API key with ``farmiq provision api-key`` (printed once) and return it."""
+        out = subprocess.run(
+            [*PROVISION, "api-key", "-c", str(self.workdir / "cp.toml"), "--name", name,
+             "--role", role],
+            env=self.env, capture_output=True, text=True, check=True, timeout=120,
+        )  # fmt: skip
+        return out.stdout.strip().splitlines()[-1].split()[-1]
 
     def start(self, timeout: float = 120) -> None:
         super().start()
