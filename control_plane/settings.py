@@ -32,6 +32,17 @@ class CpMqtt(BaseModel):
     enabled: bool = True
 
 
+class CpAlerts(BaseModel):
+    """Where operator alerts go besides MQTT (control_plane/alerts, docs/alerts.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+    amqp_url: str | None = None  # amqp://user:pw@host:5672/vhost; None = no RabbitMQ
+    exchange: str = "farmiq.alerts"  # durable topic exchange, routing key <kind>.<severity>
+    webhook_url: str | None = None  # HMAC-signed POST of every alert
+    # The webhooks' HMAC secret; default: made once under data_dir/keys/webhook-secret.
+    webhook_secret: str | None = None
+
+
 class ControlPlaneSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     data_dir: Path = Path(".farmiq/control-plane")
@@ -44,6 +55,7 @@ class ControlPlaneSettings(BaseModel):
     triton_url: str | None = None
     triton_repository: Path | None = None
     mqtt: CpMqtt = CpMqtt()
+    alerts: CpAlerts = CpAlerts()
     # Operator API security (control_plane/security, docs/security.md): API keys with roles
     # on every /api/v1 endpoint, lock-out after repeated failed keys.
     auth_enabled: bool = False
