@@ -296,3 +296,12 @@ def _bundle_history(ctx: ControlPlaneContext) -> dict[str, list[dict[str, Any]]]
                 }
             )
     return out
+
+
+@_safe([])
+def alerts(ctx: ControlPlaneContext, limit: int = 50) -> list[dict[str, Any]]:
+    """The latest alerts this control plane raised (control_plane/alerts), newest first."""
+    bus = ctx.services.get("alerts")
+    if bus is None or bus.recent is None:
+        return []
+    return bus.recent.latest(limit)  # type: ignore[no-any-return]

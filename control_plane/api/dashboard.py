@@ -34,6 +34,7 @@ def collect(ctx: ControlPlaneContext) -> dict[str, Any]:
     rollouts = ops_queries.rollouts(ctx)
     drift = ops_queries.drift(ctx)
     models = ops_queries.models(ctx)
+    alerts = ops_queries.alerts(ctx)
     return {
         "generated": time.time(),
         "version": __version__,
@@ -49,6 +50,7 @@ def collect(ctx: ControlPlaneContext) -> dict[str, Any]:
         "rollouts": rollouts,
         "drift": drift,
         "models": models,
+        "alerts": alerts,
     }
 
 
