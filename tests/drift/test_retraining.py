@@ -114,8 +114,16 @@ def test_trigger_records_mlflow_run_and_calls_the_hook(
     assert run.data.tags["farmiq.model"] == "barn"
     assert run.data.metrics["drift_share"] == pytest.approx(3 / 7)  # 3 of 7 inputs
     assert run.info.status == "FINISHED"
-    assert sent and sent[0][0] == "farmiq/v1/cp/alert/drift"
-    assert json.loads(sent[0][1])["mlflow_run_id"] == d.mlflow_run_id
+    # Alerts (control_plane/alerts/model.py): drift, then retraining decided/started/finished.
+    by_topic = {t: json.loads(b) for t, b in sent}
+    assert list(by_topic)[:1] == ["farmiq/v1/cp/alert/drift"]
+    assert {
+        "farmiq/v1/cp/alert/retraining_decided",
+        "farmiq/v1/cp/alert/retraining_started",
+    } <= set(by_topic)
+    finished = by_topic["farmiq/v1/cp/alert/retraining_finished"]
+    assert finished["details"]["mlflow_run_id"] == d.mlflow_run_id
+    assert finished["details"]["hook_ok"] is True and finished["model"] == "barn"
 
 
 def test_api_endpoints(
