@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from farmiq.logging_setup import request_id
+from farmiq.logging_setup import adopt_library_loggers, request_id
 
 log = logging.getLogger("control_plane.access")
 
@@ -101,6 +101,7 @@ class RequestContextMiddleware:
 def install(app: FastAPI) -> CollectorRegistry:
     """Add the middleware; the metrics registry goes to ``app.state.metrics_registry``."""
     registry = CollectorRegistry(auto_describe=False)
+    adopt_library_loggers()  # MLflow and others are imported by now: their records to JSON
     app.state.metrics_registry = registry
     app.state.http_metrics = HttpMetrics(registry)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.http_metrics)
