@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 
 from farmiq.logging_setup import adopt_library_loggers, request_id
 
@@ -103,6 +103,7 @@ def install(app: FastAPI) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     adopt_library_loggers()  # MLflow and others are imported by now: their records to JSON
     app.state.metrics_registry = registry
+    ProcessCollector(registry=registry)  # process_resident_memory_bytes, _cpu_seconds, _open_fds
     app.state.http_metrics = HttpMetrics(registry)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.http_metrics)
     return registry
