@@ -41,6 +41,7 @@ SETUP_MODULES = [
     "control_plane.cloud_inference_setup",
     "control_plane.security.setup",
     "control_plane.actuators",
+    "control_plane.ops_history",  # the dashboard's serving plots
     "control_plane.alerts.setup",  # last: it connects the other areas' alert sources
 ]
 
