@@ -31,6 +31,7 @@ ROUTER_MODULES = [
     "control_plane.api.dashboard",
     "control_plane.api.metrics",
     "control_plane.api.actuators",
+    "control_plane.api.farms",
 ]
 
 # Per-area start-up hooks: ``setup(ctx)`` registers services, MQTT handlers, promotion hooks.
