@@ -255,6 +255,7 @@ class FarmData:
     def erase(self, farm: str) -> dict[str, Any]:
         """Delete or redact everything held about ``farm``; returns what was done."""
         devices = self.devices(farm)
+        entities = self.entities(farm)  # read before the devices' rows go
         report: dict[str, Any] = {"farm": farm, "devices": devices, "tables": {}}
         with self.engine.begin() as conn:
             # Children before parents (reverse dependency order).
@@ -268,7 +269,7 @@ class FarmData:
             redacted = self._redact_decisions(conn, devices)
             if redacted:
                 report["redacted"] = {"drift_retraining_decisions": redacted}
-        report["features"] = self._erase_feast(farm)
+        report["features"] = self._erase_feast(entities)
         try:
             runs = self._mlflow_runs(devices, redact=farm)
         except Exception as exc:  # the database part is done; say what is left
@@ -299,9 +300,8 @@ class FarmData:
             n += 1
         return n
 
-    def _erase_feast(self, farm: str) -> dict[str, int]:
+    def _erase_feast(self, ents: dict[str, set[str]]) -> dict[str, int]:
         store = self.ctx.services.get("features")
-        ents = self.entities(farm)
         if store is None or not ents:
             return {}
         import pandas as pd

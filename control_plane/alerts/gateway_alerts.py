@@ -165,6 +165,8 @@ class GatewayAlerts:
         doc = json_object(device_id, topics.DRIFT, payload)
         if doc is None or doc.get("type") != "concept_drift" or doc.get("state") != "drift":
             return
+        if doc.get("device_id") != device_id:  # the drift ingest rejects it too
+            return
         model = str(doc.get("model", ""))[:256] or None
         detector = str(doc.get("detector", ""))[:32]
         self.bus.send(

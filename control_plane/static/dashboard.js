@@ -61,7 +61,7 @@
     const cards = (d.rollouts || []).map(r => {
       const where = r.wave_now === null
         ? `${r.waves_done} of ${r.waves_total} waves passed`
-        : `on wave ${r.wave_now} (waves 0–${r.waves_total - 1})`;
+        : `on wave ${r.wave_now} (waves 0-${r.waves_total - 1})`;
       const waves = r.waves.map(w => {
         const sent = (w.by_status || {}).sent || 0, n = w.devices || 0;
         const pct = x => n ? (x / n * 100).toFixed(2) : 0;

@@ -358,7 +358,7 @@ def test_dashboard_is_live_with_alerts_plots_and_the_devices_gate_reasons(
             assert wave0.startswith("Wave 0") and "gate failed" in wave0
             reason = page.locator(f"{card} .reason").inner_text()
             assert "wave 0" in reason  # the reason and the wave label use the same numbers
-            assert "on wave 0 (waves 0–1)" in page.locator(f"{card} .where").inner_text()
+            assert "on wave 0 (waves 0-1)" in page.locator(f"{card} .where").inner_text()
             page.wait_for_selector('#alerts tr.alert[data-kind="gateway_offline"]', timeout=15_000)
             page.wait_for_selector('#alerts tr.alert[data-kind="rollout_paused"]', timeout=15_000)
             page.wait_for_selector("#plot-rate svg.plot polyline", timeout=15_000)
