@@ -116,7 +116,8 @@ def test_a_farm_is_exported_then_erased_and_the_other_farm_is_untouched(
         publish(mqtt_port, topics.up(dev, topics.STATE), orjson.dumps(state))
         publish(mqtt_port, topics.up(dev, topics.DRIFT), _window(dev, farm, ref, 2.0))
     concept = {"type": "concept_drift", "device_id": a_devs[0], "model": MODEL,
-               "detector": "ddm", "previous": "warning", "state": "drift", "n_seen": 900, "estimate": 0.4, "at": time.time() - 30}  # fmt: skip
+               "detector": "ddm", "previous": "warning", "state": "drift", "n_seen": 900,
+               "estimate": 0.4, "at": time.time() - 30}  # fmt: skip
     publish(mqtt_port, topics.up(a_devs[0], topics.DRIFT), orjson.dumps(concept))
     readings = [[p, "temp_c", time.time() - 60, 21.5] for p in ("pen-a0", "pen-a1", "pen-b0")]
     assert secure.call("POST", "/api/v1/features/readings", "operator",
