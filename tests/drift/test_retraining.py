@@ -4,6 +4,7 @@ hook) and the operator API."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -168,3 +169,8 @@ def test_api_endpoints(
     assert c.post("/api/v1/detect/check", json={"model": "nope"}).status_code == 404
     html = c.get("/api/v1/drift/report/barn", params={"since": 0, "until": HOUR})
     assert html.status_code == 200 and "<html" in html.text.lower()
+    # The body says what the report is: model, version, rows and period.
+    facts = html.text[html.text.index("farmiq-report-facts") :][:3000]
+    assert "data-fact='model'>barn<" in facts and "data-fact='reference version'" in facts
+    assert re.search(r"data-fact='gateway rows'>[1-9]\d*<", facts)
+    assert "1970-01-01T00:00:00+00:00 to 1970-01-01T01:00:00+00:00" in facts
