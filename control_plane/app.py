@@ -43,7 +43,8 @@ SETUP_MODULES = [
     "control_plane.security.setup",
     "control_plane.actuators",
     "control_plane.ops_history",  # the dashboard's serving plots
-    "control_plane.alerts.setup",  # last: it connects the other areas' alert sources
+    "control_plane.alerts.setup",  # it connects the other areas' alert sources
+    "control_plane.tracing",  # last: spans around the areas' steps (when OTEL_* say so)
 ]
 
 

@@ -52,8 +52,13 @@ class HttpMetrics:
 
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, metrics: HttpMetrics) -> None:
+        from control_plane.tracing import tracer
+
         self.app = app
         self.metrics = metrics
+        # OTEL_* may turn tracing on: then FastAPI's own telemetry makes the server span of
+        # each request (continuing the caller's traceparent) and log lines carry its ids.
+        tracer()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
