@@ -32,8 +32,9 @@ SERVICE = "alerts"
 
 def webhook_secret(settings: Any) -> str:
     """The configured secret, else one made once under data_dir/keys (mode 0600)."""
-    if settings.alerts.webhook_secret:
-        return str(settings.alerts.webhook_secret)
+    configured = getattr(settings.alerts, "webhook_secret", None)
+    if configured:
+        return str(configured)
     path = Path(settings.data_dir) / "keys" / "webhook-secret"
     if path.exists():
         return path.read_text().strip()
@@ -56,7 +57,8 @@ def build_bus(ctx: Any, extra_webhooks: list[str] | None = None) -> AlertBus:
         spool = AlertSpool(data / "amqp-spool.db")
         amqp = AmqpPublisher(cfg.amqp_url, cfg.exchange, spool)
         amqp.start()
-    urls = [u for u in [cfg.webhook_url, *(extra_webhooks or [])] if u]
+    # getattr: a merged settings model may hold only amqp_url and exchange.
+    urls = [u for u in [getattr(cfg, "webhook_url", None), *(extra_webhooks or [])] if u]
     hooks = [WebhookSender(u, webhook_secret(settings)) for u in dict.fromkeys(urls)]
     return AlertBus(
         mqtt_publish=(lambda t, b: mqtt.publish(t, b, qos=1)) if mqtt is not None else None,
