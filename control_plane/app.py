@@ -31,6 +31,7 @@ ROUTER_MODULES = [
     "control_plane.api.dashboard",
     "control_plane.api.metrics",
     "control_plane.api.actuators",
+    "control_plane.api.farms",
 ]
 
 # Per-area start-up hooks: ``setup(ctx)`` registers services, MQTT handlers, promotion hooks.
@@ -41,6 +42,9 @@ SETUP_MODULES = [
     "control_plane.cloud_inference_setup",
     "control_plane.security.setup",
     "control_plane.actuators",
+    "control_plane.ops_history",  # the dashboard's serving plots
+    "control_plane.alerts.setup",  # it connects the other areas' alert sources
+    "control_plane.tracing",  # last: spans around the areas' steps (when OTEL_* say so)
 ]
 
 

@@ -140,8 +140,17 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from control_plane.app import create_app
+    from farmiq.logging_setup import capture_std_streams
 
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+    capture_std_streams()  # JSON logs: every line the daemon writes is JSON
+    # log_config=None: uvicorn's records go to the root handler (JSON), not its own.
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        log_config=None,
+    )
     return 0
 
 

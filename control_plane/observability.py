@@ -17,9 +17,9 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 
-from farmiq.logging_setup import request_id
+from farmiq.logging_setup import adopt_library_loggers, request_id
 
 log = logging.getLogger("control_plane.access")
 
@@ -52,8 +52,13 @@ class HttpMetrics:
 
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, metrics: HttpMetrics) -> None:
+        from control_plane.tracing import tracer
+
         self.app = app
         self.metrics = metrics
+        # OTEL_* may turn tracing on: then FastAPI's own telemetry makes the server span of
+        # each request (continuing the caller's traceparent) and log lines carry its ids.
+        tracer()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -101,7 +106,9 @@ class RequestContextMiddleware:
 def install(app: FastAPI) -> CollectorRegistry:
     """Add the middleware; the metrics registry goes to ``app.state.metrics_registry``."""
     registry = CollectorRegistry(auto_describe=False)
+    adopt_library_loggers()  # MLflow and others are imported by now: their records to JSON
     app.state.metrics_registry = registry
+    ProcessCollector(registry=registry)  # process_resident_memory_bytes, _cpu_seconds, _open_fds
     app.state.http_metrics = HttpMetrics(registry)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.http_metrics)
     return registry

@@ -109,6 +109,12 @@ def _health_summary(doc: dict[str, Any], online: bool) -> dict[str, Any]:
     return {"state": "degraded" if problems else "ok", "detail": "; ".join(problems) or "healthy"}
 
 
+FAILURE_STATES = ("failed", "rejected", "rolling_back", "rolled_back")
+DONE_STATES = ("installed", "shadowing", "shadow")
+FINAL_ROLLOUT = ("succeeded", "failed", "aborted", "rolled_back")
+FAILURES_SHOWN = 10  # per wave
+
+
 # -- rollouts -----------------------------------------------------------------------------
 @_safe(list)
 def rollouts(ctx: ControlPlaneContext, limit: int = 20) -> list[dict[str, Any]]:
@@ -123,6 +129,8 @@ def rollouts(ctx: ControlPlaneContext, limit: int = 20) -> list[dict[str, Any]]:
         ids = [r.id for r in rows]
         waves: dict[str, list[Any]] = defaultdict(list)
         counts: dict[tuple[str, int], Counter[str]] = defaultdict(Counter)
+        failures: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+        installed_at: dict[str, list[float]] = defaultdict(list)
         if ids and wave_t is not None:
             for w in s.scalars(
                 select(wave_t).where(wave_t.rollout_id.in_(ids)).order_by(wave_t.index)
@@ -136,6 +144,25 @@ def rollouts(ctx: ControlPlaneContext, limit: int = 20) -> list[dict[str, Any]]:
             )
             for rid, wave, status, n in s.execute(q):
                 counts[(rid, wave)][status] += n
+            # The devices' own words for a failure (install ack code and reason).
+            for d in s.scalars(
+                select(dev_t).where(
+                    dev_t.rollout_id.in_(ids),
+                    dev_t.code.is_not(None),
+                    dev_t.status.in_(FAILURE_STATES),
+                )
+            ):
+                if len(failures[(d.rollout_id, d.wave)]) < FAILURES_SHOWN:
+                    failures[(d.rollout_id, d.wave)].append(
+                        {"device_id": d.device_id, "status": d.status, "code": d.code,
+                         "reason": d.reason}
+                    )  # fmt: skip
+            # Progress over time: when each device reached "installed".
+            q2 = select(dev_t.rollout_id, dev_t.updated).where(
+                dev_t.rollout_id.in_(ids), dev_t.status.in_(DONE_STATES)
+            )
+            for rid, updated in s.execute(q2):
+                installed_at[rid].append(float(updated or 0))
     out = []
     for r in rows:
         wl = []
@@ -154,6 +181,8 @@ def rollouts(ctx: ControlPlaneContext, limit: int = 20) -> list[dict[str, Any]]:
                     "done": done,
                     "failed": c.get("failed", 0) + c.get("rejected", 0),
                     "progress": round(done / total, 4) if total else 0.0,
+                    "gate": w.gate_result or None,
+                    "failures": failures.get((r.id, w.index), []),
                 }
             )
         total = sum(w["devices"] for w in wl)
@@ -172,15 +201,49 @@ def rollouts(ctx: ControlPlaneContext, limit: int = 20) -> list[dict[str, Any]]:
                 "devices": total,
                 "done": done,
                 "progress": round(done / total, 4) if total else 0.0,
+                # Waves are numbered from 0 everywhere (API, events, reasons, metrics).
+                "waves_total": len(wl),
+                "waves_done": sum(w["status"] == "succeeded" for w in wl),
+                "wave_now": None if r.status in FINAL_ROLLOUT else min(r.current_wave, len(wl) - 1),
+                "progress_history": _progress_steps(sorted(installed_at.get(r.id, [])), total, r),
             }
         )
     return out
 
 
+def _progress_steps(times: list[float], total: int, r: Any) -> list[list[float]]:
+    """[time, installed share] after each install, from the rollout's creation."""
+    if not total:
+        return []
+    pts = [[round(float(r.created), 1), 0.0]]
+    pts += [[round(t, 1), round((i + 1) / total, 4)] for i, t in enumerate(times)]
+    return pts
+
+
 # -- drift --------------------------------------------------------------------------------
+PSI_HISTORY_BUCKETS = 12  # points per feature in the PSI-over-time plot
+
+
+def _versions_with_traffic(area: Any, model: str, since: float) -> list[str]:
+    """Every version of ``model`` that sent drift windows in the period, newest first:
+    drift stays visible for a version still serving on some gateways after another one
+    became ``production``."""
+    from control_plane.drift.tables import DriftWindow
+
+    with area.service.session() as s:
+        rows = s.execute(
+            select(DriftWindow.version, func.max(DriftWindow.end))
+            .where(DriftWindow.model == model, DriftWindow.end > since)
+            .group_by(DriftWindow.version)
+        ).all()
+    return [str(v) for v, _ in sorted(rows, key=lambda r: -float(r[1] or 0))]
+
+
 def drift(ctx: ControlPlaneContext, max_models: int = 5) -> list[dict[str, Any]]:
-    """Per monitored model: a feature-by-device matrix of PSI and verdicts."""
+    """Per monitored model and per version serving traffic: a feature-by-device matrix of
+    PSI and verdicts, the PSI thresholds, and the fleet's PSI per feature over time."""
     try:
+        from control_plane.drift.ingest import DEFAULT_PERIOD_S
         from control_plane.drift.setup import get_area
 
         area = get_area(ctx)
@@ -189,50 +252,90 @@ def drift(ctx: ControlPlaneContext, max_models: int = 5) -> list[dict[str, Any]]
         log.info("drift status unavailable: %s", exc)
         return []
     out: list[dict[str, Any]] = []
+    until = time.time()
+    since = until - DEFAULT_PERIOD_S
     for model in models:
         try:
-            an, meta = area.service.analyze(model, level="device")
-        except KeyError:
-            out.append(
-                {
-                    "model": model,
-                    "status": "no_reference",
-                    "features": [],
-                    "devices": [],
-                    "ranked": [],
-                }
-            )
-            continue
-        except Exception as exc:
-            log.warning("drift analysis of %s failed: %s", model, exc)
-            continue
-        features = list(an.columns[: an.n_features])
-        from control_plane.drift.thresholds import STATUS_NAMES
+            versions: list[str | None] = list(_versions_with_traffic(area, model, since))
+        except SQLAlchemyError as exc:
+            log.warning("drift versions of %s unavailable: %s", model, exc)
+            versions = []
+        for version in versions or [None]:
+            entry = _drift_entry(area, model, version, since, until)
+            if entry is not None:
+                out.append(entry)
+    return out
 
-        cells: dict[str, dict[str, Any]] = {}
-        drifted_devices = 0
-        for i, device in enumerate(an.labels):
-            row = {}
-            any_drift = False
-            for j, f in enumerate(features):
-                psi = float(an.values["psi"][i, j]) if "psi" in an.values else float("nan")
-                verdict = STATUS_NAMES[int(an.verdict[i, j])]
-                any_drift |= verdict == "drift"
-                row[f] = {"psi": None if psi != psi else round(psi, 4), "verdict": verdict}
-            drifted_devices += any_drift
-            cells[device] = row
-        out.append(
-            {
-                "model": model,
-                "version": meta.get("version"),
-                "status": "drift" if drifted_devices else ("ok" if an.labels else "no_data"),
-                "features": features,
-                "devices": list(an.labels),
-                "ranked": sorted(an.labels, key=lambda d: _drift_rank(cells[d])),
-                "drifted_devices": drifted_devices,
-                "cells": cells,
-            }
+
+def _drift_entry(
+    area: Any, model: str, version: str | None, since: float, until: float
+) -> dict[str, Any] | None:
+    from control_plane.drift.thresholds import STATUS_NAMES
+
+    try:
+        an, meta = area.service.analyze(
+            model, level="device", version=version, since=since, until=until
         )
+    except KeyError:
+        return {
+            "model": model,
+            "version": version,
+            "status": "no_reference",
+            "features": [],
+            "devices": [],
+            "ranked": [],
+        }
+    except Exception as exc:
+        log.warning("drift analysis of %s v%s failed: %s", model, version, exc)
+        return None
+    features = list(an.columns[: an.n_features])
+    th = area.service.thresholds.for_model(model)
+    cells: dict[str, dict[str, Any]] = {}
+    drifted_devices = 0
+    for i, device in enumerate(an.labels):
+        row = {}
+        any_drift = False
+        for j, f in enumerate(features):
+            psi = float(an.values["psi"][i, j]) if "psi" in an.values else float("nan")
+            verdict = STATUS_NAMES[int(an.verdict[i, j])]
+            any_drift |= verdict == "drift"
+            row[f] = {"psi": None if psi != psi else round(psi, 4), "verdict": verdict}
+        drifted_devices += any_drift
+        cells[device] = row
+    return {
+        "model": model,
+        "version": meta.get("version"),
+        "status": "drift" if drifted_devices else ("ok" if an.labels else "no_data"),
+        "features": features,
+        "devices": list(an.labels),
+        "ranked": sorted(an.labels, key=lambda d: _drift_rank(cells[d])),
+        "drifted_devices": drifted_devices,
+        "cells": cells,
+        "rows": int(an.rows.sum()) if len(an.labels) else 0,
+        "psi_threshold": {f: th.level("psi", f).drift for f in features},
+        "psi_warn": {f: th.level("psi", f).warn for f in features},
+        "psi_history": _psi_history(area, model, version, features, meta),
+    }
+
+
+def _psi_history(
+    area: Any, model: str, version: str | None, features: list[str], meta: dict[str, Any]
+) -> dict[str, list[list[float]]]:
+    """Fleet PSI per feature in equal buckets from the first window to the last one."""
+    start, end = meta.get("start"), meta.get("end")
+    out: dict[str, list[list[float]]] = {f: [] for f in features}
+    if start is None or end is None:
+        return out
+    step = max((float(end) - float(start)) / PSI_HISTORY_BUCKETS, 60.0)
+    t = float(start)
+    while t < float(end):
+        an, _ = area.service.analyze(model, level="fleet", version=version, since=t, until=t + step)
+        if an.labels and "psi" in an.values:
+            for j, f in enumerate(features):
+                v = float(an.values["psi"][0, j])
+                if v == v:
+                    out[f].append([round(t + step, 1), round(v, 4)])
+        t += step
     return out
 
 
@@ -296,3 +399,18 @@ def _bundle_history(ctx: ControlPlaneContext) -> dict[str, list[dict[str, Any]]]
                 }
             )
     return out
+
+
+@_safe([])
+def alerts(ctx: ControlPlaneContext, limit: int = 50) -> list[dict[str, Any]]:
+    """The latest alerts this control plane raised (control_plane/alerts), newest first."""
+    bus = ctx.services.get("alerts")
+    if bus is None or bus.recent is None:
+        return []
+    return bus.recent.latest(limit)  # type: ignore[no-any-return]
+
+
+def serving(ctx: ControlPlaneContext, limit: int = 12) -> list[dict[str, Any]]:
+    """Requests per second, error rate and p99 over time per gateway and model."""
+    history = ctx.services.get("ops_history")
+    return [] if history is None else history.series(limit)  # type: ignore[no-any-return]

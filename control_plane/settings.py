@@ -49,8 +49,14 @@ class CpSigning(BaseModel):
 
 
 class CpAlerts(BaseModel):
+    """Where operator alerts go besides MQTT (control_plane/alerts, docs/alerts.md)."""
+
     model_config = ConfigDict(extra="forbid")
-    amqp_url: str | None = None  # RabbitMQ for alerts, e.g. "amqp://guest:guest@host:5672/"
+    amqp_url: str | None = None  # amqp://user:pw@host:5672/vhost; None = no RabbitMQ
+    exchange: str = "farmiq.alerts"  # durable topic exchange, routing key <kind>.<severity>
+    webhook_url: str | None = None  # HMAC-signed POST of every alert
+    # The webhooks' HMAC secret; default: made once under data_dir/keys/webhook-secret.
+    webhook_secret: str | None = None
 
 
 class ControlPlaneSettings(BaseModel):

@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 # chromium: dashboard test; systemd: systemd-analyze verify of the unit; gcc, make: MCU C reference;
 # qemu-system-arm, gcc-arm-none-eabi, libnewlib-arm-none-eabi: the firmware on an emulated Cortex-M3;
 # postgresql + rabbitmq-server: the control plane's database and alerts (tests/acceptance);
-# redis-server: the Feast Redis online store test.
-bash scripts/bootstrap.sh all chromium systemd gcc make qemu-system-arm gcc-arm-none-eabi libnewlib-arm-none-eabi postgresql rabbitmq-server redis-server
+# redis-server: the Feast Redis online store test; prometheus: promtool checks deploy/prometheus.
+bash scripts/bootstrap.sh all chromium systemd gcc make qemu-system-arm gcc-arm-none-eabi libnewlib-arm-none-eabi postgresql rabbitmq-server redis-server prometheus
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 if ! port_open 1883 && command -v mosquitto >/dev/null 2>&1; then
@@ -16,8 +16,10 @@ fi
 if ! port_open 5432 && [ -d /etc/postgresql ]; then
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
 fi
-if ! port_open 5672 && command -v rabbitmq-server >/dev/null 2>&1; then
-  rabbitmq-server -detached >/dev/null 2>&1 || true  # `farmiq stack` waits for it
+rabbitmq="$(command -v rabbitmq-server || echo /usr/sbin/rabbitmq-server)"
+if ! port_open 5672 && [ -x "$rabbitmq" ]; then
+  "$rabbitmq" -detached >/dev/null 2>&1 || true
+  for _ in $(seq 300); do port_open 5672 && break; sleep 0.1; done  # it takes a few seconds
 fi
 if ! port_open 6379 && command -v redis-server >/dev/null 2>&1; then
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null || true

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException
@@ -10,6 +11,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
 from control_plane.context import ControlPlaneContext, get_ctx
+from control_plane.drift.ingest import DEFAULT_PERIOD_S
 from control_plane.drift.setup import DriftArea, get_area
 from control_plane.drift.thresholds import METHODS
 
@@ -222,9 +224,26 @@ async def report(
     from control_plane.drift import evidently_report
 
     def run() -> str:
-        _, ref, _, _ = a.service.reference(model)
+        import datetime as dt
+
+        _, ref, _, ref_version = a.service.reference(model)
         cols, rows = a.service.reservoir_rows(model, since=since, until=until, device_id=device_id)
-        return evidently_report.report_html(ref, cols, rows, title=f"FarmIQ drift: {model}")
+        end = time.time() if until is None else until
+        start = end - DEFAULT_PERIOD_S if since is None else since
+
+        def iso(t: float) -> str:
+            return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="seconds")
+
+        facts = {
+            "model": model,
+            "reference version": "any" if ref_version == "*" else ref_version,
+            "gateway rows": len(rows),
+            "period": f"{iso(start)} to {iso(end)}",
+            "gateway": device_id or "all",
+        }
+        return evidently_report.report_html(
+            ref, cols, rows, title=f"FarmIQ drift: {model}", facts=facts
+        )
 
     try:
         return HTMLResponse(await run_in_threadpool(run))

@@ -64,8 +64,10 @@ def report_html(
     current_columns: Sequence[str],
     current_rows: Sequence[Sequence[Any]],
     title: str = "",
+    facts: Mapping[str, Any] | None = None,
 ) -> str:
-    """HTML report: the reference's raw sample vs rows sampled on the gateways."""
+    """HTML report: the reference's raw sample vs rows sampled on the gateways. ``facts``
+    (model, version, rows, period...) head the body, so a saved report says what it is."""
     sample = reference.get("sample") or {}
     if not sample.get("rows"):
         raise ValueError("the reference has no raw sample; rebuild it with sample_size > 0")
@@ -83,7 +85,19 @@ def report_html(
     html = str(snap.get_html_str(as_iframe=False))
     if title:
         html = html.replace("<head>", f"<head><title>{_esc(title)}</title>", 1)
-    return html
+    head = "".join(
+        f"<div><b>{_esc(str(k))}</b>: <span data-fact='{_esc(str(k))}'>{_esc(str(v))}</span></div>"
+        for k, v in {**(facts or {}), "reference rows": len(sample["rows"])}.items()
+    )
+    banner = (
+        "<div id='farmiq-report-facts' style='font:14px system-ui,sans-serif;padding:12px 16px;"
+        f"border-bottom:1px solid #ddd'><h2 style='margin:0 0 6px'>{_esc(title)}</h2>{head}</div>"
+    )
+    body_at = html.find("<body")
+    if body_at >= 0:
+        end = html.find(">", body_at) + 1
+        return html[:end] + banner + html[end:]
+    return banner + html
 
 
 def _esc(s: str) -> str:

@@ -3,8 +3,10 @@
 The MLflow run (experiment ``farmiq-retraining``) records the decision, its reasons, the
 numbers behind it and the data window, so every retraining has an auditable cause. The
 hook starts training however a site does it: a command (the decision JSON on stdin and in
-``FARMIQ_RETRAIN_*`` variables) or a webhook (the decision JSON POSTed). Alerts go to the
-MQTT topic ``farmiq/v1/cp/alert/drift`` and, optionally, a webhook.
+``FARMIQ_RETRAIN_*`` variables) or a signed webhook (the decision JSON POSTed). Alerts
+(drift, concept drift, retraining decided / started / finished) go through the control
+plane's AlertBus (control_plane/alerts): MQTT ``farmiq/v1/cp/alert/<kind>``, RabbitMQ and
+signed webhooks.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ from typing import Any, Protocol
 
 import httpx
 
+from control_plane.alerts.model import Alert, Kind, Severity
 from control_plane.drift.retraining import Decision, RetrainingDecider
+from control_plane.security.webhooks import sign_webhook
 from farmiq import topics
 
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "farmiq-retraining"
-ALERT_TOPIC = topics.cp_alert("drift")
 
 
 class Hook(Protocol):
@@ -73,20 +76,35 @@ class CommandHook:
 
 
 class WebhookHook:
+    """POST the decision JSON, signed (HMAC-SHA256 over ``<timestamp>.<body>``, the headers
+    of control_plane/security/webhooks.py). Without a secret nothing is sent: every
+    outgoing webhook is signed. The control plane sets ``secret`` at start-up."""
+
     def __init__(
-        self, url: str, timeout_s: float = 10.0, headers: Mapping[str, str] | None = None
+        self,
+        url: str,
+        timeout_s: float = 10.0,
+        headers: Mapping[str, str] | None = None,
+        secret: str | None = None,
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError("webhook URL must be http(s)")
         self.url = url
         self.timeout_s = timeout_s
         self.headers = dict(headers or {})
+        self.secret = secret
 
     def __call__(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        if not self.secret:
+            return {"kind": "webhook", "ok": False, "error": "no webhook signing secret"}
+        body = json.dumps(dict(payload), default=str).encode()
+        headers = {
+            "Content-Type": "application/json",
+            **self.headers,
+            **sign_webhook(self.secret, body),
+        }
         try:
-            r = httpx.post(
-                self.url, json=dict(payload), headers=self.headers, timeout=self.timeout_s
-            )
+            r = httpx.post(self.url, content=body, headers=headers, timeout=self.timeout_s)
         except httpx.HTTPError as exc:
             return {"kind": "webhook", "ok": False, "error": str(exc)}
         return {
@@ -107,34 +125,39 @@ def hook_from_config(doc: Mapping[str, Any] | None) -> Hook | None:
             raise ValueError("retraining hook: 'command' must be a list of strings")
         return CommandHook(cmd, float(doc.get("timeout_s", 300.0)))
     if "webhook" in doc:
-        return WebhookHook(str(doc["webhook"]), float(doc.get("timeout_s", 10.0)))
+        secret = doc.get("secret")
+        return WebhookHook(
+            str(doc["webhook"]),
+            float(doc.get("timeout_s", 10.0)),
+            secret=str(secret) if secret else None,
+        )
     raise ValueError("retraining hook: give 'command' or 'webhook'")
 
 
 class Alerts:
+    """The drift area's alert source. It builds :class:`Alert` objects; the control plane's
+    :class:`AlertBus` (set as ``bus`` by control_plane/alerts/setup.py) sends them to MQTT,
+    RabbitMQ and signed webhooks. Without a bus (a bare drift area) they go to MQTT only."""
+
     def __init__(
         self, publish: Callable[[str, bytes], Any] | None = None, webhook: str | None = None
     ) -> None:
         self.publish = publish
-        self.webhook = WebhookHook(webhook) if webhook else None
+        self.webhook_url = webhook  # picked up by the AlertBus as one more signed webhook
+        self.bus: Any = None
 
-    def send(self, alert: Mapping[str, Any]) -> list[str]:
+    def send(self, alert: Alert) -> list[str]:
         """Best effort; returns where it went. An alert path that fails is logged."""
-        sent = []
-        body = json.dumps(alert).encode()
-        if self.publish is not None:
-            try:
-                self.publish(ALERT_TOPIC, body)
-                sent.append("mqtt")
-            except Exception:
-                log.exception("drift alert over MQTT failed")
-        if self.webhook is not None:
-            res = self.webhook(alert)
-            if res.get("ok"):
-                sent.append("webhook")
-            else:
-                log.warning("drift alert webhook failed: %s", res)
-        return sent
+        if self.bus is not None:
+            return list(self.bus.send(alert))
+        if self.publish is None:
+            return []
+        try:
+            self.publish(topics.cp_alert(alert.kind.value), alert.body())
+            return ["mqtt"]
+        except Exception:
+            log.exception("%s alert over MQTT failed", alert.kind.value)
+            return []
 
 
 class RetrainingTrigger:
@@ -179,8 +202,18 @@ class RetrainingTrigger:
             d.reasons.append(f"forced by operator: {reason or 'no reason given'}")
         elif reason:
             d.reasons.append(f"operator note: {reason}")
+        self._drift_alerts(d)
         if not (d.retrain or force):
             return d
+        links = {"decisions": f"/api/v1/retraining/decisions/{model}"}
+        self.alerts.send(
+            Alert(
+                kind=Kind.RETRAINING_DECIDED, severity=Severity.INFO, model=model,
+                message=f"retraining {model}: {'; '.join(d.reasons)}"[:2000], links=links,
+                details={"decision_id": d.id, "forced": bool(force and not d.retrain)},
+                dedup_key=f"retraining_decided:{model}:{d.id}",
+            )
+        )  # fmt: skip
         run = self.mlflow.create_run(
             self._experiment_id(),
             tags={
@@ -201,7 +234,18 @@ class RetrainingTrigger:
                 c.log_metric(run_id, k, float(v))
         c.log_dict(run_id, {**d.to_dict(), "policy": vars(self.decider.policy)}, "decision.json")
         payload = {**d.to_dict(), "mlflow_run_id": run_id}
-        hook_result = self.hook(payload) if self.hook is not None else None
+        links = {**links, "mlflow_run": f"runs:/{run_id}"}
+        hook_result = None
+        if self.hook is not None:
+            self.alerts.send(
+                Alert(
+                    kind=Kind.RETRAINING_STARTED, severity=Severity.INFO, model=model,
+                    message=f"retraining {model} started (MLflow run {run_id})", links=links,
+                    details={"decision_id": d.id, "mlflow_run_id": run_id},
+                    dedup_key=f"retraining_started:{model}:{d.id}",
+                )
+            )  # fmt: skip
+            hook_result = self.hook(payload)
         c.set_terminated(
             run_id, "FINISHED" if not hook_result or hook_result.get("ok") else "FAILED"
         )
@@ -213,14 +257,52 @@ class RetrainingTrigger:
                                    "hook_ok": None if hook_result is None else hook_result.get("ok")})  # fmt: skip
             except Exception:
                 log.exception("could not audit the retraining trigger for %s", model)
+        ok = None if hook_result is None else bool(hook_result.get("ok"))
         self.alerts.send(
-            {
-                "type": "retraining_triggered",
-                "model": model,
-                "decision_id": d.id,
-                "mlflow_run_id": run_id,
-                "reasons": d.reasons,
-                "hook_ok": None if hook_result is None else hook_result.get("ok"),
-            }
-        )
+            Alert(
+                kind=Kind.RETRAINING_FINISHED,
+                severity=Severity.WARNING if ok is False else Severity.INFO,
+                model=model,
+                message=f"retraining {model}: "
+                + ("no hook configured; decision recorded" if ok is None
+                   else "hook succeeded" if ok else f"hook failed: {hook_result}")[:1900],
+                links=links,
+                details={"decision_id": d.id, "mlflow_run_id": run_id, "hook_ok": ok,
+                         "reasons": d.reasons},
+                dedup_key=f"retraining_finished:{model}:{d.id}",
+            )
+        )  # fmt: skip
         return d
+
+    def _drift_alerts(self, d: Decision) -> None:
+        """A drift alert when the decision saw a drift signal, a concept-drift alert when
+        devices reported concept drift in the period (each once per period)."""
+        m = d.metrics
+        links = {"drift": "/api/v1/drift/models", "report": f"/api/v1/drift/report/{d.model}"}
+        signals = [r for r in d.reasons if not r.startswith(("no drift signal", "only "))]
+        if not any(r.startswith("no drift signal") for r in d.reasons) and signals:
+            self.alerts.send(
+                Alert(
+                    kind=Kind.DRIFT,
+                    severity=Severity.WARNING,
+                    model=d.model,
+                    message=f"drift on {d.model}: {signals[0]}"[:2000],
+                    links=links,
+                    details={k: m.get(k) for k in ("drift_share", "max_psi", "rows",
+                             "drifted_features", "drifted_device_share")},
+                    dedup_key=f"drift:{d.model}:{m.get('until')}",
+                )
+            )  # fmt: skip
+        devices = m.get("concept_drift_devices") or []
+        if devices:
+            self.alerts.send(
+                Alert(
+                    kind=Kind.CONCEPT_DRIFT,
+                    severity=Severity.WARNING,
+                    model=d.model,
+                    message=f"concept drift on {d.model} reported by {len(devices)} device(s)",
+                    links=links,
+                    details={"devices": devices[:50]},
+                    dedup_key=f"concept_drift:{d.model}:{m.get('until')}",
+                )
+            )

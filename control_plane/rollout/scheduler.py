@@ -209,12 +209,17 @@ class Scheduler:
         for topic, payload in pubs:
             self.bus.publish(topic, payload, qos=1, retain=True)
 
+    # Called with every rollout event (control_plane/alerts/rollout_alerts.py raises alerts).
+    on_event: Callable[[Session, str, str, dict[str, Any]], None] | None = None
+
     def event(self, s: Session, rid: str, kind: str, **detail: Any) -> None:
         s.add(
             RolloutEvent(
                 rollout_id=rid, replica=self.replica, kind=kind, detail=detail, ts=time.time()
             )
         )
+        if self.on_event is not None:
+            self.on_event(s, rid, kind, detail)
 
     def _waves(self, s: Session, rid: str) -> list[RolloutWave]:
         return list(

@@ -72,6 +72,9 @@ class AgentMetrics:
         self.breakers: dict[str, str] = {}
         self.sources: list[Source] = []
         self.registry.register(_AgentCollector(self))
+        from prometheus_client import ProcessCollector  # process_* RSS, CPU, open files
+
+        ProcessCollector(registry=self.registry)
 
     def set_breaker(self, target: str, state: str) -> None:
         """Report a circuit breaker the router does not hold: closed, half_open or open."""

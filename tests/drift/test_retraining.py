@@ -4,6 +4,7 @@ hook) and the operator API."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -114,8 +115,16 @@ def test_trigger_records_mlflow_run_and_calls_the_hook(
     assert run.data.tags["farmiq.model"] == "barn"
     assert run.data.metrics["drift_share"] == pytest.approx(3 / 7)  # 3 of 7 inputs
     assert run.info.status == "FINISHED"
-    assert sent and sent[0][0] == "farmiq/v1/cp/alert/drift"
-    assert json.loads(sent[0][1])["mlflow_run_id"] == d.mlflow_run_id
+    # Alerts (control_plane/alerts/model.py): drift, then retraining decided/started/finished.
+    by_topic = {t: json.loads(b) for t, b in sent}
+    assert list(by_topic)[:1] == ["farmiq/v1/cp/alert/drift"]
+    assert {
+        "farmiq/v1/cp/alert/retraining_decided",
+        "farmiq/v1/cp/alert/retraining_started",
+    } <= set(by_topic)
+    finished = by_topic["farmiq/v1/cp/alert/retraining_finished"]
+    assert finished["details"]["mlflow_run_id"] == d.mlflow_run_id
+    assert finished["details"]["hook_ok"] is True and finished["model"] == "barn"
 
 
 def test_api_endpoints(
@@ -160,3 +169,8 @@ def test_api_endpoints(
     assert c.post("/api/v1/detect/check", json={"model": "nope"}).status_code == 404
     html = c.get("/api/v1/drift/report/barn", params={"since": 0, "until": HOUR})
     assert html.status_code == 200 and "<html" in html.text.lower()
+    # The body says what the report is: model, version, rows and period.
+    facts = html.text[html.text.index("farmiq-report-facts") :][:3000]
+    assert "data-fact='model'>barn<" in facts and "data-fact='reference version'" in facts
+    assert re.search(r"data-fact='gateway rows'>[1-9]\d*<", facts)
+    assert "1970-01-01T00:00:00+00:00 to 1970-01-01T01:00:00+00:00" in facts

@@ -288,6 +288,115 @@ def test_dashboard_in_headless_chromium(
         c.post(f"/api/v1/rollouts/{rid}/abort")
 
 
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def _health(port: int, dev: str, version: int, requests: int, errors: int, p99: float) -> None:
+    doc = {"models": {MODEL: {"version": version, "requests": requests, "errors": errors,
+                              "error_rate": errors / max(requests, 1), "p99_ms": p99}}}  # fmt: skip
+    publish(port, topics.up(dev, topics.HEALTH), orjson.dumps(doc))
+
+
+def test_dashboard_is_live_with_alerts_plots_and_the_devices_gate_reasons(
+    control_plane: ControlPlaneProc, fleet: list[str], registered: int, artifacts_dir: Path
+) -> None:
+    """The page updates itself (no reload) as gateways report: a failed install pauses
+    the rollout and the wave shows the device's code and reason, alerts appear in their
+    panel, the serving plots and the PSI-over-time plot (with its threshold) draw, PSI
+    cells are coloured by their verdict, and a finished rollout's wave count is right."""
+    from playwright.sync_api import sync_playwright
+
+    port = control_plane_mqtt_port(control_plane)
+    targets = fleet[4:6]
+    with control_plane.client() as c:
+        r = c.post(
+            "/api/v1/rollouts",
+            json={"model": MODEL, "version": registered, "targeting": {"devices": targets},
+                  "waves": [{"percent": 50}, {"percent": 100}], "soak_s": 3600,
+                  "rate_per_minute": 600},
+        )  # fmt: skip
+        assert r.status_code == 200, r.text
+        rid = r.json()["id"]
+        rows = _wait(
+            lambda: c.get(f"/api/v1/rollouts/{rid}/devices").json()["devices"],
+            what="rollout devices",
+        )
+    first = next(d["device_id"] for d in rows if d["wave"] == 0)
+    _drift_windows(control_plane, port, fleet[:5])
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            assert page.goto(control_plane.url + "/dashboard").status == 200  # type: ignore[union-attr]
+            page.evaluate("window.__sameDocument = 'yes'")
+            # Gateways report while the page is open.
+            ack = {"ok": False, "rollout": rid, "code": "bad-signature", "name": MODEL,
+                   "reason": "bundle signed by an unknown key", "version": registered}  # fmt: skip
+            publish(port, topics.up(first, topics.INSTALL_ACK), orjson.dumps(ack))
+            for i in range(3):
+                _health(port, fleet[0], registered, 100 * (i + 1), i, 4.0 + i)
+                time.sleep(0.6)
+            publish(port, topics.up(fleet[5], topics.STATUS), b"offline")
+            publish(port, topics.up(fleet[5], topics.STATUS), b"online")
+
+            card = f'.rollout[data-rollout="{rid}"]'
+            page.wait_for_selector(f'{card}[data-status="paused"]', timeout=30_000)
+            failure = page.locator(f'{card} .wave[data-wave="0"] .failure[data-device="{first}"]')
+            failure.wait_for(timeout=15_000)
+            assert "bad-signature" in failure.inner_text()
+            assert "unknown key" in failure.inner_text()
+            wave0 = page.locator(f'{card} .wave[data-wave="0"]').inner_text()
+            assert wave0.startswith("Wave 0") and "gate failed" in wave0
+            reason = page.locator(f"{card} .reason").inner_text()
+            assert "wave 0" in reason  # the reason and the wave label use the same numbers
+            assert "on wave 0 (waves 0-1)" in page.locator(f"{card} .where").inner_text()
+            page.wait_for_selector('#alerts tr.alert[data-kind="gateway_offline"]', timeout=15_000)
+            page.wait_for_selector('#alerts tr.alert[data-kind="rollout_paused"]', timeout=15_000)
+            page.wait_for_selector("#plot-rate svg.plot polyline", timeout=15_000)
+            page.wait_for_selector("#plot-p99 svg.plot polyline", timeout=15_000)
+            heat = page.locator(f'#drift [data-model="{DRIFT_MODEL}"]').first
+            heat.locator("line.plot-threshold[data-threshold='0.2']").wait_for(state="attached")
+            assert heat.locator(".psi-plot polyline").count() == len(DRIFT_FEATURES)
+            # Cells take the verdict's colour, whatever their PSI.
+            for verdict, rgb in (("drift", "rgb(240, 166, 158)"), ("ok", "rgb(205, 235, 213)")):
+                cell = heat.locator(f'td.cell[data-verdict="{verdict}"]').first
+                assert cell.evaluate("e => getComputedStyle(e).backgroundColor") == rgb
+            assert page.evaluate("window.__sameDocument") == "yes"  # never reloaded
+            assert int(page.evaluate("document.body.dataset.refreshes || 0")) >= 1
+            # A finished rollout: "2 of 2 waves passed", never "wave 3/2".
+            page.evaluate(
+                """() => { const d = JSON.parse(JSON.stringify(window.__d || {}));
+                fetch('/dashboard/data').then(r => r.json()).then(d => {
+                  const r = d.rollouts[0];
+                  Object.assign(r, {status: 'succeeded', current_wave: r.waves.length,
+                    wave_now: null, waves_done: r.waves.length});
+                  r.waves.forEach(w => w.status = 'succeeded');
+                  window.farmiqDashboard.render(d); window.__rendered = 1; }); }"""
+            )
+            page.wait_for_function("window.__rendered === 1")
+            done = page.locator(".rollout").first.locator(".where").inner_text()
+            assert "2 of 2 waves passed" in done and "wave 3" not in done
+            page.screenshot(path=str(artifacts_dir / "dashboard-live.png"), full_page=True)
+            page.evaluate("window.farmiqDashboard.refresh()")
+            page.wait_for_selector(f'{card}[data-status="paused"]')
+            # docs/dashboard*.png are copies of these (the test does not write into docs/).
+            page.screenshot(path=str(artifacts_dir / "dashboard-operations.png"))
+            page.locator("#drift").screenshot(path=str(artifacts_dir / "dashboard-drift.png"))
+        finally:
+            browser.close()
+    assert 20_000 < (artifacts_dir / "dashboard-operations.png").stat().st_size < 600_000
+    with control_plane.client() as c:
+        c.post(f"/api/v1/rollouts/{rid}/abort")
+
+
 def control_plane_mqtt_port(cp: ControlPlaneProc) -> int:
     import tomllib
 
