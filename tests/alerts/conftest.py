@@ -15,7 +15,6 @@ from typing import Any
 
 import pika
 import pytest
-
 from control_plane.demo import free_port, port_open
 
 RABBIT_PORT = 5672
