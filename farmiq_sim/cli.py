@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from control_plane.cli import control_plane_installed
+
 
 def register(sub: argparse._SubParsersAction) -> None:
+    if not control_plane_installed():  # the demo and the stack run a control plane
+        return
     d = sub.add_parser(
         "demo",
         help="run the whole system on this machine: train, register, promote, sign, roll out, infer",

@@ -6,10 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from control_plane.cli import control_plane_installed
+
 DEFAULT_WORKDIR = Path(".farmiq/stack")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    if not control_plane_installed():  # the demo and the stack run a control plane
+        return
     p = sub.add_parser(
         "stack",
         help="the production topology as local processes (PostgreSQL, MLflow, OpenBao, "
