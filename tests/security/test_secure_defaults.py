@@ -18,6 +18,11 @@ def test_default_control_plane_needs_a_key_and_insecure_is_warned_and_audited(
     tmp_path: Path, mqtt_port: int
 ) -> None:
     cp = ControlPlaneProc(tmp_path / "default", mqtt_port, insecure=False)
+    # ControlPlaneProc writes auth_enabled = false for the tests not about auth: drop it,
+    # so this control plane runs on its own default.
+    toml = cp.workdir / "cp.toml"
+    lines = toml.read_text().splitlines(keepends=True)
+    toml.write_text("".join(ln for ln in lines if not ln.startswith("auth_enabled")))
     cp.start()
     try:
         assert httpx.get(cp.url + "/api/v1/rollouts").status_code == 401
