@@ -41,6 +41,10 @@ def test_default_control_plane_needs_a_key_and_insecure_is_warned_and_audited(
         assert r.status_code in (200, 201), r.text
         entries = httpx.get(open_cp.url + "/api/v1/audit", params={"actor": "local"}).json()
         assert any(e["target"] == "/api/v1/security/keys" for e in entries), entries
+        # the change itself, before -> after, is recorded with the actor `local` too
+        (created,) = [e for e in entries if e["action"] == "apikey.create"]
+        assert created["target"] == "ci" and created["detail"]["before"] is None
+        assert created["detail"]["after"]["role"] == "viewer"
     finally:
         open_cp.stop()
     out = subprocess.run(
@@ -52,3 +56,10 @@ def test_default_control_plane_needs_a_key_and_insecure_is_warned_and_audited(
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert rows and all(r["target"] == "/api/v1/security/keys" for r in rows)
     assert {r["actor"] for r in rows} == {"local"}
+    text = subprocess.run(
+        [sys.executable, "-m", "farmiq", "audit", "-c", str(open_cp.workdir / "cp.toml"),
+         "--target", "ci"],
+        env=ENV, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert text.returncode == 0, text.stderr
+    assert "apikey.create" in text.stdout and "None -> {" in text.stdout, text.stdout
