@@ -126,9 +126,7 @@ def test_rollout_create_and_pause_record_their_state(cp: CP, versions: list[int]
     assert paused["after"] == {"status": "paused", "wave": paused["before"]["wave"]}
 
 
-def test_device_revocation_records_active_before_and_revoked_after(
-    cp: CP, tmp_path: Path
-) -> None:
+def test_device_revocation_records_active_before_and_revoked_after(cp: CP, tmp_path: Path) -> None:
     device = f"gw-{uuid.uuid4().hex[:8]}"
     r = cp.call("POST", "/api/v1/enrollment/tokens", "admin", json={"device_id": device})
     assert r.status_code == 200, r.text
@@ -163,3 +161,25 @@ def test_farm_erasure_needs_admin_in_the_policy(cp: CP) -> None:
     assert required_role("GET", "/api/v1/farms/farm-x/export") is Role.VIEWER
     r = cp.call("DELETE", "/api/v1/farms/farm-x", "operator", params={"confirm": "farm-x"})
     assert r.status_code == 403 and "admin" in r.text, r.text
+
+
+def test_actuator_command_and_deployment_record_what_they_changed(
+    cp: CP, versions: list[int]
+) -> None:
+    device = f"gw-{uuid.uuid4().hex[:8]}"
+    for value in (0.2, 1.0):
+        body = {"device_id": device, "actuator": "heater", "value": value}
+        r = cp.call("POST", "/api/v1/actuators", "operator", json=body)
+        assert r.status_code == 200, r.text
+    second, first = cp.entries(device, "actuator.command")
+    assert first["detail"]["before"] == {"heater": None}
+    assert first["detail"]["after"]["heater"]["value"] == 0.2
+    assert second["detail"]["before"]["heater"]["value"] == 0.2
+    assert second["detail"]["after"]["heater"]["value"] == 1.0
+    body = {"model": MODEL, "version": versions[0], "devices": [device]}
+    r = cp.call("POST", "/api/v1/deployments", "operator", json=body)
+    assert r.status_code == 200, r.text
+    (dep,) = cp.entries(r.json()["id"], "deployment.create")
+    assert dep["detail"]["before"] is None
+    assert dep["detail"]["after"]["devices"] == {device: "sent"}
+    assert dep["detail"]["after"]["bundle_id"] == r.json()["bundle_id"]
