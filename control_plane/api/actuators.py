@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from control_plane.context import ControlPlaneContext, get_ctx
 from control_plane.device_ids import DeviceId
+from control_plane.security.audit_trail import audits
 
 router = APIRouter(prefix="/api/v1/actuators", tags=["actuators"])
 
@@ -28,7 +29,31 @@ class Command(BaseModel):
     )
 
 
+def _actuator_state(device_id: str, args: dict[str, Any]) -> dict[str, Any]:
+    """The last command sent to this actuator of this device, and what became of it."""
+    from sqlalchemy import select
+
+    from control_plane.actuators import ActuatorCommand
+
+    body: Command = args["body"]
+    svc = args["ctx"].services["actuators"]
+    with svc.db.session() as s:
+        row = s.scalars(
+            select(ActuatorCommand)
+            .where(
+                ActuatorCommand.device_id == device_id, ActuatorCommand.actuator == body.actuator
+            )
+            .order_by(ActuatorCommand.created.desc())
+            .limit(1)
+        ).first()
+        last = None if row is None else {
+            "value": row.value, "status": row.status, "command_id": row.command_id,
+        }  # fmt: skip
+    return {body.actuator: last}
+
+
 @router.post("", summary="Send an actuator command (runs at most once per command id)")
+@audits("actuator.command", "{body.device_id}", snapshot=_actuator_state)
 async def send(body: Command, ctx: ControlPlaneContext = Depends(get_ctx)) -> dict[str, Any]:
     svc = ctx.services["actuators"]
     try:

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from control_plane.context import ControlPlaneContext, get_ctx
 from control_plane.device_ids import DeviceId
 from control_plane.registry import RegistryError
+from control_plane.security.audit_trail import audits
 
 router = APIRouter(prefix="/api/v1/deployments", tags=["deployments"])
 
@@ -24,7 +25,19 @@ class DeployRequest(BaseModel):
     )
 
 
+def _deployment_state(group: str, args: dict[str, Any]) -> dict[str, Any] | None:
+    """A deployment's bundle and per-device status (``None``: it did not exist)."""
+    ctx: ControlPlaneContext = args["ctx"]
+    try:
+        d = ctx.deployments.get(group)
+    except KeyError:
+        return None
+    devices = {k: v.get("status") for k, v in d["devices"].items()}
+    return {"bundle_id": d["bundle_id"], "devices": devices}
+
+
 @router.post("", summary="Build and sign a bundle from the registry and push it to devices")
+@audits("deployment.create", "{result[id]}", snapshot=_deployment_state)
 async def deploy(
     body: DeployRequest, ctx: ControlPlaneContext = Depends(get_ctx)
 ) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from control_plane.context import ControlPlaneContext, get_ctx
 from control_plane.drift.ingest import DEFAULT_PERIOD_S
 from control_plane.drift.setup import DriftArea, get_area
 from control_plane.drift.thresholds import METHODS
+from control_plane.security.audit_trail import audits
 
 router = APIRouter(prefix="/api/v1", tags=["drift"])
 
@@ -162,7 +163,18 @@ async def decision(body: Period, a: DriftArea = Depends(area)) -> dict[str, Any]
     return d.to_dict()
 
 
+def _retraining_state(model: str, args: dict[str, Any]) -> dict[str, Any] | None:
+    """The model's latest retraining decision (``None``: there was none)."""
+    a: DriftArea = args["a"]
+    last = a.decider.history(model, 1)
+    if not last:
+        return None
+    d = last[0]
+    return {k: d[k] for k in ("id", "at", "retrain", "triggered", "mlflow_run_id")}
+
+
 @router.post("/retraining/trigger", summary="Decide and, if due (or forced), start retraining")
+@audits("retraining.trigger", "{body.model}", snapshot=_retraining_state)
 async def trigger(body: TriggerIn, a: DriftArea = Depends(area)) -> dict[str, Any]:
     try:
         d = await run_in_threadpool(

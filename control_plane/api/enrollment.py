@@ -20,6 +20,7 @@ from control_plane.security import (
     get_security,
     require_role,
 )
+from control_plane.security.audit_trail import audits
 from provisioning.device_registry import EnrollmentError
 from provisioning.enrollment import EnrollmentService
 
@@ -154,7 +155,21 @@ def list_devices(
     ]
 
 
+def _device_state(device_id: str, args: dict[str, object]) -> dict[str, object] | None:
+    """A device's enrollment: active or revoked (when and why)."""
+    service: EnrollmentService = args["service"]  # type: ignore[assignment]
+    d = service.registry.get(device_id)
+    if d is None:
+        return None
+    return {
+        "active": d.active,
+        "revoked_at": d.revoked_at.isoformat() if d.revoked_at else None,
+        "reason": d.revoked_reason,
+    }
+
+
 @router.post("/devices/{device_id}/revoke")
+@audits("device.revoke", "{device_id}", snapshot=_device_state)
 def revoke_device(
     device_id: str,
     body: RevokeRequest,
@@ -168,7 +183,6 @@ def revoke_device(
         raise HTTPException(
             status.HTTP_404_NOT_FOUND, f"no enrolled device {device_id!r}"
         ) from None
-    audit_request(request, principal, "device.revoke", device_id, {"reason": body.reason})
     return {"device_id": device_id, "revoked": True}
 
 

@@ -38,7 +38,7 @@ def _require_admin(request: Request, ctx: ControlPlaneContext) -> str:
     if principal is None:
         if ctx.settings.auth_enabled:
             raise HTTPException(401, "missing or invalid API key")
-        return "anonymous"
+        return "local"
     if not principal.allows(Role.ADMIN):
         raise HTTPException(403, "erasing a farm needs the admin role")
     return str(principal.actor)
@@ -74,12 +74,22 @@ async def erase_farm(
         raise HTTPException(404, f"no gateway of farm {farm!r} is known")
     report = await run_in_threadpool(data.erase, farm)
     from control_plane.security.audit_log import audit
+    from control_plane.security.audit_trail import audit_change
 
     ip = request.client.host if request.client else ""
     keys = ("tables", "features", "mlflow_runs_redacted")
     summary: dict[str, Any] = {k: report[k] for k in keys if k in report}
-    report["audit_id"] = await run_in_threadpool(
-        audit, ctx.engine, actor, "farm.erase", f"farm/{farm}", ip,
-        {"devices": len(report["devices"]), **summary},
-    )  # fmt: skip
+    # before: the devices and the rows held (= the rows the erasure removed); after: re-read.
+    before = {"devices": report["devices"], "rows": report.get("tables", {})}
+    after = {"devices": await run_in_threadpool(data.devices, farm), "rows": {}}
+    detail = {"devices": len(report["devices"]), **summary}
+    audit_id = await run_in_threadpool(
+        lambda: audit_change("farm.erase", f"farm/{farm}", before, after, detail=detail)
+    )
+    if audit_id is None:  # no request audit context (security not initialised)
+        audit_id = await run_in_threadpool(
+            audit, ctx.engine, actor, "farm.erase", f"farm/{farm}", ip,
+            {**detail, "before": before, "after": after},
+        )  # fmt: skip
+    report["audit_id"] = audit_id
     return report

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from control_plane.api.input_guard import ApiDatetime
 from control_plane.feature_store import FeastFeatureStore, publish_cloud_features
+from control_plane.security.audit_trail import audits
 from farmiq.features import DefinitionError, FeatureView
 
 router = APIRouter(prefix="/api/v1/features", tags=["features"])
@@ -63,7 +64,14 @@ class PublishBody(BaseModel):
     entities: dict[str, list[str]]  # e.g. {"flock_id": ["f7"]}
 
 
+def _views_state(_: str, args: dict[str, Any]) -> dict[str, list[str]]:
+    """The registered feature views, each with its feature names."""
+    store: FeastFeatureStore = args["store"]
+    return {n: sorted(f.name for f in v.features) for n, v in sorted(store.views.items())}
+
+
 @router.post("/register", summary="Register feature views with Feast (apply)")
+@audits("features.register", "features", snapshot=_views_state)
 def register(
     body: RegisterBody | None = None, store: FeastFeatureStore = Depends(get_feature_store)
 ) -> dict[str, Any]:

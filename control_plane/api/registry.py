@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from control_plane.context import ControlPlaneContext, get_ctx
 from control_plane.registry import RESERVED_MODEL_NAMES, RegistryError
+from control_plane.security.audit_trail import audits
 
 router = APIRouter(prefix="/api/v1/models", tags=["registry"])
 
@@ -45,6 +46,30 @@ class Promote(BaseModel):
         default="production",
         description="MLflow alias: lowercase letters, digits, '_', '-'; not 'latest' or 'v<n>'",
     )
+
+
+def _model_state(name: str, args: dict[str, Any]) -> dict[str, Any] | None:
+    """What promote/archive/restore change: the aliases (and the archived flag)."""
+    ctx: ControlPlaneContext = args["ctx"]
+    try:
+        m = ctx.registry.get(name)
+    except RegistryError:
+        return None
+    return {"aliases": m["aliases"], "archived": m["archived"]}
+
+
+def _version_state(target: str, args: dict[str, Any]) -> dict[str, Any] | None:
+    """What a registration creates: the new version (``target`` is ``name@version``)."""
+    name, _, version = target.rpartition("@")
+    ctx: ControlPlaneContext = args["ctx"]
+    try:
+        versions = ctx.registry.get(name)["versions"]
+    except RegistryError:
+        return None
+    for v in versions:
+        if str(v["version"]) == version:
+            return {"version": v["version"], "source": v["source"], "aliases": v["aliases"]}
+    return None
 
 
 def _err(exc: RegistryError) -> HTTPException:
@@ -97,6 +122,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     openapi_extra=_REGISTER_BODY,
     responses=_ERRORS,
 )
+@audits("model.register", "{result[name]}@{result[version]}", snapshot=_version_state)
 async def register(request: Request, ctx: ControlPlaneContext = Depends(get_ctx)) -> dict[str, Any]:
     ctype = request.headers.get("content-type", "")
     try:
@@ -163,6 +189,7 @@ async def get_model(name: str, ctx: ControlPlaneContext = Depends(get_ctx)) -> d
     summary="Point an alias (default: production) at a version",
     responses=_ERRORS,
 )
+@audits("model.promote", "{name}", snapshot=_model_state)
 async def promote(
     name: str, body: Promote, ctx: ControlPlaneContext = Depends(get_ctx)
 ) -> dict[str, Any]:
@@ -178,6 +205,7 @@ async def promote(
 @router.delete(
     "/{name}", summary="Archive a model (reversible; nothing is deleted)", responses=_ERRORS
 )
+@audits("model.archive", "{name}", snapshot=_model_state)
 async def archive(name: str, ctx: ControlPlaneContext = Depends(get_ctx)) -> dict[str, Any]:
     try:
         return await run_in_threadpool(ctx.registry.archive, name)
@@ -186,6 +214,7 @@ async def archive(name: str, ctx: ControlPlaneContext = Depends(get_ctx)) -> dic
 
 
 @router.post("/{name}/restore", summary="Undo an archive, restoring its aliases", responses=_ERRORS)
+@audits("model.restore", "{name}", snapshot=_model_state)
 async def restore(name: str, ctx: ControlPlaneContext = Depends(get_ctx)) -> dict[str, Any]:
     try:
         return await run_in_threadpool(ctx.registry.restore, name)

@@ -12,6 +12,7 @@ from control_plane.context import ControlPlaneContext, get_ctx
 from control_plane.registry import RegistryError
 from control_plane.rollout.service import RolloutError, RolloutService, RolloutSpec
 from control_plane.rollout.targeting import resolve
+from control_plane.security.audit_trail import audits
 from control_plane.tables import Device
 
 router = APIRouter(prefix="/api/v1/rollouts", tags=["rollouts"])
@@ -35,7 +36,17 @@ async def _call(fn: Any, *args: Any) -> Any:
         raise HTTPException(422, " ".join(str(exc).split())) from None
 
 
+def _rollout_state(rid: str, args: dict[str, Any]) -> dict[str, Any] | None:
+    """A rollout's state, as the scheduler records its own steps: status and wave."""
+    try:
+        r = _svc(args["ctx"]).get(rid)
+    except (RolloutError, HTTPException):
+        return None
+    return {"status": r["status"], "wave": r["current_wave"]}
+
+
 @router.post("", summary="Create a staged rollout of a registry version (waves, rate, soak, gates)")
+@audits("rollout.create", "{result[id]}", snapshot=_rollout_state)
 async def create_rollout(
     body: RolloutSpec, ctx: ControlPlaneContext = Depends(get_ctx)
 ) -> dict[str, Any]:
@@ -87,16 +98,19 @@ async def rollout_devices(
 @router.post(
     "/{rollout_id}/pause", summary="Stop giving devices the new version (nothing is undone)"
 )
+@audits("rollout.pause", "{rollout_id}", snapshot=_rollout_state)
 async def pause(rollout_id: str, ctx: ControlPlaneContext = Depends(get_ctx)) -> dict[str, Any]:
     return await _call(_svc(ctx).pause, rollout_id)  # type: ignore[no-any-return]
 
 
 @router.post("/{rollout_id}/resume", summary="Continue a paused rollout (a failed wave runs again)")
+@audits("rollout.resume", "{rollout_id}", snapshot=_rollout_state)
 async def resume(rollout_id: str, ctx: ControlPlaneContext = Depends(get_ctx)) -> dict[str, Any]:
     return await _call(_svc(ctx).resume, rollout_id)  # type: ignore[no-any-return]
 
 
 @router.post("/{rollout_id}/abort", summary="Stop for good and roll the current wave back")
+@audits("rollout.abort", "{rollout_id}", snapshot=_rollout_state)
 async def abort(rollout_id: str, ctx: ControlPlaneContext = Depends(get_ctx)) -> dict[str, Any]:
     return await _call(_svc(ctx).abort, rollout_id)  # type: ignore[no-any-return]
 
@@ -105,5 +119,6 @@ async def abort(rollout_id: str, ctx: ControlPlaneContext = Depends(get_ctx)) ->
     "/{rollout_id}/rollback",
     summary="Roll every device of the rollout back to its previous version",
 )
+@audits("rollout.rollback", "{rollout_id}", snapshot=_rollout_state)
 async def rollback(rollout_id: str, ctx: ControlPlaneContext = Depends(get_ctx)) -> dict[str, Any]:
     return await _call(_svc(ctx).rollback, rollout_id)  # type: ignore[no-any-return]

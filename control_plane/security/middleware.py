@@ -8,7 +8,9 @@ run handlers in another task). For each HTTP request under ``/api/v1``:
    401 for a missing/unknown/revoked key, 403 for too low a role), the handler never runs;
 3. the principal is left in ``scope["state"]["principal"]`` for route-level checks;
 4. after the response has been sent, a change (any method but GET/HEAD/OPTIONS), allowed
-   or refused, is appended to the audit log: who, method + path, status, source address.
+   or refused, is appended to the audit log: who, method + path, status, source address;
+   while the handler runs, ``audit_trail`` knows the actor, so a route that declared its
+   change (``@audits``) adds the object's before -> after in an entry of its own.
 
 When ``auth_enabled`` is false (``farmiq control-plane serve --insecure``) the gate is
 open, but every change is still audited, with the actor ``local``.
@@ -27,6 +29,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from control_plane.security.audit_log import audit
+from control_plane.security.audit_trail import RequestAudit, begin_request, end_request
 from control_plane.security.dependencies import (
     SecurityService,
     check_key,
@@ -92,9 +95,15 @@ class SecurityMiddleware:
                 status_box["status"] = int(message["status"])
             await send(message)
 
+        token = None
+        if changes:
+            actor = principal.actor if principal is not None else "unauthenticated"
+            token = begin_request(RequestAudit(service.engine, actor, ip, method, path))
         try:
             await self.app(scope, receive, send_recording)
         finally:
+            if token is not None:
+                end_request(token)
             if changes:
                 await self._audit(service, principal, method, path, status_box["status"], ip, scope)
 
@@ -115,9 +124,11 @@ class SecurityMiddleware:
                 status_box["status"] = int(message["status"])
             await send(message)
 
+        token = begin_request(RequestAudit(service.engine, "local", ip, method, path))
         try:
             await self.app(scope, receive, send_recording)
         finally:
+            end_request(token)
             await self._audit(
                 service, None, method, path, status_box["status"], ip, scope, actor="local"
             )

@@ -9,7 +9,7 @@ without any code of its own:
 * a few ``/api/v1`` endpoints are public by nature: the gateway's enrollment call (its
   one-time token is the credential and is throttled on its own), the CRL, and the bundle
   trust root (public keys only).
-* administration (API keys, audit log, enrollment changes) needs ``admin``;
+* administration (API keys, audit log, enrollment changes, farm erasure) needs ``admin``;
 * any other read (GET/HEAD/OPTIONS) needs ``viewer``; any other change needs ``operator``.
 """
 
@@ -29,8 +29,9 @@ PUBLIC: frozenset[tuple[str, str]] = frozenset(
 
 # Every method under these prefixes is administration.
 ADMIN_PREFIXES: tuple[str, ...] = ("/api/v1/security", "/api/v1/audit")
-# Changes under these prefixes are administration; reads stay at viewer.
-ADMIN_CHANGE_PREFIXES: tuple[str, ...] = ("/api/v1/enrollment",)
+# Changes under these prefixes are administration; reads stay at viewer. Farms: erasure
+# (DELETE /api/v1/farms/{farm}) destroys a farm's data; its export is a read.
+ADMIN_CHANGE_PREFIXES: tuple[str, ...] = ("/api/v1/enrollment", "/api/v1/farms")
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 

@@ -188,7 +188,10 @@ def test_gateway_enrolls_over_http_and_gets_a_working_config(
     )
     assert r.status_code == 200
     entries = query_audit(app.state.security.engine, action="device.revoke")
-    assert entries[0].actor == "apikey:root-admin" and entries[0].detail == {"reason": "test"}
+    assert entries[0].actor == "apikey:root-admin"
+    assert entries[0].detail["before"]["active"] is True
+    assert entries[0].detail["after"]["active"] is False
+    assert entries[0].detail["after"]["reason"] == "test"
     devices = httpx.get(f"{url}/api/v1/enrollment/devices", headers=admin).json()
     assert devices == [d for d in devices if d["device_id"] != "barn-7"] + [
         d for d in devices if d["device_id"] == "barn-7" and not d["active"]
