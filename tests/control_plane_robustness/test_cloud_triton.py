@@ -17,7 +17,7 @@ from tests.support.procs import ControlPlaneProc
 
 @pytest.fixture(scope="module")
 def triton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from control_plane.triton.server import TritonServer
+    from farmiq_sim.triton_server import TritonServer
 
     work = tmp_path_factory.mktemp("triton")
     server = TritonServer(work / "repo", work / "run", explicit=True)

@@ -84,7 +84,7 @@ def _manifest(archive: bytes, farm: str) -> dict[str, Any]:
 
 
 def _window(dev: str, farm: str, ref: dict[str, Any], shift: float) -> bytes:
-    from edge_agent.drift_stats import DriftStats, encode_window
+    from edge_agent.telemetry.drift_stats import DriftStats, encode_window
 
     rng = np.random.default_rng(abs(hash(dev)) % 2**32)
     x = rng.normal(size=(400, 2)) + shift

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from edge_agent.transfer_receiver import TransferReceiver
+from edge_agent.rollout.transfer_receiver import TransferReceiver
 
 from farmiq.rollout_wire import DesiredModel, encode_chunk
 
