@@ -292,7 +292,9 @@ class Agent:
         broker = self.lifecycle.broker_state()  # connected | offline (known) | connecting
         if broker == "connecting":
             return False, "connecting to the broker"
-        return True, "serving" + ("" if broker == "connected" else " (broker offline)")
+        return True, "serving" + (
+            "" if broker == "connected" else f" (broker {self.lifecycle.broker_text()})"
+        )
 
     def status(self) -> dict[str, Any]:
         ok, why = self.ready()
@@ -302,6 +304,7 @@ class Agent:
             "ready": ok,
             "reason": why,
             "broker_connected": self.link.connected.is_set(),
+            "broker": {"state": self.lifecycle.broker_state(), "error": self.link.last_error},
             "last_install": last.as_dict() if last else None,
             "state": self.reported_state(),
         }

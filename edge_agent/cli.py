@@ -37,6 +37,13 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"farmiq agent: {exc}", file=sys.stderr)
         return 2
+    from edge_agent.daemon.preflight import SETUP_EXIT_CODE, setup_problems
+
+    problems = setup_problems(cfg)
+    for line in problems:
+        print(f"farmiq agent: {line}", file=sys.stderr)
+    if problems:
+        return SETUP_EXIT_CODE
     from edge_agent.agent import run
     from edge_agent.config import DEFAULT_PATH
 
@@ -53,5 +60,12 @@ def _check(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"farmiq agent: {exc}", file=sys.stderr)
         return 2
+    from edge_agent.daemon.preflight import SETUP_EXIT_CODE, setup_problems
+
+    problems = setup_problems(cfg)
+    for line in problems:
+        print(f"farmiq agent: {line}", file=sys.stderr)
+    if problems:
+        return SETUP_EXIT_CODE
     print(cfg.model_dump_json(indent=2))
     return 0

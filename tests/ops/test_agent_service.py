@@ -50,7 +50,8 @@ def test_notify_ready_watchdog_status_stopping(
     _start(agent, notify_socket, watchdog_usec=400_000)  # WatchdogSec=0.4s -> ping every 0.2s
 
     ready = notify_socket.wait_for(lambda m: m.get("READY") == "1")
-    assert "no model installed" in ready["STATUS"]
+    # READY=1 says "started"; STATUS says first that nothing is served yet.
+    assert ready["STATUS"].startswith("started, not serving: no model installed"), ready
     # READY comes only once the local API answers.
     assert agent.get("/health").status_code == 200
     t0 = time.monotonic()
@@ -191,7 +192,66 @@ def test_health_and_ready_mean_what_they_say(
     agent.config_path.write_text(dump_toml(cfg))
     agent.start()
     r = agent.get("/ready")
-    assert r.status_code == 200 and r.json()["reason"] == "serving (broker offline)"
+    reason = "serving (broker offline: connection refused 127.0.0.1:9)"
+    assert r.status_code == 200 and r.json()["reason"] == reason
+    status = agent.get("/api/v1/status").json()
+    assert status["reason"] == reason
+    assert status["broker"] == {"state": "offline", "error": "connection refused 127.0.0.1:9"}
+
+
+def test_a_broker_that_refuses_the_credentials_says_so(
+    agent_factory, device_id, ops_trust, tmp_path
+):
+    # A broker of its own that wants a password: the agent has none.
+    from control_plane.demo import free_port
+    from tests.support.procs import Mosquitto
+
+    port = free_port()
+    conf = f"listener {port} 127.0.0.1\nallow_anonymous false\n"
+    broker = Mosquitto(tmp_path / "broker", extra_conf=conf, port=port)
+    broker.start()
+    try:
+        agent = agent_factory(device_id, ops_trust, mqtt={"port": broker.port})
+        status = agent.wait_for(lambda s: s["broker"]["error"], what="a broker error")
+        assert status["broker"]["state"] == "offline"
+        assert status["broker"]["error"] == "refused by the broker: Not authorized"
+        r = agent.get("/ready")
+        assert r.status_code == 503 and r.json()["reason"] == "no model installed"
+    finally:
+        broker.stop()
+
+
+def test_missing_or_broken_trust_root_is_one_line_and_no_restart(tmp_path, device_id):
+    import subprocess
+    import sys
+
+    from edge_agent.daemon.preflight import SETUP_EXIT_CODE
+
+    trust = tmp_path / "trust_root.json"
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(
+        dump_toml(
+            {"device_id": device_id, "state_dir": str(tmp_path / "s"), "trust_root": str(trust)}
+        )
+    )
+
+    def farmiq(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "farmiq", "agent", *args, "-c", str(cfg)]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+    for content, problem in [
+        (None, "file not found"),
+        ("{not json", "not JSON"),
+        ('{"keys": {}}', "not a trust root"),
+    ]:
+        if content is not None:
+            trust.write_text(content)
+        run, check = farmiq("run"), farmiq("check-config")
+        lines = run.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in run.stderr, run.stderr
+        assert lines[0].startswith(f"farmiq agent: trust root {trust}: ") and problem in lines[0]
+        assert run.returncode == SETUP_EXIT_CODE  # RestartPreventExitStatus in the unit
+        assert check.returncode == SETUP_EXIT_CODE and check.stderr.strip() == lines[0]
 
 
 def _metric(text: str, name: str, **labels: str) -> float | None:
