@@ -163,6 +163,7 @@ class Agent:
                 outbox_put=self.outbox.aput,
                 models=self.models,
                 events=self.events,
+                on_change=self.publish_state,  # up/state carries the MCUs
             )
 
         # -- inference and what watches it -------------------------------------------------
@@ -216,7 +217,7 @@ class Agent:
                     self.config.state_dir,
                     self.router,
                     self.link,
-                    self.mcu.devices if self.mcu else None,
+                    self.mcu.describe if self.mcu else None,
                 ),
             )
         )
@@ -251,6 +252,8 @@ class Agent:
                 reloads=lambda: self.lifecycle.reloads,
             ),
         )
+        if self.mcu is not None:  # farmiq_mcu_* (readings dropped, online, retransmits)
+            self.metrics.add_source(self.mcu.manager.metric_families)
         self._background: list[asyncio.Task[None]] = []
         self._server: Any = None
         self._stop = asyncio.Event()
@@ -279,6 +282,7 @@ class Agent:
                 }
                 for m in self.models.all()
             },
+            "mcus": self.mcu.describe() if self.mcu else [],
             "platform": {"machine": platform.machine(), "python": platform.python_version()},
             **self.rollout.reported_extra(),
             "ts": time.time(),
