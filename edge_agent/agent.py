@@ -39,6 +39,7 @@ from edge_agent.models.serving import ModelSet
 from edge_agent.models.trust_holder import TrustHolder
 from edge_agent.models.trust_updates import handle_trust_update
 from edge_agent.rollout.rollout_agent import RolloutPart
+from edge_agent.telemetry.drift_checkpoint import DriftCheckpoint
 from edge_agent.telemetry.drift_reporter import DriftReporter
 from edge_agent.telemetry.drift_stats import merge_encoded
 from edge_agent.telemetry.observability import MetricsPorts, install_metrics
@@ -174,6 +175,8 @@ class Agent:
             farm_id=config.farm_id,
             window_s=config.drift.window_s,
             reservoir_size=config.drift.reservoir_size,
+            checkpoint=DriftCheckpoint(config.state_dir / "drift_checkpoint.db"),
+            checkpoint_s=config.drift.checkpoint_s,  # kill -9 loses at most this much
         )
         self.rollout = RolloutPart(
             config.rollout,
@@ -389,6 +392,7 @@ class Agent:
             log.info("serving installed models: %s", ", ".join(loaded))
         await self._start_api()
         await self.link.start()
+        await asyncio.to_thread(self.drift.restore)  # what a kill -9 left, before checkpoints
         self._background += [
             asyncio.create_task(self.outbox.run(), name="outbox"),
             asyncio.create_task(self.drift.run(), name="drift-windows"),

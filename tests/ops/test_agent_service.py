@@ -295,6 +295,10 @@ def test_metrics_count_inferences_models_and_broker(
     assert _metric(text, "farmiq_agent_ready") == 1
     assert _metric(text, "farmiq_agent_mqtt_reconnects_total") == 0
     assert _metric(text, "farmiq_agent_breaker_state", target="cloud") in (None, 0.0)
+    # The process itself (prometheus_client's ProcessCollector on the agent's registry).
+    assert (_metric(text, "process_resident_memory_bytes") or 0) > 10 * 2**20
+    assert (_metric(text, "process_cpu_seconds_total") or 0) > 0
+    assert (_metric(text, "process_open_fds") or 0) > 3
 
 
 def test_logs_are_json_with_the_request_id(
