@@ -20,6 +20,12 @@ import orjson
 from edge_agent.models.serving import LoadedModel
 from edge_agent.telemetry.concept_drift import ConceptDriftMonitor
 from edge_agent.telemetry.drift_stats import DriftStats, window_item
+from edge_agent.telemetry.feedback_upload import (
+    FEEDBACK_LEAF,
+    ExampleError,
+    feedback_batches,
+    labelled_examples,
+)
 from edge_agent.uplink.outbox import Outbox, OutboxFull
 from farmiq import topics
 
@@ -94,6 +100,14 @@ class DriftReporter:
 
     # -- feedback --------------------------------------------------------------------------
     def feedback(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        """Blocking (the route runs it in a thread): concept-drift detectors, and items
+        with ``inputs`` queued as labelled examples on ``up/feedback`` (feedback_upload)."""
+        try:
+            model, examples = labelled_examples(orjson.loads(body))
+        except ExampleError as exc:
+            return 400, {"error": str(exc)}
+        except ValueError:  # not JSON: handle_request says why
+            model, examples = None, []
         status, doc = self.concept.handle_request(body)
         for change in doc.get("changes", []) if status == 200 else []:
             key = (
@@ -105,6 +119,15 @@ class DriftReporter:
                 self.outbox.put(self._topic, payload, key)
             except OutboxFull:
                 log.error("outbox full: concept-drift change %s not queued", key)
+        if status == 200 and model is not None and examples:
+            topic = topics.up(self.device_id, FEEDBACK_LEAF)
+            try:
+                for key, payload in feedback_batches(self.device_id, model, examples):
+                    self.outbox.put(topic, payload, key)
+            except OutboxFull as exc:
+                log.error("outbox full: labelled examples of %s not queued: %s", model, exc)
+                return 503, {**doc, "error": f"labelled examples not queued: {exc}"}
+            doc["examples_queued"] = len(examples)
         return status, doc
 
     # -- windows ---------------------------------------------------------------------------
