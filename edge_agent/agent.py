@@ -55,6 +55,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
+class StartError(RuntimeError):
+    """The agent cannot start (the CLI prints it as one line; systemd restarts it)."""
+
+
 MAX_BUNDLES_WAITING = 2  # pushed bundles held in memory while one installs
 
 
@@ -423,15 +428,25 @@ class Agent:
         # The agent owns SIGTERM/SIGHUP (edge_agent/daemon/lifecycle.py): uvicorn must not capture them.
         server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
         self._server = server
-        self._server_task = asyncio.create_task(server.serve())
+        self._server_task = asyncio.create_task(self._serve(server))
         while not server.started:
             if self._server_task.done():
                 self._server_task.result()
-                raise RuntimeError("local API failed to start")
+                raise StartError(f"local API {cfg.host}:{cfg.port}: failed to start")
             await asyncio.sleep(0.01)
         sock = server.servers[0].sockets[0]
         self.api_port = sock.getsockname()[1]
         log.info("local API on http://%s:%s", self.config.api.host, self.api_port)
+
+    @staticmethod
+    async def _serve(server: Any) -> None:
+        try:
+            await server.serve()
+        except SystemExit as exc:  # uvicorn exits when it cannot listen (it logged why)
+            why = exc.__context__
+            reason = why.strerror if isinstance(why, OSError) and why.strerror else "failed"
+            cfg = server.config
+            raise StartError(f"local API {cfg.host}:{cfg.port}: {reason}") from None
 
     def request_stop(self) -> None:
         self._stop.set()

@@ -44,11 +44,15 @@ def _run(args: argparse.Namespace) -> int:
         print(f"farmiq agent: {line}", file=sys.stderr)
     if problems:
         return SETUP_EXIT_CODE
-    from edge_agent.agent import run
+    from edge_agent.agent import StartError, run
     from edge_agent.config import DEFAULT_PATH
 
     path = args.config or (DEFAULT_PATH if DEFAULT_PATH.exists() else None)
-    run(cfg, config_path=str(path) if path else None)  # SIGHUP re-reads this file
+    try:
+        run(cfg, config_path=str(path) if path else None)  # SIGHUP re-reads this file
+    except StartError as exc:  # e.g. the API port is taken: may pass, so systemd retries
+        print(f"farmiq agent: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -362,3 +362,37 @@ def test_sd_notify_path_socket_and_no_socket(tmp_path):
         os.unlink(path)
     gone = SdNotifier(environ={"NOTIFY_SOCKET": path})
     assert gone.ready() is False  # socket gone: reported, never raised
+
+
+def test_api_port_taken_is_a_clear_line_and_a_retry(tmp_path, device_id, ops_trust):
+    # The port may free up (an old instance still stopping): systemd retries, exit 1.
+    import subprocess
+    import sys
+
+    from edge_agent.daemon.preflight import SETUP_EXIT_CODE
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        trust = tmp_path / "trust_root.json"
+        trust.write_text(json.dumps(ops_trust))
+        cfg = tmp_path / "agent.toml"
+        conf = {
+            "device_id": device_id,
+            "state_dir": str(tmp_path / "s"),
+            "trust_root": str(trust),
+            "api": {"port": port},
+            "mqtt": {"port": 9},
+        }
+        cfg.write_text(dump_toml(conf))
+        out = subprocess.run(
+            [sys.executable, "-m", "farmiq", "agent", "run", "-c", str(cfg)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert out.returncode == 1 and out.returncode != SETUP_EXIT_CODE
+    assert "Traceback" not in out.stderr, out.stderr
+    assert f"farmiq agent: local API 127.0.0.1:{port}: " in out.stderr
+    assert "address already in use" in out.stderr.splitlines()[-1]
