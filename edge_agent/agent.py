@@ -169,7 +169,7 @@ class Agent:
                 outbox_put=self.outbox.aput,
                 models=self.models,
                 events=self.events,
-                on_change=self.publish_state,  # up/state carries the MCUs
+                on_change=self._publish_state_if_connected,  # up/state carries the MCUs
             )
 
         # -- inference and what watches it -------------------------------------------------
@@ -327,6 +327,11 @@ class Agent:
             orjson.dumps(self.reported_state()),
             retain=True,
         )
+
+    async def _publish_state_if_connected(self) -> None:
+        # Offline, changes are not queued one by one: on_connect publishes the state.
+        if self.link.connected.is_set():
+            await self.publish_state()
 
     # -- MQTT ----------------------------------------------------------------------------
     async def on_connect(self) -> None:
