@@ -89,7 +89,7 @@ class MqttLink:
     def describe_error(self, exc: BaseException | None) -> str:
         where = f"{self.settings.host}:{self.settings.port}"
         if isinstance(exc, ssl.SSLCertVerificationError):
-            return f"TLS error: {exc.verify_message or exc.reason} ({where})"
+            return f"TLS error: certificate verify failed: {exc.verify_message} ({where})"
         if isinstance(exc, ssl.SSLError):
             return f"TLS error: {exc.reason or exc} ({where})"
         if isinstance(exc, ConnectionRefusedError):

@@ -396,3 +396,32 @@ def test_api_port_taken_is_a_clear_line_and_a_retry(tmp_path, device_id, ops_tru
     assert "Traceback" not in out.stderr, out.stderr
     assert f"farmiq agent: local API 127.0.0.1:{port}: " in out.stderr
     assert "address already in use" in out.stderr.splitlines()[-1]
+
+
+def test_a_broker_whose_certificate_is_not_trusted_says_tls_error(
+    agent_factory, device_id, ops_trust, tmp_path
+):
+    # A TLS broker of fleet A; the agent trusts fleet B's CA: the handshake fails, and
+    # the agent says so instead of "broker offline".
+    import os
+
+    from control_plane.demo import free_port
+    from provisioning.fleet import init_fleet
+    from provisioning.mosquitto_config import write_mosquitto_config
+    from tests.support.procs import Mosquitto
+
+    fleet_a = init_fleet(tmp_path / "a", root_threshold=1, root_keys=1)
+    fleet_b = init_fleet(tmp_path / "b", root_threshold=1, root_keys=1)
+    port = free_port()
+    user = "root" if os.geteuid() == 0 else None
+    cfg = write_mosquitto_config(fleet_a.root, tmp_path / "m.conf", port=port, run_as_user=user)
+    broker = Mosquitto(tmp_path / "broker", extra_conf=cfg.conf.read_text(), port=port)
+    broker.start()
+    try:
+        mqtt = {"port": port, "tls_ca": str(fleet_b.ca_cert)}
+        agent = agent_factory(device_id, ops_trust, mqtt=mqtt)
+        status = agent.wait_for(lambda s: s["broker"]["error"], what="a broker error")
+        assert status["broker"]["state"] == "offline"
+        assert status["broker"]["error"].startswith("TLS error: certificate verify failed")
+    finally:
+        broker.stop()
