@@ -39,6 +39,7 @@ from edge_agent.models.serving import ModelSet
 from edge_agent.models.trust_holder import TrustHolder
 from edge_agent.models.trust_updates import handle_trust_update
 from edge_agent.rollout.rollout_agent import RolloutPart
+from edge_agent.telemetry.drift_checkpoint import DriftCheckpoint
 from edge_agent.telemetry.drift_reporter import DriftReporter
 from edge_agent.telemetry.drift_stats import merge_encoded
 from edge_agent.telemetry.observability import MetricsPorts, install_metrics
@@ -54,6 +55,11 @@ if TYPE_CHECKING:
     from edge_agent.mcu.mcu_service import McuService
 
 log = logging.getLogger(__name__)
+
+
+class StartError(RuntimeError):
+    """The agent cannot start (the CLI prints it as one line; systemd restarts it)."""
+
 
 MAX_BUNDLES_WAITING = 2  # pushed bundles held in memory while one installs
 
@@ -171,6 +177,7 @@ class Agent:
                 outbox_put=self.outbox.aput,
                 models=self.models,
                 events=self.events,
+                on_change=self._publish_state_if_connected,  # up/state carries the MCUs
             )
 
         # -- inference and what watches it -------------------------------------------------
@@ -181,6 +188,8 @@ class Agent:
             farm_id=config.farm_id,
             window_s=config.drift.window_s,
             reservoir_size=config.drift.reservoir_size,
+            checkpoint=DriftCheckpoint(config.state_dir / "drift_checkpoint.db"),
+            checkpoint_s=config.drift.checkpoint_s,  # kill -9 loses at most this much
         )
         self.rollout = RolloutPart(
             config.rollout,
@@ -224,7 +233,7 @@ class Agent:
                     self.config.state_dir,
                     self.router,
                     self.link,
-                    self.mcu.devices if self.mcu else None,
+                    self.mcu.describe if self.mcu else None,
                 ),
             )
         )
@@ -260,6 +269,8 @@ class Agent:
             ),
         )
         self.metrics.add_source(self.director.metric_families)
+        if self.mcu is not None:  # farmiq_mcu_* (readings dropped, online, retransmits)
+            self.metrics.add_source(self.mcu.manager.metric_families)
         self._background: list[asyncio.Task[None]] = []
         self._server: Any = None
         self._stop = asyncio.Event()
@@ -288,6 +299,7 @@ class Agent:
                 }
                 for m in self.models.all()
             },
+            "mcus": self.mcu.describe() if self.mcu else [],
             "platform": {"machine": platform.machine(), "python": platform.python_version()},
             **self.rollout.reported_extra(),
             "ts": time.time(),
@@ -301,7 +313,9 @@ class Agent:
         broker = self.lifecycle.broker_state()  # connected | offline (known) | connecting
         if broker == "connecting":
             return False, "connecting to the broker"
-        return True, "serving" + ("" if broker == "connected" else " (broker offline)")
+        return True, "serving" + (
+            "" if broker == "connected" else f" (broker {self.lifecycle.broker_text()})"
+        )
 
     def status(self) -> dict[str, Any]:
         ok, why = self.ready()
@@ -311,6 +325,7 @@ class Agent:
             "ready": ok,
             "reason": why,
             "broker_connected": self.link.connected.is_set(),
+            "broker": {"state": self.lifecycle.broker_state(), "error": self.link.last_error},
             "last_install": last.as_dict() if last else None,
             "state": self.reported_state(),
         }
@@ -321,6 +336,11 @@ class Agent:
             orjson.dumps(self.reported_state()),
             retain=True,
         )
+
+    async def _publish_state_if_connected(self) -> None:
+        # Offline, changes are not queued one by one: on_connect publishes the state.
+        if self.link.connected.is_set():
+            await self.publish_state()
 
     # -- MQTT ----------------------------------------------------------------------------
     async def on_connect(self) -> None:
@@ -391,6 +411,7 @@ class Agent:
             log.info("serving installed models: %s", ", ".join(loaded))
         await self._start_api()
         await self.link.start()
+        await asyncio.to_thread(self.drift.restore)  # what a kill -9 left, before checkpoints
         self._background += [
             asyncio.create_task(self.outbox.run(), name="outbox"),
             asyncio.create_task(self.drift.run(), name="drift-windows"),
@@ -421,15 +442,25 @@ class Agent:
         # The agent owns SIGTERM/SIGHUP (edge_agent/daemon/lifecycle.py): uvicorn must not capture them.
         server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
         self._server = server
-        self._server_task = asyncio.create_task(server.serve())
+        self._server_task = asyncio.create_task(self._serve(server))
         while not server.started:
             if self._server_task.done():
                 self._server_task.result()
-                raise RuntimeError("local API failed to start")
+                raise StartError(f"local API {cfg.host}:{cfg.port}: failed to start")
             await asyncio.sleep(0.01)
         sock = server.servers[0].sockets[0]
         self.api_port = sock.getsockname()[1]
         log.info("local API on http://%s:%s", self.config.api.host, self.api_port)
+
+    @staticmethod
+    async def _serve(server: Any) -> None:
+        try:
+            await server.serve()
+        except SystemExit as exc:  # uvicorn exits when it cannot listen (it logged why)
+            why = exc.__context__
+            reason = why.strerror if isinstance(why, OSError) and why.strerror else "failed"
+            cfg = server.config
+            raise StartError(f"local API {cfg.host}:{cfg.port}: {reason}") from None
 
     def request_stop(self) -> None:
         self._stop.set()

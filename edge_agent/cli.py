@@ -37,11 +37,22 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"farmiq agent: {exc}", file=sys.stderr)
         return 2
-    from edge_agent.agent import run
+    from edge_agent.daemon.preflight import SETUP_EXIT_CODE, setup_problems
+
+    problems = setup_problems(cfg)
+    for line in problems:
+        print(f"farmiq agent: {line}", file=sys.stderr)
+    if problems:
+        return SETUP_EXIT_CODE
+    from edge_agent.agent import StartError, run
     from edge_agent.config import DEFAULT_PATH
 
     path = args.config or (DEFAULT_PATH if DEFAULT_PATH.exists() else None)
-    run(cfg, config_path=str(path) if path else None)  # SIGHUP re-reads this file
+    try:
+        run(cfg, config_path=str(path) if path else None)  # SIGHUP re-reads this file
+    except StartError as exc:  # e.g. the API port is taken: may pass, so systemd retries
+        print(f"farmiq agent: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -53,5 +64,12 @@ def _check(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"farmiq agent: {exc}", file=sys.stderr)
         return 2
+    from edge_agent.daemon.preflight import SETUP_EXIT_CODE, setup_problems
+
+    problems = setup_problems(cfg)
+    for line in problems:
+        print(f"farmiq agent: {line}", file=sys.stderr)
+    if problems:
+        return SETUP_EXIT_CODE
     print(cfg.model_dump_json(indent=2))
     return 0

@@ -81,6 +81,9 @@ class DriftSettings(BaseModel):
     reservoir_size: int = Field(default=200, ge=0, le=100_000)
     outbox_budget_mb: float = Field(default=64.0, gt=0)
     outbox_ack_timeout_s: float = Field(default=30.0, gt=0)
+    # The open windows are written to the state dir this often, so a power cut or kill -9
+    # loses at most this much of the statistics (0: no checkpoint).
+    checkpoint_s: float = Field(default=60.0, ge=0)
 
 
 class AgentConfig(BaseModel):

@@ -8,7 +8,9 @@
 - SIGHUP: reload the configuration file. A bad file is logged and the running
   configuration is kept; fields that need a restart (device id, state dir, API and broker
   settings, ...) are reported, not applied half-way.
-- READY=1 once the installed models are loaded and warmed and the local API listens;
+- READY=1 once the installed models are loaded and warmed and the local API listens (with
+  no model installed too: the agent has started and waits for a bundle; STATUS= then
+  begins "started, not serving: no model installed");
   WATCHDOG=1 at half of ``WatchdogSec`` from the event loop itself, so a wedged loop stops
   the pings and systemd restarts the agent; STATUS= says what the agent is doing.
 
@@ -119,11 +121,24 @@ class Lifecycle:
         link = self.ports.link
         if link.connected.is_set():
             return "connected"
-        if self._connect_failed or link.reconnects or getattr(link, "_ever_connected", False):
+        if (
+            self._connect_failed
+            or getattr(link, "last_error", None)  # e.g. the broker refused the credentials
+            or link.reconnects
+            or getattr(link, "_ever_connected", False)
+        ):
             return "offline"
         waited = time.time() - self.ports.started_at
         timeout = self.ports.get_config().mqtt.connect_timeout
         return "offline" if waited > timeout else "connecting"
+
+    def broker_text(self) -> str:
+        """``broker_state`` with the reason when offline: "offline: connection refused
+        127.0.0.1:1883", "offline: TLS error: ...", "offline: refused by the broker: Not
+        authorized"."""
+        state = self.broker_state()
+        error = getattr(self.ports.link, "last_error", None)
+        return f"{state}: {error}" if state != "connected" and error else state
 
     # -- signals ---------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -148,8 +163,14 @@ class Lifecycle:
     def status_text(self) -> str:
         ok, why = self.ports.ready()
         models = ", ".join(f"{m.name} v{m.version}" for m in self.ports.models.all()) or "no models"
-        link = f"broker {self.broker_state()}"
-        return f"{'ready' if ok else 'not ready'}: {why}; {models}; {link}"
+        link = f"broker {self.broker_text()}"
+        # READY=1 means "started" to systemd (the API listens, bundles can arrive); whether
+        # the agent serves is said here, first: "ready: serving ..." or "started, not
+        # serving: no model installed ..." (docs/operations.md).
+        head = "ready" if ok else "started, not serving"
+        if why == "no model installed":
+            why += " (waiting for a bundle)"
+        return f"{head}: {why}; {models}; {link}"
 
     def started(self) -> None:
         """Call once the agent serves: READY=1, then watchdog pings and status updates."""

@@ -59,6 +59,8 @@ class McuService:
         outbox_put: OutboxPut,
         models: ModelSet,
         events: ModelEvents,
+        on_change: Callable[[], Awaitable[None]] | None = None,
+        watch_interval_s: float = 2.0,
     ) -> None:
         from firmware_bridge.manager import MCUManager
 
@@ -71,6 +73,8 @@ class McuService:
         self.readings_ingested = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._started = False
+        self._on_change = on_change
+        self._watch_interval_s = watch_interval_s
         events.subscribe(self._on_model_swap)
 
     async def start(self) -> None:
@@ -78,9 +82,41 @@ class McuService:
         self._started = True
         for model in self._models.all():  # installed before this start
             self._spawn_load(model)
+        if self._on_change is not None:
+            task = asyncio.ensure_future(self._watch())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def devices(self) -> list[Any]:
         return list(self.manager.devices())
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Each MCU, JSON-ready (docs/mcu-protocol.md section 5): resources/status, up/state."""
+        return self.manager.describe()
+
+    @staticmethod
+    def _identity(described: list[dict[str, Any]]) -> list[Any]:
+        # What the cloud must hear about at once: an MCU appears, goes on/offline, reboots,
+        # changes firmware or models. Link counters change all the time and ride along.
+        return [
+            (d["id"], d["firmware"], d["boot_id"], d["online"], d["models"], d["slots"])
+            for d in described
+        ]
+
+    async def _watch(self) -> None:
+        """Publish the reported state again when what ``_identity`` covers changes. The
+        manager has no change callback; a look every couple of seconds costs nothing."""
+        assert self._on_change is not None
+        seen: list[Any] = []
+        while True:
+            await asyncio.sleep(self._watch_interval_s)
+            try:
+                now = self._identity(self.describe())
+                if now != seen:
+                    seen = now
+                    await self._on_change()
+            except Exception as exc:  # never let the watcher die: the next look retries
+                log.warning("MCU state publish failed: %s", exc)
 
     async def stop(self) -> None:
         for task in list(self._tasks):

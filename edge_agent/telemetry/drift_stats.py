@@ -411,6 +411,18 @@ class DriftStats:
             out, self._closed = self._closed, []
         return out
 
+    def snapshot(self, now: float | None = None) -> list[dict[str, Any]]:
+        """The open windows as they stand (end = now), left open: the checkpoint's view."""
+        t = self._clock() if now is None else now
+        with self._lock:
+            return [
+                m.window.to_dict(
+                    self.device_id, mname, ver, m.schema, m.schema_version, t, self.farm_id
+                )
+                for (mname, ver), m in self._models.items()
+                if m.window is not None and (m.window.n or m.window.buffered)
+            ]
+
     def close_window(
         self, model: str | None = None, version: str | None = None, now: float | None = None
     ) -> list[dict[str, Any]]:

@@ -5,7 +5,8 @@ and keeps fine latency histograms (edge_agent/inference/routing_metrics.py); a c
 reads those, and the other components' state, when Prometheus scrapes:
 inference latency histograms per model and target, end-to-end request latency, routing
 decisions, errors and rejections, cache hits, escalations, circuit-breaker states,
-readiness, broker connection, MQTT reconnects, outbox depth, loaded models, reloads.
+readiness, broker connection, MQTT reconnects, outbox depth, loaded models, reloads, and
+the process (``process_*``: RSS, CPU seconds, open files, start time).
 
 One registry per agent (not prometheus_client's global one, so several agents can live in
 one test process). Components can add their own families with
@@ -22,7 +23,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -72,8 +78,8 @@ class AgentMetrics:
         self.breakers: dict[str, str] = {}
         self.sources: list[Source] = []
         self.registry.register(_AgentCollector(self))
-        from prometheus_client import ProcessCollector  # process_* RSS, CPU, open files
-
+        # process_resident_memory_bytes, process_cpu_seconds_total, process_open_fds, ...
+        # read from /proc at scrape time (Linux; nothing elsewhere).
         ProcessCollector(registry=self.registry)
 
     def set_breaker(self, target: str, state: str) -> None:

@@ -51,17 +51,15 @@ def resource_status(
     state_dir: Path,
     router: Router,
     link: LinkState,
-    mcu_devices: Callable[[], list[Any]] | None = None,
+    mcu_describe: Callable[[], list[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
+    """``mcu_describe``: ``MCUManager.describe`` (docs/mcu-protocol.md section 5)."""
     vm = psutil.virtual_memory()
     disk = psutil.disk_usage(str(state_dir))
     mcus: list[Any] = []
-    if mcu_devices is not None:
+    if mcu_describe is not None:
         try:
-            mcus = [
-                {"device_id": d.device_id, "online": d.online, "models": list(d.models)}
-                for d in mcu_devices()
-            ]
+            mcus = mcu_describe()
         except Exception as exc:  # an MCU manager mid-reconnect must not fail the status
             mcus = [{"error": str(exc)}]
     return {
@@ -84,7 +82,7 @@ def resource_status(
         "links": {
             "broker_connected": link.connected.is_set(),
             "cloud": {n: b.snapshot() for n, b in router.breakers.items() if n != "mcu"},
-            "mcu": {"configured": mcu_devices is not None, "devices": mcus},
+            "mcu": {"configured": mcu_describe is not None, "devices": mcus},
         },
         "escalation_store": router.escalations.stats() if router.escalations else None,
     }

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
+import sys
 from collections.abc import Awaitable, Callable
 
 import paho.mqtt.client as mqtt
@@ -42,6 +44,10 @@ class MqttLink:
         self.connected = asyncio.Event()
         self.reconnects = 0
         self._ever_connected = False
+        # Why the broker is not connected, in words (None while connected or not yet tried):
+        # "connection refused 127.0.0.1:1883", "TLS error: ...", "refused by the broker:
+        # Not authorized". /ready, /api/v1/status and STATUS= show it.
+        self.last_error: str | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         c = make_client(settings, client_id, clean_session=False, max_inflight=100)
         if will:
@@ -50,6 +56,7 @@ class MqttLink:
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_msg
         c.on_publish = self._on_publish
+        c.on_connect_fail = self._on_connect_fail
         self._acks: dict[int, asyncio.Future[None]] = {}
         self._client = c
 
@@ -57,7 +64,9 @@ class MqttLink:
     def _on_connect(self, client, userdata, flags, reason_code, properties=None) -> None:  # type: ignore[no-untyped-def]
         if reason_code.is_failure:
             log.warning("mqtt connect refused: %s", reason_code)
+            self.last_error = f"refused by the broker: {reason_code}"
             return
+        self.last_error = None
         for topic, qos in self._subscriptions:
             client.subscribe(topic, qos)
         assert self._loop is not None
@@ -72,7 +81,28 @@ class MqttLink:
         if self._on_connect_cb is not None:
             self._spawn(self._on_connect_cb())
 
+    def _on_connect_fail(self, client, userdata) -> None:  # type: ignore[no-untyped-def]
+        # paho calls this inside its ``except OSError`` around the connect, without the
+        # exception: it is the one being handled.
+        self.last_error = self.describe_error(sys.exc_info()[1])
+
+    def describe_error(self, exc: BaseException | None) -> str:
+        where = f"{self.settings.host}:{self.settings.port}"
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return f"TLS error: certificate verify failed: {exc.verify_message} ({where})"
+        if isinstance(exc, ssl.SSLError):
+            return f"TLS error: {exc.reason or exc} ({where})"
+        if isinstance(exc, ConnectionRefusedError):
+            return f"connection refused {where}"
+        if isinstance(exc, TimeoutError):
+            return f"connection timed out {where}"
+        if isinstance(exc, OSError):
+            return f"{exc.strerror or exc} {where}".strip()
+        return f"connect failed {where}"
+
     def _on_disconnect(self, client, userdata, flags, reason_code, properties=None) -> None:  # type: ignore[no-untyped-def]
+        if reason_code.is_failure and self.last_error is None:  # keep a refused CONNACK's reason
+            self.last_error = f"disconnected: {reason_code}"
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self.connected.clear)
         log.info("mqtt disconnected: %s", reason_code)

@@ -79,6 +79,17 @@ class Ack(Message):
 
 
 # -- gateway -> cloud ("up") -----------------------------------------------------------------
+class McuState(Message):
+    """One MCU in up/state (firmware_bridge.manager.MCUManager.describe)."""
+
+    id: str = Field(max_length=255)  # HELLO's str8 fields
+    firmware: str | None = Field(default=None, max_length=255)
+    online: bool = False
+    models: list[dict[str, Any]] = Field(default=[], max_length=64)
+    slots: list[dict[str, Any]] = Field(default=[], max_length=16)
+    link: dict[str, Any] = {}
+
+
 class ReportedState(Message):
     """up/state (retained): agent version, models, feature schema, MCUs, resources."""
 
@@ -87,6 +98,9 @@ class ReportedState(Message):
     tags: list[str] = []
     models: dict[str, dict[str, Any]] = {}
     entities: dict[str, list[str]] | None = None
+    # firmware_bridge.manager.MCUManager.describe(): id, firmware, budget, models, slots,
+    # link health (docs/mcu-protocol.md section 5)
+    mcus: list[McuState] = Field(default=[], max_length=256)
 
 
 class InstallResult(Message):

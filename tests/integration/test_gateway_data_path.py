@@ -257,7 +257,11 @@ async def test_mcu_sized_model_is_loaded_on_the_mcu_and_served_there(
                 if (r.status_code == 200 and r.json()["target"] == "mcu") or time.time() > deadline:
                     break
                 await asyncio.sleep(0.3)
-        assert r.status_code == 200, r.text
+            assert r.status_code == 200, r.text
+            # The MCU's model slot is reported (resources/status; up/state carries the same).
+            mcus = (await c.get("/api/v1/resources/status")).json()["links"]["mcu"]["devices"]
+            assert [m["model_id"] for m in mcus[0]["models"]] == ["vent-mcu"], mcus
+            assert len(mcus[0]["models"][0]["sha256"]) == 64
         body = r.json()
         assert body["target"] == "mcu", body
         interp = Interpreter(model_path=str(tflite))

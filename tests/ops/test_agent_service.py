@@ -50,7 +50,8 @@ def test_notify_ready_watchdog_status_stopping(
     _start(agent, notify_socket, watchdog_usec=400_000)  # WatchdogSec=0.4s -> ping every 0.2s
 
     ready = notify_socket.wait_for(lambda m: m.get("READY") == "1")
-    assert "no model installed" in ready["STATUS"]
+    # READY=1 says "started"; STATUS says first that nothing is served yet.
+    assert ready["STATUS"].startswith("started, not serving: no model installed"), ready
     # READY comes only once the local API answers.
     assert agent.get("/health").status_code == 200
     t0 = time.monotonic()
@@ -191,7 +192,66 @@ def test_health_and_ready_mean_what_they_say(
     agent.config_path.write_text(dump_toml(cfg))
     agent.start()
     r = agent.get("/ready")
-    assert r.status_code == 200 and r.json()["reason"] == "serving (broker offline)"
+    reason = "serving (broker offline: connection refused 127.0.0.1:9)"
+    assert r.status_code == 200 and r.json()["reason"] == reason
+    status = agent.get("/api/v1/status").json()
+    assert status["reason"] == reason
+    assert status["broker"] == {"state": "offline", "error": "connection refused 127.0.0.1:9"}
+
+
+def test_a_broker_that_refuses_the_credentials_says_so(
+    agent_factory, device_id, ops_trust, tmp_path
+):
+    # A broker of its own that wants a password: the agent has none.
+    from control_plane.demo import free_port
+    from tests.support.procs import Mosquitto
+
+    port = free_port()
+    conf = f"listener {port} 127.0.0.1\nallow_anonymous false\n"
+    broker = Mosquitto(tmp_path / "broker", extra_conf=conf, port=port)
+    broker.start()
+    try:
+        agent = agent_factory(device_id, ops_trust, mqtt={"port": broker.port})
+        status = agent.wait_for(lambda s: s["broker"]["error"], what="a broker error")
+        assert status["broker"]["state"] == "offline"
+        assert status["broker"]["error"] == "refused by the broker: Not authorized"
+        r = agent.get("/ready")
+        assert r.status_code == 503 and r.json()["reason"] == "no model installed"
+    finally:
+        broker.stop()
+
+
+def test_missing_or_broken_trust_root_is_one_line_and_no_restart(tmp_path, device_id):
+    import subprocess
+    import sys
+
+    from edge_agent.daemon.preflight import SETUP_EXIT_CODE
+
+    trust = tmp_path / "trust_root.json"
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(
+        dump_toml(
+            {"device_id": device_id, "state_dir": str(tmp_path / "s"), "trust_root": str(trust)}
+        )
+    )
+
+    def farmiq(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "farmiq", "agent", *args, "-c", str(cfg)]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+    for content, problem in [
+        (None, "file not found"),
+        ("{not json", "not JSON"),
+        ('{"keys": {}}', "not a trust root"),
+    ]:
+        if content is not None:
+            trust.write_text(content)
+        run, check = farmiq("run"), farmiq("check-config")
+        lines = run.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in run.stderr, run.stderr
+        assert lines[0].startswith(f"farmiq agent: trust root {trust}: ") and problem in lines[0]
+        assert run.returncode == SETUP_EXIT_CODE  # RestartPreventExitStatus in the unit
+        assert check.returncode == SETUP_EXIT_CODE and check.stderr.strip() == lines[0]
 
 
 def _metric(text: str, name: str, **labels: str) -> float | None:
@@ -235,6 +295,10 @@ def test_metrics_count_inferences_models_and_broker(
     assert _metric(text, "farmiq_agent_ready") == 1
     assert _metric(text, "farmiq_agent_mqtt_reconnects_total") == 0
     assert _metric(text, "farmiq_agent_breaker_state", target="cloud") in (None, 0.0)
+    # The process itself (prometheus_client's ProcessCollector on the agent's registry).
+    assert (_metric(text, "process_resident_memory_bytes") or 0) > 10 * 2**20
+    assert (_metric(text, "process_cpu_seconds_total") or 0) > 0
+    assert (_metric(text, "process_open_fds") or 0) > 3
 
 
 def test_logs_are_json_with_the_request_id(
@@ -298,3 +362,66 @@ def test_sd_notify_path_socket_and_no_socket(tmp_path):
         os.unlink(path)
     gone = SdNotifier(environ={"NOTIFY_SOCKET": path})
     assert gone.ready() is False  # socket gone: reported, never raised
+
+
+def test_api_port_taken_is_a_clear_line_and_a_retry(tmp_path, device_id, ops_trust):
+    # The port may free up (an old instance still stopping): systemd retries, exit 1.
+    import subprocess
+    import sys
+
+    from edge_agent.daemon.preflight import SETUP_EXIT_CODE
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        trust = tmp_path / "trust_root.json"
+        trust.write_text(json.dumps(ops_trust))
+        cfg = tmp_path / "agent.toml"
+        conf = {
+            "device_id": device_id,
+            "state_dir": str(tmp_path / "s"),
+            "trust_root": str(trust),
+            "api": {"port": port},
+            "mqtt": {"port": 9},
+        }
+        cfg.write_text(dump_toml(conf))
+        out = subprocess.run(
+            [sys.executable, "-m", "farmiq", "agent", "run", "-c", str(cfg)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert out.returncode == 1 and out.returncode != SETUP_EXIT_CODE
+    assert "Traceback" not in out.stderr, out.stderr
+    assert f"farmiq agent: local API 127.0.0.1:{port}: " in out.stderr
+    assert "address already in use" in out.stderr.splitlines()[-1]
+
+
+def test_a_broker_whose_certificate_is_not_trusted_says_tls_error(
+    agent_factory, device_id, ops_trust, tmp_path
+):
+    # A TLS broker of fleet A; the agent trusts fleet B's CA: the handshake fails, and
+    # the agent says so instead of "broker offline".
+    import os
+
+    from control_plane.demo import free_port
+    from provisioning.fleet import init_fleet
+    from provisioning.mosquitto_config import write_mosquitto_config
+    from tests.support.procs import Mosquitto
+
+    fleet_a = init_fleet(tmp_path / "a", root_threshold=1, root_keys=1)
+    fleet_b = init_fleet(tmp_path / "b", root_threshold=1, root_keys=1)
+    port = free_port()
+    user = "root" if os.geteuid() == 0 else None
+    cfg = write_mosquitto_config(fleet_a.root, tmp_path / "m.conf", port=port, run_as_user=user)
+    broker = Mosquitto(tmp_path / "broker", extra_conf=cfg.conf.read_text(), port=port)
+    broker.start()
+    try:
+        mqtt = {"port": port, "tls_ca": str(fleet_b.ca_cert)}
+        agent = agent_factory(device_id, ops_trust, mqtt=mqtt)
+        status = agent.wait_for(lambda s: s["broker"]["error"], what="a broker error")
+        assert status["broker"]["state"] == "offline"
+        assert status["broker"]["error"].startswith("TLS error: certificate verify failed")
+    finally:
+        broker.stop()

@@ -81,6 +81,10 @@ def test_unit_is_notify_with_watchdog_restart_and_hardening() -> None:
     one = {k: v[-1] for k, v in svc.items()}
     assert one["Type"] == "notify" and one["NotifyAccess"] == "main"
     assert one["Restart"] == "on-failure"
+    # A bad set-up (the agent's preflight) is not restarted in a loop.
+    from edge_agent.daemon.preflight import SETUP_EXIT_CODE
+
+    assert str(SETUP_EXIT_CODE) in one["RestartPreventExitStatus"].split()
     assert int(one["WatchdogSec"].rstrip("s")) >= 10
     assert one["ExecReload"] == "/bin/kill -HUP $MAINPID"
     # The agent's graceful stop (10 s HTTP drain + 5 s outbox + 5 s per step) fits the stop timeout.
