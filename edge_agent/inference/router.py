@@ -112,6 +112,7 @@ class _ModelState:
 
     __slots__ = (
         "batcher",
+        "checks",
         "cloud_name",
         "edge_stats",
         "ewma",
@@ -147,6 +148,17 @@ class _ModelState:
         self.specs = [
             (s.name, np.dtype(s.dtype), len(s.shape), s.shape, not s.allow_nan) for s in m.inputs
         ]
+        # What ``_fast_arrays`` checks per input, resolved once: the fixed shape after the
+        # batch axis as one tuple (None when an inner axis is dynamic: then axis by axis),
+        # and whether a NaN/inf check applies.
+        self.checks = [
+            (
+                name, dtype, rank, shape,
+                tuple(shape[1:]) if rank and shape[0] is None and None not in shape[1:] else None,
+                finite and dtype.kind == "f",
+            )
+            for name, dtype, rank, shape, finite in self.specs
+        ]  # fmt: skip
         self.fast_count = 0  # fast-path decisions, folded into the metrics when read
         self.targets: list[str] = list(dict.fromkeys(m.serving.targets)) or [EDGE]
         self.max_batch = m.serving.max_batch
@@ -205,21 +217,27 @@ def _fast_arrays(st: _ModelState, inputs: Any) -> dict[str, np.ndarray] | None:
         arrays = inputs
         for name, dtype, _, _, _ in specs:
             a = inputs.get(name)
-            if type(a) is not np.ndarray or a.dtype != dtype:
+            if type(a) is not np.ndarray or (a.dtype is not dtype and a.dtype != dtype):
                 return None
     else:
         return None
-    for name, dtype, rank, shape, finite in specs:
+    max_batch = st.max_batch
+    for name, _, rank, shape, tail, finite in st.checks:
         a = arrays[name]
         if a.ndim != rank:
             return None
         if rank:
-            if not 0 < a.shape[0] <= st.max_batch:
+            ash = a.shape
+            if not 0 < ash[0] <= max_batch:
                 return None
-            for want, got in zip(shape, a.shape, strict=True):
-                if want is not None and want != got:
+            if tail is not None:
+                if ash[1:] != tail:
                     return None
-        if finite and dtype.kind == "f":
+            else:
+                for want, got in zip(shape, ash, strict=True):
+                    if want is not None and want != got:
+                        return None
+        if finite:
             # A NaN or inf makes the sum NaN or inf (a finite-but-overflowing sum falls
             # to the exact check). For a few values a Python sum over tolist() is 5x
             # cheaper than any numpy reduction's call overhead.
