@@ -23,8 +23,9 @@ _FOLD_AT = 4096  # observations held before the buckets are updated
 
 class Histogram:
     """Log-bucketed latencies. ``observe`` only appends to a pending list (~30 ns, the hot
-    path pays nothing more); the buckets are brought up to date whenever anyone reads
-    them (``counts``, ``n``, ``total``, ``max``, quantiles) or when 4,096 wait."""
+    path pays nothing more; the router's fast path appends to ``pending`` itself); the
+    buckets are brought up to date whenever anyone reads them (``counts``, ``n``,
+    ``total``, ``max``, quantiles) or when 4,096 wait."""
 
     __slots__ = ("_counts", "_max", "_n", "_total", "pending")
 
@@ -45,7 +46,10 @@ class Histogram:
         pending = self.pending
         if not pending:
             return
-        self.pending = []
+        # The same list object stays (the router holds its bound ``append``).
+        values = pending[:]
+        pending.clear()
+        pending = values
         counts = self._counts
         for ms in pending:
             counts[bisect_left(BOUNDS_MS, ms)] += 1
