@@ -36,7 +36,24 @@ COMMAND_MODULES = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Commands that one module owns alone: ``farmiq agent run`` (what systemd starts on a
+# gateway) imports only the agent's CLI, not every package's (the control plane's pull
+# sqlalchemy and fastapi: ~50 MB of RSS and a second of start-up on a Pi).
+SOLE_OWNER = {"agent": "edge_agent.cli"}
+
+
+def _command(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv`` (the first word that is not an option)."""
+    it = iter(argv)
+    for tok in it:
+        if tok == "--log-level":
+            next(it, None)
+        elif not tok.startswith("-"):
+            return tok
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="farmiq",
         description="FarmIQ Edge: ML on farm gateways, run as a fleet from the cloud.",
@@ -46,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING, ERROR)"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    owner = SOLE_OWNER.get(_command(argv) or "") if argv is not None else None
+    for name in (owner,) if owner else COMMAND_MODULES:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -58,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     from farmiq.logging_setup import configure_logging
 

@@ -1,16 +1,27 @@
-"""Ed25519 signing keys for bundles. Key ids are the sha256 of the raw public key."""
+"""Ed25519 signing keys for bundles. Key ids are the sha256 of the raw public key.
+
+``cryptography`` is imported when a key is first used, not with this module: a gateway
+that is idle (nothing to verify since it started) does not carry its ~8 MB of OpenSSL
+bindings (bench/footprint.py).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
 
 def public_bytes(key: Ed25519PublicKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
@@ -31,6 +42,8 @@ class Signer:
 
     @classmethod
     def generate(cls) -> Signer:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         return cls(Ed25519PrivateKey.generate())
 
     def sign(self, data: bytes) -> dict[str, str]:
@@ -41,6 +54,8 @@ class Signer:
 
     def save(self, path: str | Path) -> None:
         """Write the private key as PEM with 0600 permissions (created that way, no race)."""
+        from cryptography.hazmat.primitives import serialization
+
         pem = self._key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
@@ -55,6 +70,9 @@ class Signer:
 
     @classmethod
     def load(cls, path: str | Path) -> Signer:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
         if not isinstance(key, Ed25519PrivateKey):
             raise ValueError(f"{path}: not an Ed25519 private key")
@@ -72,6 +90,7 @@ class Signer:
 
 def verify_signature(public_hex: str, signature_hex: str, data: bytes) -> bool:
     from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     try:
         Ed25519PublicKey.from_public_bytes(bytes.fromhex(public_hex)).verify(
