@@ -15,6 +15,7 @@ from typing import Any
 
 import pika
 import pytest
+
 from farmiq_sim.net import free_port, port_open
 
 RABBIT_PORT = 5672

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-from edge_agent.rollout.transfer_receiver import TransferReceiver
 
+from edge_agent.rollout.transfer_receiver import TransferReceiver
 from farmiq.rollout_wire import DesiredModel, encode_chunk
 
 CHUNK = 1024
