@@ -192,7 +192,7 @@ def test_a_shift_retrains_and_promotes_a_better_model_with_no_human(loop_setup: 
     assert worse.hook_result["status"] == "rejected", worse.hook_result
     assert not worse.hook_result["comparison"]["wins"]
     assert registry.resolve("barn-worse").version == 1
-    kinds = {(a["type"], a["model"]) for a in alerts}
+    kinds = {(a["kind"], a["model"]) for a in alerts}
     assert ("candidate_promoted", "barn") in kinds and ("candidate_rejected", "barn-worse") in kinds
     audited = {(e.action, e.target) for e in query_audit(drift.engine, actor="learning-loop")}
     assert audited == {
