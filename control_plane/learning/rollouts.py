@@ -23,6 +23,7 @@ that restarts mid-shadow still promotes or rejects it.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -169,11 +170,16 @@ class LearningRollouts:
         model, version, passed = r.model, r.version, kind == "gate_passed"
         result = detail.get("result") or {}
 
-        def after_commit(_session: Any) -> None:
+        def verdict() -> None:
             try:
                 self._shadow_done(model, version, rid, passed, result)
             except Exception:
                 log.exception("learning loop: shadow outcome of %s v%d failed", model, version)
+
+        def after_commit(_session: Any) -> None:
+            # Its own thread: promotion hooks write to the control plane's database and
+            # MLflow, which must not wait on (or inside) the scheduler's transaction.
+            threading.Thread(target=verdict, name="learning-shadow-verdict", daemon=True).start()
 
         event.listen(s, "after_commit", after_commit, once=True)
 
