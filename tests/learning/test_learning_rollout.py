@@ -35,11 +35,13 @@ from farmiq.drift_reference import build_reference
 from tests.learning.test_learning_loop import FEATURES, HOUR, LABELS, T0, _gateway_hour, world
 
 DEVICES = [f"gw-shadow-{i}" for i in range(6)]
-MODELS = ("barn", "barn-back", "barn-approve")
 
 
 @pytest.fixture
-def plane(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+def plane(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A control plane whose registry serves v1 of the model named by the test's
+    ``indirect`` parameter, and a six-gateway fleet running it."""
+    model = request.param
     import mlflow
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -65,14 +67,14 @@ def plane(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
             v1, name="model", input_example=X[:3], pip_requirements=["scikit-learn"]
         )
     meta = {"labels": LABELS, "feature_names": FEATURES}
-    for name in MODELS:
-        mv = ctx.registry.register_uri(name, f"runs:/{run.info.run_id}/model", meta=meta)
-        ctx.registry.promote(name, mv.version)
-        drift.set_reference(name, ref)
-    with ctx.session() as s:  # the fleet, each gateway serving v1 of every model
+    mv = ctx.registry.register_uri(model, f"runs:/{run.info.run_id}/model", meta=meta)
+    ctx.registry.promote(model, mv.version)
+    drift.set_reference(model, ref)
+    with ctx.session() as s:  # the fleet, each gateway serving v1
         for d in DEVICES:
-            models = {m: {"version": 1} for m in MODELS}
-            s.add(Device(device_id=d, status="online", reported={"models": models}))
+            s.add(
+                Device(device_id=d, status="online", reported={"models": {model: {"version": 1}}})
+            )
     common = {
         "lookback_s": HOUR, "auto_rollout": True, "rollout_waves": [100],
         "rollout_soak_s": 0, "shadow_min_feedback": 150,
@@ -83,6 +85,12 @@ def plane(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
                 "barn": {**common, "shadow_percent": 50, "promotion": {"margin": 0.05}},
                 "barn-back": {**common, "shadow_percent": 50, "promotion": {"margin": 0.05}},
                 "barn-approve": {**common, "promotion": {"margin": 0.05, "approval": True}},
+                "barn-worse": {
+                    **common,
+                    "shadow_percent": 50,
+                    "promotion": {"margin": 0.0},
+                    "entrypoint": "tests.learning.test_learning_loop:flipped_labels",
+                },
             }
         }
     }
@@ -157,6 +165,7 @@ def _gate(doc: dict[str, Any], wave: int) -> dict[str, Any]:
     return {c["name"]: c for c in doc["waves"][wave]["gate"]["checks"]}
 
 
+@pytest.mark.parametrize("plane", ["barn"], indirect=True)
 def test_a_winner_shadows_on_the_fleet_then_is_promoted_and_rolled_out(plane: Any) -> None:
     ctx, _, examples, _, _, _, alerts = plane
     result = _retrain(plane, "barn")
@@ -199,6 +208,7 @@ def test_a_winner_shadows_on_the_fleet_then_is_promoted_and_rolled_out(plane: An
     } <= audited
 
 
+@pytest.mark.parametrize("plane", ["barn-back"], indirect=True)
 def test_a_candidate_that_loses_in_the_shadow_wave_is_never_promoted(plane: Any) -> None:
     ctx, _, examples, _, _, _, alerts = plane
     result = _retrain(plane, "barn-back")
@@ -222,6 +232,7 @@ def test_a_candidate_that_loses_in_the_shadow_wave_is_never_promoted(plane: Any)
     assert ("learning.candidate_promoted", "barn-back/v2") not in audited
 
 
+@pytest.mark.parametrize("plane", ["barn-approve"], indirect=True)
 def test_an_approved_candidate_rolls_out_by_itself_and_a_waiting_one_does_not(
     plane: Any,
 ) -> None:
@@ -242,6 +253,19 @@ def test_an_approved_candidate_rolls_out_by_itself_and_a_waiting_one_does_not(
     assert _wait(ctx, rollout["id"], lambda d: d["status"] == "succeeded")
     audited = {(e.action, e.target) for e in query_audit(ctx.engine, actor="learning-loop")}
     assert ("learning.learning_rollout_started", "barn-approve/v2") in audited
+
+
+@pytest.mark.parametrize("plane", ["barn-worse"], indirect=True)
+def test_a_worse_candidate_starts_no_rollout(plane: Any) -> None:
+    ctx, alerts = plane[0], plane[-1]
+    result = _retrain(plane, "barn-worse")
+    assert result["status"] == "rejected" and result["rollout"] is None, result
+    assert not result["comparison"]["wins"]
+    time.sleep(0.3)
+    assert ctx.services["rollouts"].list_rollouts() == []
+    assert ctx.registry.resolve("barn-worse").version == 1
+    kinds = {a["kind"] for a in alerts if a["model"] == "barn-worse"}
+    assert "candidate_rejected" in kinds and "learning_rollout_started" not in kinds
 
 
 def test_no_rollout_without_auto_rollout_and_bad_rollout_config_is_refused() -> None:
