@@ -35,7 +35,13 @@ from typing import Any
 
 import numpy as np
 
-from control_plane.learning.champion import PromotionPolicy, compare, predictions, score
+from control_plane.learning.champion import (
+    PromotionPolicy,
+    compare,
+    predictions,
+    probabilities,
+    score,
+)
 from control_plane.learning.entrypoint import TrainingData, load_entrypoint
 from control_plane.learning.examples import ExampleStore
 
@@ -194,6 +200,8 @@ class LearningLoop:
             data = self.registry.model_bytes(model, version)
             return score(predictions(data, runtime, X[hold], task), y[hold], task)
 
+        self._calibrate(model, cand.version, cand.meta.get("runtime", "onnxruntime"),
+                        X[hold], y[hold], task)  # fmt: skip
         champ = holdout_score(parent.version, meta.get("runtime", "onnxruntime"))
         chall = holdout_score(cand.version, cand.meta.get("runtime", "onnxruntime"))
         cmp = compare(champ, chall, len(hold), task, cfg.promotion)
@@ -235,6 +243,27 @@ class LearningLoop:
         if cfg.auto_rollout and status in ("promoted", "shadowing"):
             result["rollout"] = staged.start(model, cand.version, run_id, shadow=shadow)
         return result
+
+    def _calibrate(
+        self, model: str, version: int, runtime: str, X: np.ndarray, y: np.ndarray, task: str
+    ) -> None:
+        """The label-free estimate's calibration (farmiq/cbpe.py), fitted on the holdout
+        when the candidate is registered; kept as the version tag ``farmiq.calibration``."""
+        if task == "regression":
+            return
+        from farmiq.cbpe import fit_calibration, top_confidence
+
+        try:
+            probs = probabilities(self.registry.model_bytes(model, version), runtime, X)
+            if probs is None:
+                return
+            cal = fit_calibration(top_confidence(probs), probs.argmax(axis=1) == y)
+        except ValueError as exc:  # too few rows: no estimate for this version
+            log.info("no calibration for %s v%d: %s", model, version, exc)
+            return
+        self.registry.client.set_model_version_tag(
+            model, str(version), "farmiq.calibration", json.dumps(cal.to_dict())
+        )
 
     def _train(
         self,
