@@ -98,6 +98,9 @@ class LearningRollouts:
         )  # fmt: skip
         rollout = service.create(spec)
         rid = str(rollout["id"])
+        if shadow and cfg.shadow_percent:  # fetched now, not inside the scheduler's tick
+            for v in {version, self.registry.resolve(model).version}:
+                self._model_bytes(model, v)
         self._tag(model, version, ROLLOUT_TAG, rid)
         self.notify(
             "learning_rollout_started", model, run_id, version=version, rollout=rid,

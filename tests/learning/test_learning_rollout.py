@@ -183,7 +183,7 @@ def test_a_winner_shadows_on_the_fleet_then_is_promoted_and_rolled_out(plane: An
     doc = _wait(ctx, rid, lambda d: (d["waves"][0]["gate"] or {}).get("waiting") is not None)
     assert ctx.registry.resolve("barn").version == 1  # no feedback yet: no verdict
 
-    _shadow_feedback(examples, "barn", shadow, shifted=True)
+    _shadow_feedback(examples, "barn", shadow[:1], shifted=True)  # one batch: one verdict
     doc = _wait(ctx, rid, lambda d: d["waves"][0]["status"] == "succeeded")
     gate = _gate(doc, 0)["feedback_accuracy"]
     assert gate["passed"] and gate["value"] >= gate["threshold"] + 0.05, gate
@@ -215,7 +215,7 @@ def test_a_candidate_that_loses_in_the_shadow_wave_is_never_promoted(plane: Any)
     assert result["status"] == "shadowing", result  # it won on the drift period's holdout
     rid = result["rollout"]
     shadow = _ack_installs(ctx, rid, 0)
-    _shadow_feedback(examples, "barn-back", shadow, shifted=False)  # the barn went back
+    _shadow_feedback(examples, "barn-back", shadow[:1], shifted=False)  # the barn went back
     doc = _wait(ctx, rid, lambda d: d["status"] in ("paused", "failed", "succeeded"))
     assert doc["status"] == "paused" and doc["waves"][0]["status"] == "failed", doc
     assert doc["waves"][1]["status"] == "pending"  # the install wave never ran
