@@ -77,7 +77,7 @@ def plane(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mo
             )
     common = {
         "lookback_s": HOUR, "auto_rollout": True, "rollout_waves": [100],
-        "rollout_soak_s": 0, "shadow_min_feedback": 150,
+        "rollout_soak_s": 0.5, "shadow_min_feedback": 150,
     }  # fmt: skip
     cfg = {
         "learning": {
