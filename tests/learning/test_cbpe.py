@@ -48,6 +48,7 @@ def test_expected_accuracy_tracks_the_real_one_without_labels(fitted, spread: fl
     est = estimate(cal, probs)
     raw = float(top_confidence(probs).mean())
     assert est.rows == 3000 and est.std_error is not None and est.std_error < 0.02
+    assert est.expected_accuracy is not None
     assert est.expected_accuracy == pytest.approx(real, abs=0.03), (est, real)
     if spread < 1.0:  # uncalibrated confidence misses the fall; the estimate does not
         assert abs(raw - real) > abs(est.expected_accuracy - real) + 0.03, (raw, real)
