@@ -22,6 +22,13 @@ class Kind(StrEnum):
     RETRAINING_DECIDED = "retraining_decided"
     RETRAINING_STARTED = "retraining_started"
     RETRAINING_FINISHED = "retraining_finished"
+    # The learning loop (control_plane/learning): what became of a retrained candidate.
+    CANDIDATE_REFUSED = "candidate_refused"
+    CANDIDATE_REJECTED = "candidate_rejected"
+    CANDIDATE_SHADOWING = "candidate_shadowing"
+    CANDIDATE_AWAITING_APPROVAL = "candidate_awaiting_approval"
+    CANDIDATE_PROMOTED = "candidate_promoted"
+    LEARNING_ROLLOUT_STARTED = "learning_rollout_started"
     ROLLOUT_PAUSED = "rollout_paused"
     ROLLOUT_ABORTED = "rollout_aborted"
     ROLLOUT_FAILED = "rollout_failed"

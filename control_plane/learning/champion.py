@@ -30,15 +30,29 @@ class Comparison:
         return asdict(self)
 
 
-def predictions(model_bytes: bytes, runtime: str, X: np.ndarray, task: str) -> np.ndarray:
-    """Class indices (classification) or values (regression) as a gateway computes them."""
+def _run(model_bytes: bytes, runtime: str, X: np.ndarray) -> tuple[Any, dict[str, Any]]:
     from control_plane.model_gate import _run_litert, _run_onnx
     from farmiq.bundle.builder import io_specs
 
     inputs, outputs = io_specs(model_bytes, runtime)
     feed = {inputs[0].name: X.astype(inputs[0].dtype)}
     run = _run_onnx if runtime == "onnxruntime" else _run_litert
-    res = run(model_bytes, inputs, outputs, feed)
+    return outputs, run(model_bytes, inputs, outputs, feed)
+
+
+def probabilities(model_bytes: bytes, runtime: str, X: np.ndarray) -> np.ndarray | None:
+    """The class probabilities [n, classes] a gateway computes, or None (no such output)."""
+    outputs, res = _run(model_bytes, runtime, X)
+    for spec in outputs:
+        arr = res[spec.name]
+        if arr.dtype.kind == "f" and arr.ndim == 2 and arr.shape[1] > 1:
+            return np.asarray(arr, dtype=np.float64)
+    return None
+
+
+def predictions(model_bytes: bytes, runtime: str, X: np.ndarray, task: str) -> np.ndarray:
+    """Class indices (classification) or values (regression) as a gateway computes them."""
+    outputs, res = _run(model_bytes, runtime, X)
     if task == "regression":
         return np.asarray(res[outputs[0].name], dtype=np.float64).reshape(len(X), -1)[:, 0]
     for spec in outputs:  # probabilities: a float [n, classes] output

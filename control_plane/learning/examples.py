@@ -94,16 +94,25 @@ class ExampleStore:
         return new
 
     def window(
-        self, model: str, since: float | None = None, until: float | None = None
+        self,
+        model: str,
+        since: float | None = None,
+        until: float | None = None,
+        devices: list[str] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(features [n, f], labels [n], timestamps [n]) of the period, in time order."""
+        """(features [n, f], labels [n], timestamps [n]) of the period (of ``devices``
+        only, when given), in time order."""
         stmt = select(LabelledExample).where(LabelledExample.model == model)
+        if devices is not None:
+            stmt = stmt.where(LabelledExample.device_id.in_(devices))
         if since is not None:
             stmt = stmt.where(LabelledExample.ts >= since)
         if until is not None:
             stmt = stmt.where(LabelledExample.ts <= until)
         with self.session() as s:
             recs = list(s.scalars(stmt.order_by(LabelledExample.ts, LabelledExample.id)))
+        if not recs:
+            return np.zeros((0, 0), np.float32), np.zeros(0, object), np.zeros(0, np.float64)
         widths = {len(r.features) for r in recs}
         if len(widths) > 1:
             width = max(widths, key=lambda w: sum(len(r.features) == w for r in recs))

@@ -35,7 +35,13 @@ from typing import Any
 
 import numpy as np
 
-from control_plane.learning.champion import PromotionPolicy, compare, predictions, score
+from control_plane.learning.champion import (
+    PromotionPolicy,
+    compare,
+    predictions,
+    probabilities,
+    score,
+)
 from control_plane.learning.entrypoint import TrainingData, load_entrypoint
 from control_plane.learning.examples import ExampleStore
 
@@ -53,6 +59,15 @@ class ModelLearning:
     holdout_fraction: float = 0.3
     min_rows: int = 300
     promotion: PromotionPolicy = field(default_factory=PromotionPolicy)
+    # After promotion (or an operator's approval), a staged rollout starts by itself.
+    auto_rollout: bool = False
+    rollout_waves: list[float] = field(default_factory=lambda: [10.0, 50.0, 100.0])
+    rollout_soak_s: float = 300.0
+    rollout_wave_timeout_s: float = 1800.0
+    # With auto_rollout: first a shadow wave on this share of the gateways; production
+    # moves only when the candidate beats it there on labelled feedback by the margin.
+    shadow_percent: float | None = None
+    shadow_min_feedback: int = 200  # labelled rows from the shadow gateways to judge on
 
     @classmethod
     def from_mapping(cls, doc: Mapping[str, Any]) -> ModelLearning:
@@ -66,6 +81,11 @@ class ModelLearning:
         load_entrypoint(cfg.entrypoint)  # a bad entrypoint is a set-up error, said now
         if not 0 < cfg.holdout_fraction < 1:
             raise ValueError("learning config: holdout_fraction must be in (0, 1)")
+        waves = list(cfg.rollout_waves)
+        if not waves or waves != sorted(waves) or waves[-1] != 100 or waves[0] <= 0:
+            raise ValueError("learning config: rollout_waves must rise and end at 100")
+        if cfg.shadow_percent is not None and not 0 < cfg.shadow_percent <= 100:
+            raise ValueError("learning config: shadow_percent must be in (0, 100]")
         return cfg
 
 
@@ -93,7 +113,10 @@ class LearningLoop:
         on_promote: Callable[[str, int], None] | None = None,
         artifact_location: str | None = None,
         audit_engine: Any = None,
+        rollouts: Callable[[], Any] | None = None,
     ) -> None:
+        from control_plane.learning.rollouts import LearningRollouts
+
         self.audit_engine = audit_engine  # the audit log (control_plane.security.audit_log)
         self.registry = registry
         self.examples = examples
@@ -101,6 +124,11 @@ class LearningLoop:
         self.alerts = alerts
         self.on_promote = on_promote
         self.artifact_location = artifact_location
+        # Staged rollouts of winners (control_plane/learning/rollouts.py); ``rollouts``
+        # returns the RolloutService, looked up when needed (it is set up after us).
+        self.staged = LearningRollouts(
+            registry, examples, config, rollouts or (lambda: None), self._alert, on_promote
+        )
 
     # The retraining hook protocol.
     def __call__(self, payload: Mapping[str, Any]) -> dict[str, Any]:
@@ -172,6 +200,8 @@ class LearningLoop:
             data = self.registry.model_bytes(model, version)
             return score(predictions(data, runtime, X[hold], task), y[hold], task)
 
+        self._calibrate(model, cand.version, cand.meta.get("runtime", "onnxruntime"),
+                        X[hold], y[hold], task)  # fmt: skip
         champ = holdout_score(parent.version, meta.get("runtime", "onnxruntime"))
         chall = holdout_score(cand.version, cand.meta.get("runtime", "onnxruntime"))
         cmp = compare(champ, chall, len(hold), task, cfg.promotion)
@@ -181,23 +211,59 @@ class LearningLoop:
         client.set_model_version_tag(model, str(cand.version), "farmiq.comparison", json.dumps(
             {**cmp.as_dict(), "champion_version": parent.version}
         ))  # fmt: skip
-        if cmp.wins and not cfg.promotion.approval:
+        staged = self.staged
+        staged.registry.client.set_model_version_tag(
+            model, str(cand.version), "farmiq.run_id", run_id
+        )
+        shadow = bool(cfg.auto_rollout and cfg.shadow_percent)
+        if cmp.wins and not cfg.promotion.approval and not shadow:
+            staged.mark(model, cand.version, "promoted")
             self.registry.promote(model, cand.version)
             if self.on_promote is not None:
                 self.on_promote(model, cand.version)
             status = "promoted"
+        elif cmp.wins and not cfg.promotion.approval:
+            # production stays; the candidate is judged on a shadow wave of real gateways
+            staged.mark(model, cand.version, "shadowing")
+            self.registry.promote(model, cand.version, alias="challenger")
+            status = "shadowing"
         elif cmp.wins:
+            staged.mark(model, cand.version, "awaiting-approval")
             self.registry.promote(model, cand.version, alias="challenger")
             status = "awaiting-approval"
         else:
+            staged.mark(model, cand.version, "rejected")
             status = "rejected"
         client.set_tag(run_id, "farmiq.promotion", status)
-        result.update(status=status, promoted=status == "promoted")
+        result.update(status=status, promoted=status == "promoted", rollout=None)
         self._alert(
             f"candidate_{status.replace('-', '_')}", model, run_id,
             version=cand.version, champion_version=parent.version, reason=cmp.reason,
         )  # fmt: skip
+        if cfg.auto_rollout and status in ("promoted", "shadowing"):
+            result["rollout"] = staged.start(model, cand.version, run_id, shadow=shadow)
         return result
+
+    def _calibrate(
+        self, model: str, version: int, runtime: str, X: np.ndarray, y: np.ndarray, task: str
+    ) -> None:
+        """The label-free estimate's calibration (farmiq/cbpe.py), fitted on the holdout
+        when the candidate is registered; kept as the version tag ``farmiq.calibration``."""
+        if task == "regression":
+            return
+        from farmiq.cbpe import fit_calibration, top_confidence
+
+        try:
+            probs = probabilities(self.registry.model_bytes(model, version), runtime, X)
+            if probs is None:
+                return
+            cal = fit_calibration(top_confidence(probs), probs.argmax(axis=1) == y)
+        except ValueError as exc:  # too few rows: no estimate for this version
+            log.info("no calibration for %s v%d: %s", model, version, exc)
+            return
+        self.registry.client.set_model_version_tag(
+            model, str(version), "farmiq.calibration", json.dumps(cal.to_dict())
+        )
 
     def _train(
         self,
@@ -288,8 +354,21 @@ class LearningLoop:
                 log.exception("learning audit entry failed")
         if self.alerts is None:
             return
+        from control_plane.alerts.model import Alert, Kind, Severity
+
+        bad = kind in ("candidate_refused", "candidate_rejected")
+        version = fields.get("version")
+        what = f"{model} v{version}" if version is not None else model
+        reason = fields.get("reason") or ""
         try:
-            self.alerts.send({"type": kind, "model": model, "mlflow_run_id": run_id, **fields})
+            self.alerts.send(Alert(
+                kind=Kind(kind), severity=Severity.WARNING if bad else Severity.INFO,
+                model=model, version=version,
+                message=f"learning loop: {what} {kind.removeprefix('candidate_')}"
+                        f"{': ' + str(reason) if reason else ''}"[:2000],
+                details={"mlflow_run_id": run_id, **fields},
+                dedup_key=f"{kind}:{model}:{version}:{run_id}",
+            ))  # fmt: skip
         except Exception:  # alerts are best effort
             log.exception("learning alert failed")
 

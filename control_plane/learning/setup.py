@@ -8,7 +8,13 @@ Config::
         "entrypoint": "control_plane.learning.entrypoint:standardized_logistic",
         "params": {"C": 1.0}, "lookback_s": 86400, "holdout_fraction": 0.3,
         "min_rows": 300, "promotion": {"margin": 0.02, "min_holdout": 200,
-                                       "approval": false}}}}}
+                                       "approval": false},
+        "auto_rollout": true, "rollout_waves": [10, 50, 100], "rollout_soak_s": 300,
+        "shadow_percent": 10, "shadow_min_feedback": 200}}}}
+
+With ``auto_rollout`` a winner is rolled out by itself (control_plane/learning/rollouts.py);
+with ``shadow_percent`` too, it first runs as a shadow on that share of the gateways and
+production moves only when it beats the champion there on labelled feedback by ``margin``.
 
 Feedback message (``farmiq/v1/gw/<device>/up/feedback``, QoS 1, from the outbox)::
 
@@ -34,6 +40,7 @@ from farmiq import topics
 log = logging.getLogger(__name__)
 
 FEEDBACK = "feedback"  # up/feedback: labelled examples for retraining
+LEARNING = "learning"  # ctx.services key of the LearningLoop
 
 
 def learning_hook(ctx: Any, cfg: dict[str, Any], alerts: Any) -> LearningLoop | None:
@@ -51,7 +58,12 @@ def learning_hook(ctx: Any, cfg: dict[str, Any], alerts: Any) -> LearningLoop | 
         on_promote=getattr(ctx, "promoted", None),
         artifact_location=str(Path(ctx.data_dir) / "mlartifacts" / "training"),
         audit_engine=ctx.engine,
+        rollouts=lambda: ctx.services.get("rollouts"),
     )
+    # The rollout area (set up after us) wires loop.staged into its scheduler: the
+    # labelled-feedback gate of shadow waves and the promotion when one passes.
+    ctx.services[LEARNING] = loop
+    ctx.promotion_hooks.append(loop.staged.on_promoted)  # an operator's approval
     mqtt = getattr(ctx, "mqtt", None)
     if mqtt is not None:
         mqtt.on(FEEDBACK, feedback_handler(examples, mqtt))

@@ -26,6 +26,12 @@ class GateThresholds(BaseModel):
     max_p99_ms: float | None = Field(default=None, gt=0)
     min_shadow_agreement: float | None = Field(default=0.9, ge=0, le=1)
     min_shadow_rows: int = Field(default=0, ge=0, description="compared rows needed before judging")
+    # Learning-loop candidates: agreement with a drifted champion is the wrong test for a
+    # model retrained on the drift, so their shadow wave is judged on labelled feedback
+    # instead: the candidate must beat the champion's accuracy by this many points on the
+    # feedback the wave's gateways sent during the shadow period (Scheduler.feedback_gate).
+    min_feedback_gain: float | None = Field(default=None, ge=0, le=1)
+    min_feedback_rows: int = Field(default=0, ge=0, description="labelled rows needed to judge")
 
 
 @dataclass

@@ -139,6 +139,7 @@ class Scheduler:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self.listeners = []
 
     # -- loop ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -212,6 +213,13 @@ class Scheduler:
     # Called with every rollout event (control_plane/alerts/rollout_alerts.py raises alerts).
     on_event: Callable[[Session, str, str, dict[str, Any]], None] | None = None
 
+    # Judges a shadow wave on labelled feedback (GateThresholds.min_feedback_gain): the
+    # check, or None while too few labelled rows arrived (control_plane/learning sets it).
+    feedback_gate: Callable[[Session, Rollout, RolloutWave, list[str]], gates.Check | None] | None
+    feedback_gate = None
+    # More event listeners beside on_event (the learning loop promotes on a passed shadow).
+    listeners: list[Callable[[Session, str, str, dict[str, Any]], None]]
+
     def event(self, s: Session, rid: str, kind: str, **detail: Any) -> None:
         s.add(
             RolloutEvent(
@@ -220,6 +228,11 @@ class Scheduler:
         )
         if self.on_event is not None:
             self.on_event(s, rid, kind, detail)
+        for listener in self.listeners:
+            try:
+                listener(s, rid, kind, detail)
+            except Exception:  # a listener never breaks the rollout's own transaction
+                log.exception("rollout %s: event listener failed on %s", rid, kind)
 
     def _waves(self, s: Session, rid: str) -> list[RolloutWave]:
         return list(
@@ -298,6 +311,17 @@ class Scheduler:
                         "needed": thresholds.min_shadow_rows,
                     }
                     return
+            feedback: gates.Check | None = None
+            if w.mode == "shadow" and thresholds.min_feedback_gain is not None:
+                feedback = self._feedback_check(s, r, w, ids)
+                if feedback is None:
+                    if now < (w.started or now) + r.wave_timeout_s:
+                        w.gate_result = {"passed": None, "waiting": "labelled feedback"}
+                        return
+                    feedback = gates.Check(
+                        "feedback_accuracy", None, thresholds.min_feedback_gain, False,
+                        "too little labelled feedback before the wave timeout",
+                    )  # fmt: skip
             res = gates.evaluate(
                 thresholds,
                 model=r.model,
@@ -307,6 +331,9 @@ class Scheduler:
                 health={k: v.health for k, v in health.items()},
                 shadow={k: v.shadow for k, v in health.items()},
             )
+            if feedback is not None:
+                res.checks.append(feedback)
+                res.passed = res.passed and feedback.passed
             w.gate_result = res.as_dict()
             if not res.passed:
                 self._gate_failed(s, r, w, rows, res, pubs)
@@ -320,6 +347,19 @@ class Scheduler:
                 self.event(s, r.id, "succeeded")
             else:
                 r.status = sm.check_rollout(r.status, sm.RUNNING)
+
+    def _feedback_check(
+        self, s: Session, r: Rollout, w: RolloutWave, ids: list[str]
+    ) -> gates.Check | None:
+        if self.feedback_gate is None:
+            return gates.Check(
+                "feedback_accuracy", None, None, False, "no labelled-feedback judge configured"
+            )
+        try:
+            return self.feedback_gate(s, r, w, ids)
+        except Exception as exc:  # a judge that cannot judge fails the gate, visibly
+            log.exception("rollout %s: feedback gate failed", r.id)
+            return gates.Check("feedback_accuracy", None, None, False, f"judge failed: {exc}")
 
     def _fleet(self, s: Session) -> list[tuple[str, dict[str, Any], str | None]]:
         return [(d.device_id, d.reported or {}, d.farm_id) for d in s.scalars(select(Device))]

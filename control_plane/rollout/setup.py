@@ -70,6 +70,10 @@ def setup(ctx: ControlPlaneContext) -> None:
         )
         bus.on(topics.STATUS, refresher.on_status)
         bus.on(REPORT_LEAF, refresher.on_refusal)
+    learning = ctx.services.get("learning")  # control_plane/learning/setup.py, if configured
+    if learning is not None:
+        scheduler.feedback_gate = learning.staged.judge
+        scheduler.listeners.append(learning.staged.on_event)
     ctx.services[SERVICE] = RolloutService(scheduler, ctx.registry)
     ctx.services["rollout_transfers"] = transfers
     scheduler.start()

@@ -186,13 +186,25 @@ def test_a_shift_retrains_and_promotes_a_better_model_with_no_human(loop_setup: 
     assert run.data.params["entrypoint"].endswith(":standardized_logistic")
     assert run.data.tags["farmiq.promotion"] == "promoted"
 
+    # The label-free estimate's calibration was fitted on the holdout at registration:
+    # on the shifted world it expects about the accuracy the candidate really has.
+    from control_plane.learning.champion import probabilities
+    from farmiq.cbpe import Calibration, estimate
+
+    tags = registry.client.get_model_version("barn", "2").tags
+    cal = Calibration.from_dict(json.loads(tags["farmiq.calibration"]))
+    probs = probabilities(registry.model_bytes("barn", 2), "onnxruntime", X)
+    assert probs is not None
+    expected = estimate(cal, probs).expected_accuracy
+    assert expected == pytest.approx(new, abs=0.05), (expected, new)
+
     # The worse candidate is registered, compared, and never promoted.
     worse = decisions["barn-worse"][1]
     assert worse.triggered and worse.hook_result, worse.reasons
     assert worse.hook_result["status"] == "rejected", worse.hook_result
     assert not worse.hook_result["comparison"]["wins"]
     assert registry.resolve("barn-worse").version == 1
-    kinds = {(a["type"], a["model"]) for a in alerts}
+    kinds = {(a["kind"], a["model"]) for a in alerts}
     assert ("candidate_promoted", "barn") in kinds and ("candidate_rejected", "barn-worse") in kinds
     audited = {(e.action, e.target) for e in query_audit(drift.engine, actor="learning-loop")}
     assert audited == {
