@@ -279,6 +279,29 @@ def init_fleet(
     return paths
 
 
+MAX_CONTROL_PLANE_REPLICAS = 8  # identities farmiq-control-plane-1..8 in the broker ACL
+
+
+def control_plane_replica_cn(n: int) -> str:
+    return f"{CONTROL_PLANE_CN}-{n}"
+
+
+def issue_control_plane_replica(paths: FleetPaths, n: int) -> tuple[Path, Path]:
+    """An MQTT/TLS identity of its own for control-plane replica ``n`` (CN
+    ``farmiq-control-plane-<n>``): the broker binds each client id to its certificate
+    (``use_username_as_clientid``), so replicas sharing one certificate would take over
+    each other's session. Returns (certificate, key) under control-plane/."""
+    if not 1 <= n <= MAX_CONTROL_PLANE_REPLICAS:
+        raise ValueError(f"replica {n}: 1..{MAX_CONTROL_PLANE_REPLICAS}")
+    cert, key = paths.control_plane / f"client-{n}.crt", paths.control_plane / f"client-{n}.key"
+    if not cert.exists():
+        k = new_ec_key()
+        write_private_key(key, k)
+        cn = control_plane_replica_cn(n)
+        write_cert(cert, paths.ca().issue(k.public_key(), cn, client=True, days=825))
+    return cert, key
+
+
 def _is_ip(host: str) -> bool:
     import ipaddress
 

@@ -16,7 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from farmiq import topics
-from provisioning.fleet import CONTROL_PLANE_CN, FleetPaths
+from provisioning.fleet import (
+    CONTROL_PLANE_CN,
+    MAX_CONTROL_PLANE_REPLICAS,
+    FleetPaths,
+    control_plane_replica_cn,
+)
 from provisioning.keyfiles import write_public
 
 TOPIC_ROOT = topics.ROOT  # the topic tree lives in farmiq/topics.py
@@ -34,10 +39,14 @@ def acl_text(
         f"pattern read {TOPIC_ROOT}/gw/%u/down/#\n"
         f"pattern write {TOPIC_ROOT}/gw/%u/up/#\n"
         "\n"
-        "# The control plane sees and commands the whole fleet.\n"
-        f"user {control_plane_identity}\n"
-        "topic readwrite farmiq/#\n"
+        "# The control plane sees and commands the whole fleet: its shared identity and one\n"
+        "# per replica (client ids are bound to identities, so replicas need their own).\n"
     )
+    identities = [control_plane_identity] + [
+        control_plane_replica_cn(n) for n in range(1, MAX_CONTROL_PLANE_REPLICAS + 1)
+    ]
+    for identity in identities:
+        text += f"user {identity}\ntopic readwrite farmiq/#\n"
     for device_id in sorted(set(revoked_device_ids)):
         text += f"\n# revoked\nuser {device_id}\ntopic deny #\n"
     return text

@@ -352,6 +352,10 @@ def _bring_up(
 
 
 def _cp_config(info: StackInfo, fleet: Any, store: Path, port: int, n: int) -> dict[str, Any]:
+    from provisioning.fleet import issue_control_plane_replica
+
+    # Each replica its own broker identity: the broker binds client ids to identities.
+    cert, key = issue_control_plane_replica(fleet, n)
     return {
         "data_dir": str(store),
         "database_url": info.database_url,
@@ -374,8 +378,8 @@ def _cp_config(info: StackInfo, fleet: Any, store: Path, port: int, n: int) -> d
             "host": "127.0.0.1",
             "port": info.mqtt_port,
             "tls_ca": str(fleet.ca_cert),
-            "tls_cert": str(fleet.cp_cert),
-            "tls_key": str(fleet.cp_key),
+            "tls_cert": str(cert),
+            "tls_key": str(key),
             "client_id": f"farmiq-cp-{info.id}-{n}",
             "share_group": f"farmiq-cp-{info.id}",
         },

@@ -16,6 +16,7 @@ from control_plane.learning.examples import ExampleStore
 from farmiq import topics
 from farmiq.bundle.signing import Signer
 from farmiq.bundle.trust import TrustRoot
+from farmiq.director.envelope import seal
 from tests.security.helpers import Listener
 from tests.support.procs import AgentProc
 
@@ -36,7 +37,10 @@ def _batches(listener: Listener, topic: str, seen: int = 0) -> list[dict[str, An
 def test_feedback_reaches_the_example_store_resumably(
     agent_factory: Callable[..., AgentProc], device_id: str, mqtt_port: int, tmp_path: Any
 ) -> None:
-    trust = TrustRoot.for_signers([Signer.generate()]).model_dump(mode="json")
+    director = Signer.generate()  # outbox acks are director documents (docs/security.md)
+    trust = TrustRoot.for_signers([Signer.generate()], director=[director]).model_dump(
+        mode="json"
+    )
     agent = agent_factory(device_id, trust)
     agent.wait_for(lambda s: s["broker_connected"], what="broker connection")
     topic = topics.up(device_id, "feedback")
@@ -72,8 +76,11 @@ def test_feedback_reaches_the_example_store_resumably(
         # Acknowledged: the outbox lets them go and sends no more.
         listener.publish(
             topics.down(device_id, topics.OUTBOX_ACK),
-            orjson.dumps({"keys": list(batches)}),
-        )
+            seal(
+                [director], leaf=topics.OUTBOX_ACK, device=device_id,
+                counter=time.time_ns() // 1000, body=orjson.dumps({"keys": list(batches)}),
+            ),
+        )  # fmt: skip
         deadline = time.time() + 10
         while _outbox_depth(agent) and time.time() < deadline:
             time.sleep(0.1)

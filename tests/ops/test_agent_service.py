@@ -203,7 +203,7 @@ def test_a_broker_that_refuses_the_credentials_says_so(
     agent_factory, device_id, ops_trust, tmp_path
 ):
     # A broker of its own that wants a password: the agent has none.
-    from control_plane.demo import free_port
+    from farmiq_sim.net import free_port
 
     from tests.support.procs import Mosquitto
 
@@ -406,7 +406,7 @@ def test_a_broker_whose_certificate_is_not_trusted_says_tls_error(
     # the agent says so instead of "broker offline".
     import os
 
-    from control_plane.demo import free_port
+    from farmiq_sim.net import free_port
 
     from provisioning.fleet import init_fleet
     from provisioning.mosquitto_config import write_mosquitto_config
