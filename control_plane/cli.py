@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import logging
 import sys
 from pathlib import Path
 
@@ -130,12 +131,12 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"farmiq control-plane: {exc}", file=sys.stderr)
         return 2
-    if not settings.auth_enabled:
-        print(
-            "farmiq control-plane: WARNING: operator API authentication is OFF "
-            "(--insecure / auth_enabled = false): anyone who reaches "
-            f"{settings.host}:{settings.port} can change the fleet",
-            file=sys.stderr,
+    if not settings.auth_enabled:  # through logging: a JSON line when the logs are JSON
+        logging.getLogger("control_plane").warning(
+            "WARNING: operator API authentication is OFF (--insecure / auth_enabled = false): "
+            "anyone who reaches %s:%s can change the fleet",
+            settings.host,
+            settings.port,
         )
     import uvicorn
 
