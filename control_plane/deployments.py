@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from control_plane.bundles import BundleService
 from control_plane.db import Database
@@ -113,13 +114,14 @@ class DeploymentService:
         if parsed is None:
             return  # the last good state stays
         state = parsed.model_dump(exclude_unset=True)
-        with self.db.session() as s:
-            dev = s.get(Device, device_id) or Device(device_id=device_id)
+
+        def apply(dev: Device) -> None:
             dev.reported = state
             dev.farm_id = parsed.farm_id or dev.farm_id or "default"
             dev.last_seen = time.time()
             dev.status = "online"
-            s.add(dev)
+
+        self._upsert_device(device_id, apply)
 
     def on_status(self, device_id: str, payload: bytes) -> None:
         status = payload.decode(errors="replace")
@@ -131,11 +133,26 @@ class DeploymentService:
         except ValueError as exc:
             log.warning("status from an unusable device id: %s; dropped", exc)
             return
-        with self.db.session() as s:
-            dev = s.get(Device, device_id) or Device(device_id=device_id, reported={})
+        def apply(dev: Device) -> None:
             dev.status = status
             dev.last_seen = time.time()
-            s.add(dev)
+
+        self._upsert_device(device_id, apply)
+
+    def _upsert_device(self, device_id: str, apply: Callable[[Device], None]) -> None:
+        """Create or update a device row. A gateway's status and state arrive together and
+        may be handled at once (or by two replicas): when both create the row, the loser's
+        insert fails on the key, and it applies its change to the row the other made."""
+        for attempt in (1, 2):
+            try:
+                with self.db.session() as s:
+                    dev = s.get(Device, device_id) or Device(device_id=device_id, reported={})
+                    apply(dev)
+                    s.add(dev)
+                return
+            except IntegrityError:
+                if attempt == 2:
+                    raise
 
     def _touch(self, device_id: str) -> None:
         with self.db.session() as s:

@@ -476,11 +476,14 @@ def test_control_plane_serves_from_postgresql(ops_db: str, tmp_path: Path, mqtt_
         _gateway_reports(mqtt_port, dev, "farm-pg", None, ["pg"])
         with cp.client() as c:
             assert c.get("/ready").status_code == 200
+            # up/status and up/state are handled in turn: wait for the state's farm too
             devices = _wait(
                 lambda: [
-                    d for d in c.get("/dashboard/data").json()["devices"] if d["device_id"] == dev
+                    d
+                    for d in c.get("/dashboard/data").json()["devices"]
+                    if d["device_id"] == dev and d["farm_id"] == "farm-pg"
                 ],
-                what="the device stored in PostgreSQL",
+                what="the device stored in PostgreSQL with its reported farm",
             )
             assert devices[0]["farm_id"] == "farm-pg" and devices[0]["status"] == "online"
             assert c.get("/dashboard").status_code == 200
