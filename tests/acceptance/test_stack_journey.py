@@ -257,13 +257,16 @@ def test_the_whole_job_on_the_production_topology(stack: StackInfo) -> None:
                        json={"model": name})  # fmt: skip
         assert r.status_code == 200, r.text
         assert r.json()["triggered"] or r.json().get("mlflow_run_id"), r.json()
-        alert = _wait("the drift alert on MQTT", lambda: [
+        drift = _wait("the drift alert on MQTT", lambda: [
             a for t, a in alerts.messages if t == "farmiq/v1/cp/alert/drift" and a["model"] == name
         ], timeout=30)[0]  # fmt: skip
-        assert alert["type"] == "retraining_triggered" and alert["mlflow_run_id"]
-        assert (
-            mlflow.MlflowClient().get_run(alert["mlflow_run_id"]).data.tags["farmiq.model"] == name
-        )
+        assert drift["kind"] == "drift" and drift["severity"] in ("warning", "critical")
+        done = _wait("the retraining alert on MQTT", lambda: [
+            a for t, a in alerts.messages
+            if t == "farmiq/v1/cp/alert/retraining_finished" and a["model"] == name
+        ], timeout=30)[0]  # fmt: skip
+        run_id = done["details"]["mlflow_run_id"]
+        assert mlflow.MlflowClient().get_run(run_id).data.tags["farmiq.model"] == name
     finally:
         alerts.close()
     print(f"journey done in {time.time() - t0:.0f}s")

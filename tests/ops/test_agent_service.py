@@ -204,7 +204,6 @@ def test_a_broker_that_refuses_the_credentials_says_so(
 ):
     # A broker of its own that wants a password: the agent has none.
     from farmiq_sim.net import free_port
-
     from tests.support.procs import Mosquitto
 
     port = free_port()
@@ -407,7 +406,6 @@ def test_a_broker_whose_certificate_is_not_trusted_says_tls_error(
     import os
 
     from farmiq_sim.net import free_port
-
     from provisioning.fleet import init_fleet
     from provisioning.mosquitto_config import write_mosquitto_config
     from tests.support.procs import Mosquitto
