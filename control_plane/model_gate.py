@@ -19,19 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from farmiq.bundle.builder import ORT_DTYPES as _ORT_TENSOR
 from farmiq.bundle.format import TensorSpec
 
-_ORT_TENSOR = {
-    "tensor(float)": "float32",
-    "tensor(float16)": "float16",
-    "tensor(double)": "float64",
-    "tensor(int8)": "int8",
-    "tensor(uint8)": "uint8",
-    "tensor(int32)": "int32",
-    "tensor(int64)": "int64",
-    "tensor(bool)": "bool",
-    "tensor(string)": "string",
-}
 _NUMERIC_INPUTS = ("float32", "float16", "float64", "int8", "uint8", "int32", "int64", "bool")
 GENERATED_ROWS = 8
 

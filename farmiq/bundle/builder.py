@@ -27,7 +27,8 @@ from farmiq.bundle.format import (
 )
 from farmiq.bundle.signing import Signer
 
-_ORT_DTYPES = {
+# ONNX Runtime type strings -> our dtype names (the registration gate uses them too).
+ORT_DTYPES = {
     "tensor(float)": "float32",
     "tensor(float16)": "float16",
     "tensor(double)": "float64",
@@ -48,7 +49,7 @@ def onnx_io_specs(model_bytes: bytes) -> tuple[list[TensorSpec], list[TensorSpec
 
     def spec(arg: Any) -> TensorSpec:
         shape = [d if isinstance(d, int) and d > 0 else None for d in (arg.shape or [])]
-        dtype = _ORT_DTYPES.get(arg.type)
+        dtype = ORT_DTYPES.get(arg.type)
         if dtype is None:  # e.g. sklearn's seq(map) probability outputs
             dtype = "float32"
         return TensorSpec(name=arg.name, dtype=dtype, shape=shape)
