@@ -111,18 +111,11 @@ def _api_key(args: argparse.Namespace) -> int:
     import sqlalchemy as sa
 
     from control_plane.security import ApiKeyStore, audit, create_audit_table
+    from control_plane.settings import database_url_for_cli
 
-    if args.db:
-        url = args.db
-    else:
-        from control_plane.settings import load_settings
-        from farmiq.config import ConfigError
-
-        try:
-            url = load_settings(args.config).resolved_database_url()
-        except ConfigError as exc:
-            print(f"farmiq provision api-key: {exc}", file=sys.stderr)
-            return 2
+    url = database_url_for_cli(args.db, args.config, "farmiq provision api-key")
+    if url is None:
+        return 2
     parsed = sa.engine.make_url(url)
     if parsed.drivername.startswith("sqlite") and parsed.database:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)  # before first start

@@ -106,3 +106,19 @@ def load_settings(path: str | Path | None = None, **overrides: object) -> Contro
     return load_config(
         ControlPlaneSettings, path, env_prefix=ENV_PREFIX, overrides=overrides or None
     )
+
+
+def database_url_for_cli(db: str | None, config: str | None, prog: str) -> str | None:
+    """The database a CLI command works on: ``--db``, else the one the control plane's
+    config names. None after printing one line when the config is refused."""
+    if db:
+        return db
+    import sys
+
+    from farmiq.config import ConfigError
+
+    try:
+        return load_settings(config).resolved_database_url()
+    except ConfigError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return None

@@ -45,18 +45,11 @@ def _run(args: argparse.Namespace) -> int:
     import sqlalchemy as sa
 
     from control_plane.security.audit_log import query_audit
+    from control_plane.settings import database_url_for_cli
 
-    if args.db:
-        url = args.db
-    else:
-        from control_plane.settings import load_settings
-        from farmiq.config import ConfigError
-
-        try:
-            url = load_settings(args.config).resolved_database_url()
-        except ConfigError as exc:
-            print(f"farmiq audit: {exc}", file=sys.stderr)
-            return 2
+    url = database_url_for_cli(args.db, args.config, "farmiq audit")
+    if url is None:
+        return 2
     engine = sa.create_engine(url)
     try:
         entries = query_audit(
