@@ -7,6 +7,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from control_plane.db import Database
 from control_plane.model_registration import bundle_plan
 from control_plane.registry import ModelRegistry
@@ -39,7 +41,11 @@ class BundleService:
         targeting: dict[str, Any] | None = None,
         serving: dict[str, Any] | None = None,
         rollback_of: int | None = None,
+        session: Session | None = None,
     ) -> tuple[BundleRecord, bytes]:
+        """Build, sign and store a bundle. ``session``: a caller already inside a write
+        transaction (the rollout scheduler's tick) passes its own; a second connection would
+        wait on the first one's write lock under SQLite."""
         mv = self.registry.resolve(name, version)
         model = self.registry.model_bytes(name, version)
         meta = mv.meta
@@ -83,8 +89,11 @@ class BundleService:
             registry_uri=manifest.registry_uri,
             targeting=manifest.targeting.model_dump(),
         )
-        with self.db.session() as s:
-            s.add(rec)
+        if session is not None:
+            session.add(rec)
+        else:
+            with self.db.session() as s:
+                s.add(rec)
         return rec, data
 
     def load(self, bundle_id: str) -> tuple[BundleRecord, bytes] | None:

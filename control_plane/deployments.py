@@ -125,6 +125,8 @@ class DeploymentService:
 
     def on_status(self, device_id: str, payload: bytes) -> None:
         status = payload.decode(errors="replace")
+        if not status:  # a retained status being cleared
+            return
         if status not in ("online", "offline"):
             log.warning("status from %s is %r, not online/offline; dropped", device_id, status[:40])
             return
@@ -133,6 +135,7 @@ class DeploymentService:
         except ValueError as exc:
             log.warning("status from an unusable device id: %s; dropped", exc)
             return
+
         def apply(dev: Device) -> None:
             dev.status = status
             dev.last_seen = time.time()

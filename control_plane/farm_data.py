@@ -154,7 +154,9 @@ class FarmData:
         except sa.exc.NoSuchTableError:
             return []
         needles = [farm, *devices]
-        conds = [t.c.target.contains(n) for n in needles] + [t.c.detail.contains(n) for n in needles]
+        conds = [t.c.target.contains(n) for n in needles] + [
+            t.c.detail.contains(n) for n in needles
+        ]
         rows = conn.execute(sa.select(t).where(sa.or_(*conds)).order_by(t.c.id)).mappings().all()
         return [{k: _jsonable(v) for k, v in r.items()} for r in rows]
 
@@ -223,7 +225,9 @@ class FarmData:
         for run in client.search_runs([exp.experiment_id], max_results=5000):
             rid = run.info.run_id
             try:
-                doc = client.load_dict(rid, "decision.json") if hasattr(client, "load_dict") else None
+                doc = (
+                    client.load_dict(rid, "decision.json") if hasattr(client, "load_dict") else None
+                )
             except Exception:
                 doc = None
             if doc is None:

@@ -50,7 +50,11 @@ InstallAck = InstallResult
 
 
 def json_object(device_id: str, leaf: str, payload: bytes) -> dict[str, Any] | None:
-    """The payload as a JSON object, or None (logged) when it is too big or not one."""
+    """The payload as a JSON object, or None (logged) when it is too big or not one.
+    An empty payload is a retained message being cleared (a decommissioned gateway, a
+    test's clean-up): None, quietly."""
+    if not payload:
+        return None
     if len(payload) > MAX_REPORT_BYTES:
         log.warning(
             "%s from %s: %d bytes, over the %d-byte limit; dropped",

@@ -489,7 +489,7 @@ class Scheduler:
                     d.status = "skipped"
                 continue
             if d.from_version is not None and d.from_version != r.version:
-                bid = self._rollback_bundle(r, d.from_version)
+                bid = self._rollback_bundle(s, r, d.from_version)
                 entry = self.transfers.spec(bid, rollout=r.id, blocked=[r.version])
             else:
                 entry = DesiredModel(version=None, rollout=r.id, blocked=[r.version])
@@ -501,18 +501,20 @@ class Scheduler:
         self.event(s, r.id, "rolled_back_devices", devices=n)
         return n
 
-    def _rollback_bundle(self, r: Rollout, from_version: int) -> str:
+    def _rollback_bundle(self, s: Session, r: Rollout, from_version: int) -> str:
         """A signed rollback order: version ``from_version`` naming the version it replaces."""
         key = str(from_version)
         known = dict(r.rollback_bundles or {})
         if key not in known:
             t = Targeting.model_validate(r.targeting or {})
-            rec, _ = self.bundles.build(
+            rec, data = self.bundles.build(
                 r.model,
                 from_version,
                 rollback_of=r.version,
                 targeting={"hardware": t.hardware} if t.hardware else None,
+                session=s,
             )
+            self.transfers.add(rec.bundle_id, rec.version, data)
             known[key] = rec.bundle_id
             r.rollback_bundles = known
         return str(known[key])

@@ -137,6 +137,12 @@ class DesiredStateManager:
         self._save()
         self.kick()
 
+    def resume(self) -> None:
+        """After a restart: converge on the document kept on disk, unless the retained
+        desired state already started that (cancelling it could cut a probation short)."""
+        if self.doc.models and (self._task is None or self._task.done()):
+            self.kick()
+
     def kick(self) -> None:
         """(Re)start convergence on the current document; a running one is cancelled
         (its chunks stay held) unless it is inside an install."""

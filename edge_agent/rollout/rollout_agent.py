@@ -94,8 +94,7 @@ class RolloutPart:
     def start(self) -> None:
         self.shadow.start()
         self._tasks.append(asyncio.ensure_future(self._health_loop()))
-        if self.desired.doc.models:  # resume an interrupted transfer from disk after a reboot
-            self.desired.kick()
+        self.desired.resume()  # an interrupted transfer or probation, from disk
 
     def stop(self) -> None:
         self.shadow.stop()

@@ -61,8 +61,8 @@ def test_feedback_reaches_the_example_store_resumably(
         assert sorted(len(b["examples"]) for b in batches.values()) == [200, 500, 500]
         # Not acknowledged: after a kill -9 the gateway sends them again.
         agent.kill()
+        seen = len(listener.on(topic))  # before the restart: it re-sends as it connects
         agent.start()
-        seen = len(listener.on(topic))
         deadline = time.time() + 30
         while len({b["key"] for b in _batches(listener, topic, seen)}) < 3:
             assert time.time() < deadline, "unacknowledged feedback not re-sent after restart"
