@@ -54,7 +54,14 @@ def _init_fleet(args: argparse.Namespace) -> int:
         broker_hosts=tuple(args.broker_host),
         fleet_name=args.name,
     )
+    from provisioning.fleet import issue_control_plane_replica
+
+    # One broker identity per control-plane replica: the broker binds client ids to
+    # identities, so replicas sharing one certificate would take over each other's session.
+    replicas = [issue_control_plane_replica(paths, n) for n in range(1, args.replicas + 1)]
     print(f"fleet created in {paths.root}")
+    for n, (cert, _) in enumerate(replicas, start=1):
+        print(f"  control-plane replica {n} broker identity: {cert}")
     print(f"  device trust root: {paths.root_json}")
     print(f"  device CA:         {paths.ca_cert}")
     print(f"  move {paths.offline}/ to offline media: root keys sign only root rotations")
@@ -154,6 +161,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="broker DNS name or IP for its certificate (repeatable)",
     )
     sp.add_argument("--name", default="farmiq", help="fleet name")
+    sp.add_argument(
+        "--control-plane-replicas",
+        dest="replicas",
+        type=int,
+        default=2,
+        choices=range(1, 9),
+        metavar="N",
+        help="broker identities to issue, one per control-plane replica (2; at most 8)",
+    )
     sp.set_defaults(
         func=lambda a: _init_fleet(
             argparse.Namespace(

@@ -93,7 +93,12 @@ def _command(svc: dict[str, Any]) -> list[str]:
     return shlex.split(cmd) if isinstance(cmd, str) else list(cmd)
 
 
-def _k8s_env(c: dict[str, Any], kust: dict[str, Any]) -> dict[str, str]:
+POD_INDEX = "metadata.labels['apps.kubernetes.io/pod-index']"
+
+
+def _k8s_env(c: dict[str, Any], kust: dict[str, Any], replica: int = 1) -> dict[str, str]:
+    """The container's environment as Kubernetes resolves it for pod ``replica``: Secret
+    references, the pod-index label, and ``$(VAR)`` of variables defined above."""
     secrets = {
         g["name"]: dict(kv.split("#")[0].strip().split("=", 1) for kv in g["literals"])
         for g in kust.get("secretGenerator", [])
@@ -101,7 +106,10 @@ def _k8s_env(c: dict[str, Any], kust: dict[str, Any]) -> dict[str, str]:
     env: dict[str, str] = {}
     for e in c["env"]:
         if "value" in e:
-            env[e["name"]] = e["value"]
+            env[e["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], e["value"])
+        elif "fieldRef" in e["valueFrom"]:
+            assert e["valueFrom"]["fieldRef"]["fieldPath"] == POD_INDEX
+            env[e["name"]] = str(replica)
         else:
             ref = e["valueFrom"]["secretKeyRef"]
             env[e["name"]] = secrets[ref["name"]][ref["key"]]
@@ -161,7 +169,13 @@ def test_compose_replicas_share_one_store_and_have_valid_production_settings(
 ) -> None:
     services = compose["services"]
     cps = [services[f"control-plane-{n}"] for n in (1, 2)]
-    assert cps[0]["environment"] == cps[1]["environment"]
+    # The same settings but for each replica's own broker identity (client-1, client-2).
+    envs = [dict(cp["environment"]) for cp in cps]
+    own = {"FARMIQ_CP__MQTT__TLS_CERT", "FARMIQ_CP__MQTT__TLS_KEY"}
+    assert {k for k in envs[0] if envs[0][k] != envs[1].get(k)} == own
+    for n, env_n in enumerate(envs, start=1):
+        cert, key = (Path(env_n[k]).name for k in sorted(own))
+        assert (cert, key) == (f"client-{n}.crt", f"client-{n}.key")
     assert cps[0]["volumes"] == cps[1]["volumes"]
     env = {k: str(v) for k, v in cps[0]["environment"].items()}
     s = _settings_from_env(env)  # unknown or mistyped keys fail here
@@ -238,6 +252,34 @@ def test_mosquitto_config_is_the_generated_mutual_tls_one(tmp_path: Path) -> Non
         assert (DEPLOY / "k8s" / f).read_text() == (DEPLOY / "mosquitto" / f).read_text()
 
 
+def test_init_fleet_issues_one_broker_identity_per_shipped_replica(tmp_path: Path) -> None:
+    """`farmiq provision init-fleet` makes the client-1, client-2 identities the manifests
+    mount, each with a CN of its own that the shipped broker ACL knows."""
+    import subprocess
+    import sys
+
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    out = subprocess.run(
+        [sys.executable, "-m", "farmiq", "provision", "init-fleet", "--dir", str(tmp_path / "f"),
+         "--root-threshold", "1", "--root-keys", "1", "--broker-host", "mosquitto"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    acl = (DEPLOY / "mosquitto" / "mosquitto.acl").read_text()
+    cns = set()
+    for n in (1, 2):
+        assert f"client-{n}.crt" in out.stdout
+        cert = x509.load_pem_x509_certificate(
+            (tmp_path / "f" / "control-plane" / f"client-{n}.crt").read_bytes()
+        )
+        (cn,) = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        assert f"user {cn.value}\n" in acl
+        cns.add(cn.value)
+    assert len(cns) == 2
+
+
 def test_dockerfile_matches_compose_and_real_endpoints(
     compose: dict[str, Any], routes: set[str]
 ) -> None:
@@ -284,7 +326,9 @@ def test_k8s_workloads_have_probes_limits_and_the_compose_images(
     assert _container(k8s, "triton")["args"] == TRITON_ARGS
     assert _container(k8s, "openbao")["args"] == OPENBAO_ARGS
     assert _container(k8s, "control-plane")["args"] == topology.control_plane_args()
-    assert workloads["control-plane"]["spec"]["replicas"] == 2
+    cp = workloads["control-plane"]
+    assert cp["kind"] == "StatefulSet" and cp["spec"]["replicas"] == 2
+    assert cp["spec"]["ordinals"]["start"] == 1  # pods control-plane-1, -2: identities client-1, -2
 
 
 def test_k8s_control_plane_env_matches_the_code_and_mounts_one_fleet_secret(
@@ -317,8 +361,13 @@ def test_k8s_control_plane_env_matches_the_code_and_mounts_one_fleet_secret(
         and vols["fleet"]["secret"]["secretName"] == "farmiq-fleet"
     )
     paths = {i["path"] for i in vols["fleet"]["secret"]["items"]}
-    for f in (s.mqtt.tls_ca, s.mqtt.tls_cert, s.mqtt.tls_key):
-        assert str(f).removeprefix(f"{s.fleet_dir}/") in paths
+    certs = set()
+    for replica in (1, 2):  # each replica its own broker identity, all in the one Secret
+        r = _settings_from_env(_k8s_env(c, kust, replica))
+        for f in (r.mqtt.tls_ca, r.mqtt.tls_cert, r.mqtt.tls_key):
+            assert str(f).removeprefix(f"{s.fleet_dir}/") in paths, f
+        certs.add(str(r.mqtt.tls_cert))
+    assert certs == {f"{s.fleet_dir}/control-plane/client-{n}.crt" for n in (1, 2)}
     assert "public/root.json" in paths and not any(
         p.startswith(("offline", "signing")) for p in paths
     )
