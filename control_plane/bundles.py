@@ -72,6 +72,7 @@ class BundleService:
             expires_in=self.expiry,
             rollback_of=rollback_of,
             registry_uri=f"models:/{name}/{version}",
+            calibration=mv.calibration,
         )
         from farmiq.bundle.builder import read_container
         from farmiq.bundle.format import Manifest

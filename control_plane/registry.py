@@ -8,12 +8,15 @@ model's aliases (remembered in a tag) and a restore puts them back.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
@@ -23,6 +26,22 @@ PRODUCTION = "production"
 ARCHIVED_TAG = "farmiq.archived"
 ARCHIVED_ALIASES_TAG = "farmiq.archived_aliases"
 META_TAG = "farmiq.meta"  # JSON: task, labels, feature names, feature schema
+CALIBRATION_TAG = "farmiq.calibration"  # JSON: farmiq.cbpe.Calibration of the version
+
+
+def _calibration(tag: str | None) -> dict[str, Any] | None:
+    """A version's calibration tag, or None when absent or unreadable (no estimate)."""
+    if not tag:
+        return None
+    from farmiq.cbpe import Calibration
+
+    try:
+        return Calibration.from_dict(json.loads(tag)).to_dict()
+    except (ValueError, KeyError, TypeError):
+        log.warning("ignoring an unreadable %s tag", CALIBRATION_TAG)
+        return None
+
+
 EXPERIMENT = "farmiq-registry"
 REFERENCE_ARTIFACT = "farmiq/reference.json"
 
@@ -58,6 +77,7 @@ class ModelVersionInfo:
     aliases: list[str]
     meta: dict[str, Any]
     created: int
+    calibration: dict[str, Any] | None = None  # farmiq/cbpe.py, fitted at registration
 
     def as_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -122,6 +142,7 @@ class ModelRegistry:
             aliases=list(mv.aliases or []),
             meta=json.loads((mv.tags or {}).get(META_TAG, "{}")),
             created=int(mv.creation_timestamp or 0),
+            calibration=_calibration((mv.tags or {}).get(CALIBRATION_TAG)),
         )
 
     @staticmethod

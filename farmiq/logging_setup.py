@@ -161,9 +161,7 @@ def _json_on() -> bool:
     return os.environ.get("FARMIQ_LOG_FORMAT", "json") != "text"
 
 
-def _excepthook(
-    kind: type[BaseException], value: BaseException, tb: TracebackType | None
-) -> None:
+def _excepthook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
     logging.getLogger("farmiq.uncaught").critical(
         "uncaught %s: %s", kind.__name__, value, exc_info=(kind, value, tb)
     )

@@ -222,6 +222,22 @@ async def models(a: DriftArea = Depends(area)) -> list[dict[str, Any]]:
 
 
 @router.get(
+    "/drift/expected-accuracy/{model}",
+    summary="Label-free expected accuracy (calibrated confidences): fleet, gateways, windows",
+)
+async def expected_accuracy(
+    model: str,
+    version: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    a: DriftArea = Depends(area),
+) -> dict[str, Any]:
+    return await run_in_threadpool(
+        a.service.expected_accuracy, model, version=version, since=since, until=until
+    )
+
+
+@router.get(
     "/drift/report/{model}",
     response_class=HTMLResponse,
     summary="Evidently report: gateway samples vs the reference sample",

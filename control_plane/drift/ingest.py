@@ -14,6 +14,7 @@ from the stored flat arrays, and ``analyze`` runs every statistic over all group
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -96,6 +97,7 @@ def _window_row(device_id: str, w: Mapping[str, Any], raw: bytes, now: float) ->
         raise WindowError("counts must be non-negative integers")
     if win.end < win.start:
         raise WindowError("window ends before it starts")
+    est = win.expected_accuracy
     return {
         "id": win.id,
         "device_id": device_id,
@@ -115,6 +117,9 @@ def _window_row(device_id: str, w: Mapping[str, Any], raw: bytes, now: float) ->
         # re-serialising it halves the ingest cost of a fleet burst.
         "payload": raw,
         "received": now,
+        "est_rows": est.rows if est else None,
+        "est_sum": est.sum if est else None,
+        "est_var": est.var if est else None,
     }
 
 
@@ -393,6 +398,54 @@ class DriftService:
                 )
             )
 
+    def expected_accuracy(
+        self,
+        model: str,
+        *,
+        version: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> dict[str, Any]:
+        """The label-free expected accuracy (farmiq/cbpe.py) over (since, until]: for
+        the fleet, per gateway and per window, from the windows' calibrated confidences.
+        No labels needed: a barn with none still shows its model getting worse."""
+        until = self.clock() if until is None else until
+        since = until - DEFAULT_PERIOD_S if since is None else since
+        q = (
+            select(
+                DriftWindow.device_id, DriftWindow.version, DriftWindow.start, DriftWindow.end,
+                DriftWindow.est_rows, DriftWindow.est_sum, DriftWindow.est_var,
+            )
+            .where(
+                DriftWindow.model == model, DriftWindow.end > since, DriftWindow.end <= until,
+                DriftWindow.est_rows.is_not(None),
+            )
+            .order_by(DriftWindow.end)
+        )  # fmt: skip
+        if version is not None:
+            q = q.where(DriftWindow.version == version)
+        fleet = _Sums()
+        devices: dict[str, _Sums] = {}
+        windows = []
+        with self.session() as s:
+            for dev, ver, start, end, rows, total, var in s.execute(q):
+                one = _Sums(int(rows or 0), float(total or 0.0), float(var or 0.0))
+                fleet.add(one)
+                devices.setdefault(dev, _Sums()).add(one)
+                windows.append(
+                    {"device_id": dev, "version": ver, "start": start, "end": end,
+                     **one.estimate()}
+                )  # fmt: skip
+        return {
+            "model": model,
+            "version": version,
+            "since": since,
+            "until": until,
+            "fleet": fleet.estimate(),
+            "devices": {d: acc.estimate() for d, acc in sorted(devices.items())},
+            "windows": windows,
+        }
+
     def reservoir_rows(
         self,
         model: str,
@@ -428,6 +481,29 @@ class DriftService:
                 if len(out) >= limit:
                     break
         return columns, out[:limit]
+
+
+@dataclass
+class _Sums:
+    """Expected-accuracy sums of some windows (they add: farmiq.wire.ExpectedAccuracySums)."""
+
+    rows: int = 0
+    total: float = 0.0
+    var: float = 0.0
+
+    def add(self, other: _Sums) -> None:
+        self.rows += other.rows
+        self.total += other.total
+        self.var += other.var
+
+    def estimate(self) -> dict[str, Any]:
+        if not self.rows:
+            return {"expected_accuracy": None, "rows": 0, "std_error": None}
+        return {
+            "expected_accuracy": self.total / self.rows,
+            "rows": self.rows,
+            "std_error": math.sqrt(self.var) / self.rows,
+        }
 
 
 def _concept_row(device_id: str, doc: Mapping[str, Any]) -> dict[str, Any]:

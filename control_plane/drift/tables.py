@@ -44,6 +44,11 @@ class DriftWindow(Base):
     maxs: Mapped[bytes] = mapped_column(LargeBinary)
     payload: Mapped[bytes] = mapped_column(LargeBinary)  # the window JSON as received
     received: Mapped[float] = mapped_column(Float, default=time.time)
+    # The label-free expected accuracy (farmiq/cbpe.py): rows with calibrated
+    # probabilities, the sum of their P(correct) and of its Bernoulli variance.
+    est_rows: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    est_sum: Mapped[float | None] = mapped_column(Float, nullable=True)
+    est_var: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     __table_args__ = (Index("ix_drift_windows_model_end", "model", "end"),)
 

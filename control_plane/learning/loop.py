@@ -44,6 +44,7 @@ from control_plane.learning.champion import (
 )
 from control_plane.learning.entrypoint import TrainingData, load_entrypoint
 from control_plane.learning.examples import ExampleStore
+from control_plane.registry import CALIBRATION_TAG
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +263,7 @@ class LearningLoop:
             log.info("no calibration for %s v%d: %s", model, version, exc)
             return
         self.registry.client.set_model_version_tag(
-            model, str(version), "farmiq.calibration", json.dumps(cal.to_dict())
+            model, str(version), CALIBRATION_TAG, json.dumps(cal.to_dict())
         )
 
     def _train(

@@ -50,7 +50,7 @@ from edge_agent.inference.result_cache import ResultCache, input_key
 from edge_agent.inference.routing_metrics import RoutingMetrics
 from edge_agent.inference.targets.remote_target import RemoteTarget, TargetError
 from edge_agent.inference.validation import InputError, parse_inputs
-from edge_agent.models.serving import LoadedModel, ModelSet, warmup_inputs
+from edge_agent.models.serving import LoadedModel, ModelSet, probability_output, warmup_inputs
 
 if TYPE_CHECKING:
     from edge_agent.inference.observers import InferenceObserver
@@ -177,7 +177,9 @@ class _ModelState:
         self.output_names = [o.name for o in m.outputs]
         self.output_ranks = {o.name: len(o.shape) for o in m.outputs}
         self.threshold = m.serving.confidence_threshold if m.task == "classification" else None
-        self.prob_output = _probability_output(model) if self.threshold is not None else None
+        self.prob_output = (
+            probability_output(model.manifest) if self.threshold is not None else None
+        )
         if self.prob_output is None:
             self.threshold = None
         self.single_row_us = _measure_single_row_us(model)
@@ -333,15 +335,6 @@ def _direct_run(model: LoadedModel) -> Any:
         return dict(zip(names, raw(names, inputs, None), strict=True))
 
     return run
-
-
-def _probability_output(model: LoadedModel) -> str | None:
-    outs = model.manifest.outputs
-    for o in outs:
-        if o.name.lower() in ("probabilities", "probability", "probs", "output_probability"):
-            return o.name
-    floats = [o for o in outs if o.dtype.startswith("float") and len(o.shape) == 2]
-    return floats[-1].name if floats else None
 
 
 def _measure_single_row_us(model: LoadedModel, runs: int = 5) -> float:

@@ -48,6 +48,19 @@ class LoadedModel:
         return self.runtime.run(self.preprocess(inputs))
 
 
+PROBABILITY_NAMES = ("probabilities", "probability", "probs", "output_probability")
+
+
+def probability_output(manifest: Manifest) -> str | None:
+    """The output holding class probabilities: by name, else the last 2-D float output."""
+    outs = manifest.outputs
+    for o in outs:
+        if o.name.lower() in PROBABILITY_NAMES:
+            return o.name
+    floats = [o for o in outs if o.dtype.startswith("float") and len(o.shape) == 2]
+    return floats[-1].name if floats else None
+
+
 def load_runtime(manifest: Manifest, model_path: Path, intra_op_threads: int = 1) -> Runtime:
     if manifest.runtime == "onnxruntime":
         from edge_agent.models.runtimes.onnx_runtime import OnnxRuntime, available_providers

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
-from edge_agent.models.serving import LoadedModel
+from edge_agent.models.serving import LoadedModel, probability_output
 from edge_agent.telemetry.concept_drift import ConceptDriftMonitor
 from edge_agent.telemetry.drift_stats import DriftStats, window_item
 from edge_agent.telemetry.feedback_upload import (
@@ -28,6 +28,7 @@ from edge_agent.telemetry.feedback_upload import (
 )
 from edge_agent.uplink.outbox import Outbox, OutboxFull
 from farmiq import topics
+from farmiq.cbpe import Calibration
 
 if TYPE_CHECKING:
     from edge_agent.telemetry.drift_checkpoint import DriftCheckpoint
@@ -60,6 +61,7 @@ class DriftReporter:
             device_id, window_s=window_s, reservoir_size=reservoir_size, farm_id=farm_id
         )
         self.concept = ConceptDriftMonitor()
+        self._prob_names: dict[str, str | None] = {}  # bundle id -> its probabilities output
         self.window_s = window_s
         self._topic = topics.up(device_id, topics.DRIFT)
 
@@ -72,11 +74,28 @@ class DriftReporter:
         try:
             ref = orjson.loads((model.path / m.reference).read_bytes())
             schema = m.feature_schema.version if m.feature_schema else ""
-            self.stats.register(m.name, str(m.version), ref, schema_version=schema)
+            calibration = self._calibration(model)
+            if calibration is not None:
+                self._prob_names[m.bundle_id] = probability_output(m)
+            self.stats.register(
+                m.name, str(m.version), ref, schema_version=schema, calibration=calibration
+            )
             return True
         except (OSError, ValueError) as exc:
             log.warning("no drift statistics for %s v%s: %s", m.name, m.version, exc)
             return False
+
+    @staticmethod
+    def _calibration(model: LoadedModel) -> Calibration | None:
+        """The bundle's calibration for the label-free estimate, if it ships one."""
+        m = model.manifest
+        if not m.calibration or m.task != "classification":
+            return None
+        try:
+            return Calibration.from_dict(orjson.loads((model.path / m.calibration).read_bytes()))
+        except (OSError, ValueError) as exc:
+            log.warning("no expected-accuracy estimate for %s v%s: %s", m.name, m.version, exc)
+            return None
 
     def unregister(self, name: str, version: int) -> None:
         self._queue(self.stats.unregister(name, str(version)))
@@ -89,12 +108,13 @@ class DriftReporter:
             x = next(iter(inputs.values()))
             if x.ndim != 2:
                 return
-            pred = None
+            pred = probs = None
             if model.manifest.task == "classification" and "label" in outputs:
                 pred = np.asarray(outputs["label"])
+                probs = outputs.get(self._prob_names.get(model.manifest.bundle_id) or "")
             elif outputs:
                 pred = np.asarray(next(iter(outputs.values())))
-            self.stats.observe(model.name, str(model.version), x, pred)
+            self.stats.observe(model.name, str(model.version), x, pred, probabilities=probs)
         except Exception as exc:  # statistics must never break inference
             log.debug("drift observe skipped: %s", exc)
 

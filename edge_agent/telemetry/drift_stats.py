@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from farmiq.cbpe import Calibration, top_confidence
 from farmiq.drift_reference import PREDICTION, schema_hash, validate_reference
 from farmiq.wire.drift_layout import ColumnLayout
 
@@ -125,6 +126,16 @@ class _Window:
         # then costs one row copy instead of two dozen numpy calls.
         self.buf = np.empty((self.BUFFER, c))
         self.buffered = 0
+        # The label-free estimate (farmiq/cbpe.py): sums of the calibrated P(correct) of
+        # each answer and of its Bernoulli variance, over the rows that had probabilities.
+        self.est_rows = 0
+        self.est_sum = 0.0
+        self.est_var = 0.0
+
+    def estimate(self, p_correct: np.ndarray) -> None:
+        self.est_rows += int(p_correct.shape[0])
+        self.est_sum += float(p_correct.sum())
+        self.est_var += float((p_correct * (1.0 - p_correct)).sum())
 
     BUFFER = 256  # add() costs ~20 numpy calls whatever the rows: 256 makes it ~0.3 us/row
 
@@ -248,6 +259,11 @@ class _Window:
             "features": cols,
             "prediction": pred,
             "reservoir": {"columns": list(lay.names), "rows": rows, "seen": self.n},
+            "expected_accuracy": (
+                {"rows": self.est_rows, "sum": self.est_sum, "var": self.est_var}
+                if self.est_rows
+                else None
+            ),
         }
 
 
@@ -265,6 +281,7 @@ class _Model:
     layout: _Layout
     schema: str
     schema_version: str
+    calibration: Calibration | None = None
     window: _Window | None = None
 
 
@@ -302,16 +319,25 @@ class DriftStats:
         self.ignored_rows = 0
 
     def register(
-        self, model: str, version: str, reference: Mapping[str, Any], schema_version: str = ""
+        self,
+        model: str,
+        version: str,
+        reference: Mapping[str, Any],
+        schema_version: str = "",
+        calibration: Calibration | None = None,
     ) -> None:
-        """Start accumulating for a model version, binned by its bundle's reference."""
+        """Start accumulating for a model version, binned by its bundle's reference;
+        with its ``calibration``, each window also carries the label-free expected
+        accuracy (fed by ``observe(..., probabilities=...)``)."""
         validate_reference(reference)
         layout = _Layout.from_reference(reference)
         with self._lock:
             old = self._models.get((model, version))
             if old is not None and old.window is not None and (old.window.n or old.window.buffered):
                 self._closed.append(self._finish(model, version, old, self._clock()))
-            self._models[(model, version)] = _Model(layout, schema_hash(reference), schema_version)
+            self._models[(model, version)] = _Model(
+                layout, schema_hash(reference), schema_version, calibration
+            )
 
     def unregister(self, model: str, version: str) -> list[dict[str, Any]]:
         """Stop tracking a version (e.g. after a rollback); returns its last partial window."""
@@ -342,6 +368,7 @@ class DriftStats:
         inputs: np.ndarray,
         outputs: np.ndarray | None = None,
         now: float | None = None,
+        probabilities: np.ndarray | None = None,
     ) -> bool:
         """Add a batch of inference inputs ``[n, n_features]`` and outputs to the window.
 
@@ -362,6 +389,14 @@ class DriftStats:
                 f"{model}:{version}: inputs must be [n, {lay.n_features}], got {list(x.shape)}"
             )
         pred = self._prediction_column(lay, outputs, x.shape[0]) if lay.has_prediction else None
+        p_correct = None
+        if m.calibration is not None and probabilities is not None:
+            try:
+                p_correct = m.calibration.apply(top_confidence(probabilities))
+            except ValueError:  # no usable probabilities (NaN, wrong shape): no estimate
+                p_correct = None
+            if p_correct is not None and p_correct.shape[0] != x.shape[0]:
+                p_correct = None
         t = self._clock() if now is None else now
         with self._lock:
             w = m.window
@@ -377,6 +412,8 @@ class DriftStats:
                 rng = np.random.default_rng([self._seed, int(t * 1000) & 0xFFFFFFFF])
                 w = m.window = _Window(lay, t, self.reservoir_size, rng)
             w.push(x, pred)
+            if p_correct is not None:
+                w.estimate(p_correct)
         return True
 
     @staticmethod
@@ -476,6 +513,11 @@ def merge_windows(a: Mapping[str, Any], b: Mapping[str, Any], seed: int = 0) -> 
     out["features"] = {k: _merge_col(a["features"][k], b["features"][k]) for k in a["features"]}
     if a.get("prediction") is not None and b.get("prediction") is not None:
         out["prediction"] = _merge_col(a["prediction"], b["prediction"])
+    ea, eb = a.get("expected_accuracy"), b.get("expected_accuracy")
+    if ea and eb:
+        out["expected_accuracy"] = {k: ea[k] + eb[k] for k in ("rows", "sum", "var")}
+    else:
+        out["expected_accuracy"] = ea or eb
     ra, rb = a["reservoir"], b["reservoir"]
     k = max(len(ra["rows"]), len(rb["rows"]), 1)
     na, nb = ra["seen"], rb["seen"]

@@ -136,8 +136,10 @@ def build_bundle(
     outputs: list[TensorSpec] | None = None,
     min_agent_version: str = "0.1.0",
     lineage: Lineage | dict[str, Any] | None = None,
+    calibration: dict[str, Any] | None = None,
 ) -> bytes:
-    """Return the bytes of a signed bundle."""
+    """Return the bytes of a signed bundle. ``calibration``: a ``farmiq.cbpe.Calibration``
+    as a dict, shipped as ``calibration.json`` for the gateway's label-free estimate."""
     if not signers:
         raise ValueError("a bundle needs at least one signer")
     ext = {"onnxruntime": "onnx", "litert": "tflite", "mcu-tflite": "tflite"}[runtime]
@@ -146,6 +148,11 @@ def build_bundle(
     if reference is not None:
         # Not canonical_json: the reference's feature order is the model's column order.
         members["reference.json"] = orjson.dumps(reference)
+    if calibration is not None:
+        from farmiq.cbpe import Calibration
+
+        Calibration.from_dict(calibration)  # refuse a malformed one here, not on a gateway
+        members["calibration.json"] = orjson.dumps(calibration)
     members.update(extra_members or {})
     if inputs is None or outputs is None:
         read_in, read_out = io_specs(model_bytes, runtime)
@@ -182,6 +189,7 @@ def build_bundle(
         rollback_of=rollback_of,
         registry_uri=registry_uri,
         lineage=Lineage.model_validate(lineage) if lineage else None,
+        calibration="calibration.json" if calibration is not None else None,
     )
     body = manifest.canonical()
     return pack(body, [s.sign(body) for s in signers], members)

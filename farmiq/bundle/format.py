@@ -131,6 +131,9 @@ class Manifest(BaseModel):
     # Optional and left out of the manifest when absent, so bundles made before it existed
     # keep their canonical bytes (and signatures).
     lineage: Lineage | None = None
+    # Member holding the label-free estimate's calibration (farmiq/cbpe.py): top-class
+    # confidence -> P(correct), fitted on a labelled holdout at registration.
+    calibration: str | None = None
 
     @field_validator("name")
     @classmethod
@@ -169,8 +172,9 @@ class Manifest(BaseModel):
 
     def canonical(self) -> bytes:
         doc = self.model_dump(mode="json")
-        if doc.get("lineage") is None:
-            doc.pop("lineage", None)
+        for optional in ("lineage", "calibration"):
+            if doc.get(optional) is None:
+                doc.pop(optional, None)
         return canonical_json(doc)
 
 

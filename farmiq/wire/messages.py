@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from farmiq.rollout_wire import DesiredDoc, decode_chunk, encode_chunk
 
@@ -151,6 +151,21 @@ class DriftColumn(BaseModel):
     max: float | None = None
 
 
+class ExpectedAccuracySums(Message):
+    """A window's label-free estimate (farmiq/cbpe.py) as sums, so windows merge by
+    adding: expected accuracy = sum / rows, its standard error = sqrt(var) / rows."""
+
+    rows: int = Field(ge=1, lt=2**63)
+    sum: float = Field(ge=0, allow_inf_nan=False)
+    var: float = Field(ge=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> ExpectedAccuracySums:
+        if self.sum > self.rows * (1 + 1e-9) or self.var > self.rows:
+            raise ValueError("expected accuracy sums exceed the rows")
+        return self
+
+
 class DriftWindow(Message):
     """up/drift: one window of input (and prediction) statistics (docs/drift.md)."""
 
@@ -168,6 +183,7 @@ class DriftWindow(Message):
     n: int = Field(ge=0, lt=2**63)
     features: dict[str, DriftColumn] = Field(min_length=1)
     prediction: DriftColumn | None = None
+    expected_accuracy: ExpectedAccuracySums | None = None
 
     # extras ignored for the same reason as DriftColumn's (the raw window is what is stored)
     model_config = ConfigDict(extra="ignore", populate_by_name=True, coerce_numbers_to_str=True)
