@@ -17,31 +17,18 @@ written inside a span carry its ``trace_id`` and ``span_id``.
 
 from __future__ import annotations
 
-import atexit
 import functools
 import logging
-import os
 from collections.abc import Callable
 from typing import Any
 
-from farmiq import logging_setup, topics
+from farmiq import topics
+from farmiq import tracing as farmiq_tracing
 
 log = logging.getLogger(__name__)
 
 _tracer: Any = None
 _configured = False
-
-
-def enabled_by_env() -> bool:
-    env = os.environ
-    if env.get("OTEL_SDK_DISABLED", "").lower() == "true":
-        return False
-    exporter = env.get("OTEL_TRACES_EXPORTER", "")
-    if exporter == "none":
-        return False
-    return exporter == "otlp" or bool(
-        env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-    )
 
 
 def tracer() -> Any:
@@ -50,37 +37,8 @@ def tracer() -> Any:
     if _configured:
         return _tracer
     _configured = True
-    if not enabled_by_env():
-        return None
-    from opentelemetry import trace
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-    os.environ.setdefault("OTEL_SERVICE_NAME", "farmiq-control-plane")
-    provider = TracerProvider(resource=Resource.create())
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    trace.set_tracer_provider(provider)
-    atexit.register(provider.shutdown)  # flush what is still batched
-
-    def ids() -> tuple[str, str] | None:
-        ctx = trace.get_current_span().get_span_context()
-        if not ctx.is_valid:
-            return None
-        return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
-
-    logging_setup.trace_ids = ids
-    _tracer = trace.get_tracer("farmiq.control_plane")
-    log.info("tracing on: OTLP/HTTP to %s", _endpoint())
+    _tracer = farmiq_tracing.configure("farmiq-control-plane", "farmiq.control_plane")
     return _tracer
-
-
-def _endpoint() -> str:
-    env = os.environ
-    return env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or (
-        env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:4318").rstrip("/") + "/v1/traces"
-    )
 
 
 def traced(name: str, fn: Callable[..., Any], **attrs: Any) -> Callable[..., Any]:

@@ -49,6 +49,7 @@ from edge_agent.uplink.mqtt_link import MqttLink
 from edge_agent.uplink.outbox import Outbox
 from edge_agent.uplink.port import up_publisher
 from farmiq import __version__, topics
+from farmiq import tracing as farmiq_tracing
 from farmiq.director.gate import DirectorGate
 
 if TYPE_CHECKING:
@@ -237,6 +238,13 @@ class Agent:
                 ),
             )
         )
+        # OpenTelemetry when OTEL_* ask for it (farmiq/tracing.py): the API's server spans
+        # continue a caller's traceparent, inference spans carry the decision, remote calls
+        # send the traceparent on to Triton. Off: nothing imported, nothing on the hot path.
+        tracer = farmiq_tracing.configure("farmiq-edge-agent", "farmiq.edge_agent")
+        if tracer is not None:
+            self.api.tracer = tracer
+            self.router.trace(tracer)
         self.lifecycle = Lifecycle(
             LifecyclePorts(
                 link=self.link,

@@ -94,6 +94,11 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 class LocalApi:
     def __init__(self) -> None:
+        # An OpenTelemetry tracer when OTEL_* turn traces on (farmiq/tracing.py): each
+        # request is then a server span continuing the caller's W3C traceparent. None: the
+        # request path pays one check.
+        self.tracer: Any = None
+        self._templates: dict[Handler, str] = {}
         self._exact: dict[tuple[str, str], Handler] = {}
         # (method, prefix, param name, suffix): paths like /api/v1/models/{name}/warmup
         self._param: list[tuple[str, str, str, str, Handler]] = []
@@ -106,6 +111,7 @@ class LocalApi:
         return deco
 
     def add(self, method: str, path: str, fn: Handler) -> None:
+        self._templates[fn] = path
         if "{" in path:
             prefix, rest = path.split("{", 1)
             pname, suffix = rest.split("}", 1)
@@ -178,16 +184,42 @@ class LocalApi:
                 resp = json_response({"error": f"no route for {method} {path}"}, status)
             else:
                 req = Request(method, path, scope.get("query_string", b""), body, headers, params)
-                try:
-                    resp = await fn(req)
-                except ApiError as exc:
-                    resp = json_response({"error": exc.message, **exc.extra}, exc.status)
-                except Exception as exc:  # never let one request take the daemon down
-                    log.exception("unhandled error on %s %s", method, path)
-                    resp = json_response({"error": f"internal error: {type(exc).__name__}"}, 500)
+                if self.tracer is None:
+                    resp = await self._handle(fn, req)
+                else:
+                    resp = await self._traced(fn, req)
         finally:
             request_id.reset(token)
         await self._send(send, resp)
+
+    @staticmethod
+    async def _handle(fn: Handler, req: Request) -> Response:
+        try:
+            return await fn(req)
+        except ApiError as exc:
+            return json_response({"error": exc.message, **exc.extra}, exc.status)
+        except Exception as exc:  # never let one request take the daemon down
+            log.exception("unhandled error on %s %s", req.method, req.path)
+            return json_response({"error": f"internal error: {type(exc).__name__}"}, 500)
+
+    async def _traced(self, fn: Handler, req: Request) -> Response:
+        from opentelemetry.trace import SpanKind, Status, StatusCode
+
+        from farmiq.tracing import extract
+
+        carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in req.headers}
+        route = self._templates.get(fn, req.path)
+        with self.tracer.start_as_current_span(
+            f"{req.method} {route}",
+            context=extract(carrier),
+            kind=SpanKind.SERVER,
+            attributes={"http.request.method": req.method, "http.route": route},
+        ) as span:
+            resp = await self._handle(fn, req)
+            span.set_attribute("http.response.status_code", resp.status)
+            if resp.status >= 500:
+                span.set_status(Status(StatusCode.ERROR))
+            return resp
 
     @staticmethod
     async def _send(send: Callable, resp: Response) -> None:

@@ -376,6 +376,7 @@ class Router:
         # The one observer channel (edge_agent/inference/observers.py): every answer and
         # every failure, whoever called ``infer``. Drift, shadow and rollout health.
         self.observers: list[InferenceObserver] = []
+        self._tracer: Any = None  # trace(): OTEL_* asked for spans
 
     # -- model state ------------------------------------------------------------------
     def state(self, name: str) -> _ModelState:
@@ -473,6 +474,37 @@ class Router:
         if key is not None and not result.low_confidence:
             cache.put(key, result)
         return result
+
+    # -- tracing (farmiq/tracing.py) -----------------------------------------------------
+    def trace(self, tracer: Any) -> None:
+        """Turn on spans: each ``infer`` becomes an ``inference`` span carrying the
+        decision (target, reason, escalated rows), and the remote targets make client spans
+        and send the W3C traceparent. Swapped in as an attribute, so with tracing off the
+        request path is the plain method."""
+        self._tracer = tracer
+        self.infer = self._traced_infer  # type: ignore[method-assign]
+        for target in self.remotes.values():
+            if hasattr(target, "tracer"):
+                target.tracer = tracer
+
+    async def _traced_infer(
+        self, name: str, inputs: Any, *, budget_ms: float | None = None, use_cache: bool = True
+    ) -> InferenceResult:
+        with self._tracer.start_as_current_span(
+            "inference", attributes={"farmiq.model": name}
+        ) as span:
+            res = await Router.infer(self, name, inputs, budget_ms=budget_ms, use_cache=use_cache)
+            span.set_attributes(
+                {
+                    "farmiq.model.version": res.version,
+                    "farmiq.target": res.target,
+                    "farmiq.reason": res.reason,
+                    "farmiq.cached": res.cached,
+                    "farmiq.escalated_rows": res.escalated_rows,
+                    "farmiq.latency_ms": res.latency_ms,
+                }
+            )
+            return res
 
     async def _routed(
         self, st: _ModelState, arrays: dict[str, np.ndarray], budget_ms: float | None, t0: float

@@ -38,6 +38,7 @@ class OtlpReceiver:
                         for s in ss.spans:
                             outer.spans.append({
                                 "name": s.name, "trace_id": s.trace_id.hex(),
+                                "span_id": s.span_id.hex(),
                                 "parent": s.parent_span_id.hex(), "kind": s.kind,
                                 "attrs": {a.key: a.value for a in s.attributes},
                                 "service": res.get("service.name"),

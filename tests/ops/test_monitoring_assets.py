@@ -37,9 +37,12 @@ def test_promtool_accepts_the_rules_and_the_scrape_config() -> None:
     for args in (["check", "rules", str(RULES)], ["check", "config", str(SCRAPE)]):
         out = subprocess.run([_promtool(), *args], capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS" in subprocess.run(
-        [_promtool(), "check", "rules", str(RULES)], capture_output=True, text=True
-    ).stdout
+    assert (
+        "SUCCESS"
+        in subprocess.run(
+            [_promtool(), "check", "rules", str(RULES)], capture_output=True, text=True
+        ).stdout
+    )
 
 
 def _queried() -> dict[str, set[str]]:
@@ -87,6 +90,6 @@ def test_rules_and_dashboard_query_metrics_the_daemons_export(
 
 
 def test_a_name_that_no_daemon_exports_is_caught() -> None:
-    text = "# TYPE farmiq_cp_devices gauge\nfarmiq_cp_devices{status=\"online\"} 1\n"
+    text = '# TYPE farmiq_cp_devices gauge\nfarmiq_cp_devices{status="online"} 1\n'
     assert "farmiq_cp_devices" in _exported(text)
     assert "farmiq_cp_devicez" not in _exported(text)

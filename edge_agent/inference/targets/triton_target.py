@@ -59,6 +59,7 @@ class TritonTarget:
         self._client: Any = None
         self._mod: Any = None
         self._unknown: set[str] = set()  # models the server said it does not have
+        self.tracer: Any = None  # set by Router.trace when OTEL_* turn traces on
 
     def configured(self) -> bool:
         return True
@@ -103,21 +104,49 @@ class TritonTarget:
         outputs: list[str],
         timeout_s: float,
     ) -> dict[str, np.ndarray]:
-        from tritonclient.utils import InferenceServerException
-
         client = self._ensure_client()
         remote = self.model_names.get(model, model)
         if self.protocol == "http":
             req_outputs = [self._mod.InferRequestedOutput(o, binary_data=True) for o in outputs]
         else:
             req_outputs = [self._mod.InferRequestedOutput(o) for o in outputs]
+        if self.tracer is not None:
+            from opentelemetry.trace import SpanKind
+
+            from farmiq.tracing import inject
+
+            with self.tracer.start_as_current_span(
+                "remote.infer",
+                kind=SpanKind.CLIENT,
+                attributes={"farmiq.target": self.name, "farmiq.model": remote, "server.address": self.host},
+            ):  # fmt: skip
+                call = (client, model, remote, version, inputs, outputs, req_outputs)
+                return await self._infer(*call, timeout_s, inject())
+        call = (client, model, remote, version, inputs, outputs, req_outputs)
+        return await self._infer(*call, timeout_s, None)
+
+    async def _infer(
+        self,
+        client: Any,
+        model: str,
+        remote: str,
+        version: str,
+        inputs: dict[str, np.ndarray],
+        outputs: list[str],
+        req_outputs: list[Any],
+        timeout_s: float,
+        headers: dict[str, str] | None,
+    ) -> dict[str, np.ndarray]:
+        from tritonclient.utils import InferenceServerException
+
         try:
             result = await asyncio.wait_for(
                 client.infer(
-                    remote, self._make_inputs(inputs), model_version=version, outputs=req_outputs
+                    remote, self._make_inputs(inputs), model_version=version,
+                    outputs=req_outputs, headers=headers,
                 ),
                 timeout_s,
-            )
+            )  # fmt: skip
         except TimeoutError:
             raise TargetError(
                 "link", f"{self.name}: no answer within {timeout_s * 1000:.0f} ms"
