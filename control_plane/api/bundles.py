@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from control_plane.context import ControlPlaneContext, get_ctx
 from control_plane.registry import RegistryError
+from control_plane.security.audit_trail import audits
 from control_plane.tables import BundleRecord
 
 router = APIRouter(prefix="/api/v1/bundles", tags=["bundles"])
@@ -52,7 +53,15 @@ async def list_bundles(
     return {"bundles": await run_in_threadpool(q)}
 
 
+def _bundle_state(bundle_id: str, args: dict[str, Any]) -> dict[str, Any] | None:
+    """What the audit log keeps of a bundle: its record (id, version, sha256, targeting)."""
+    with args["ctx"].session() as s:
+        b = s.get(BundleRecord, bundle_id)
+        return _row(b) if b is not None else None
+
+
 @router.post("", summary="Build and sign a bundle from a registry version")
+@audits("bundle.build", "{result[bundle_id]}", snapshot=_bundle_state)
 async def build(body: BuildRequest, ctx: ControlPlaneContext = Depends(get_ctx)) -> dict[str, Any]:
     def go() -> dict[str, Any]:
         mv = ctx.registry.resolve(body.model, body.version)

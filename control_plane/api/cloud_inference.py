@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from control_plane.context import ControlPlaneContext, get_ctx
+from control_plane.security.audit_trail import audits
 
 router = APIRouter(prefix="/api/v1/cloud", tags=["cloud inference"])
 
@@ -86,7 +87,14 @@ async def warmup(
     return await _guard(_publisher(ctx).warmup, name, (body or Warmup()).runs)  # type: ignore[no-any-return]
 
 
+def _published(name: str, args: dict[str, Any]) -> Any:
+    """The versions of ``name`` the control plane has put on the cloud Triton."""
+    pub = args["ctx"].services.get("cloud_inference")
+    return None if pub is None else pub.published.get(name)
+
+
 @router.post("/models/{name}/publish", summary="Publish a registered version to Triton now")
+@audits("cloud.publish", "{name}", snapshot=_published)
 async def publish(
     name: str, body: Publish, ctx: ControlPlaneContext = Depends(get_ctx)
 ) -> dict[str, Any]:

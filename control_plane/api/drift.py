@@ -61,7 +61,19 @@ def _missing(exc: KeyError) -> HTTPException:
     return HTTPException(404, str(exc.args[0]) if exc.args else "not found")
 
 
+def _reference_state(model: str, args: dict[str, Any]) -> dict[str, Any] | None:
+    """The baseline a model's drift is judged against: its version key and schema hash
+    (the statistics themselves are large; the hash names them)."""
+    body = args["body"]
+    try:
+        _, _, schema, version = args["a"].service.reference(model, body.version)
+    except KeyError:
+        return None
+    return {"version": version, "schema": schema}
+
+
 @router.post("/drift/reference", summary="Set a model's reference baseline (histograms)")
+@audits("drift.reference.set", "{body.model}", snapshot=_reference_state)
 async def set_reference(body: ReferenceIn, a: DriftArea = Depends(area)) -> dict[str, Any]:
     try:
         schema = await run_in_threadpool(

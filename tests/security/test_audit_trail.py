@@ -126,6 +126,33 @@ def test_rollout_create_and_pause_record_their_state(cp: CP, versions: list[int]
     assert paused["after"] == {"status": "paused", "wave": paused["before"]["wave"]}
 
 
+def test_bundle_build_and_drift_baseline_record_what_they_made(cp: CP, versions: list[int]) -> None:
+    r = cp.call(
+        "POST", "/api/v1/bundles", "operator", json={"model": MODEL, "version": versions[0]}
+    )
+    assert r.status_code == 200, r.text
+    bid = r.json()["bundle_id"]
+    (built,) = cp.entries(bid, "bundle.build")
+    assert built["actor"] == "apikey:ops" and built["detail"]["before"] is None
+    assert built["detail"]["after"]["sha256"] == r.json()["sha256"]
+
+    from farmiq.drift_reference import build_reference
+
+    ref = build_reference({"x0": [float(i) for i in range(100)], "x1": [1.0] * 100})
+    schemas = []
+    for _ in range(2):  # the first sets a baseline, the second replaces it
+        body = {"model": MODEL, "reference": ref}
+        r = cp.call("POST", "/api/v1/drift/reference", "operator", json=body)
+        assert r.status_code == 200, r.text
+        schemas.append(r.json()["schema"])
+        ref = build_reference({"x0": [float(i) * 2 for i in range(100)], "x1": [1.0] * 100})
+    second, first = cp.entries(MODEL, "drift.reference.set")  # newest first
+    assert first["detail"]["before"] is None
+    assert first["detail"]["after"]["schema"] == schemas[0]
+    assert second["detail"]["before"] == first["detail"]["after"]
+    assert second["detail"]["after"]["schema"] == schemas[1] != schemas[0]
+
+
 def test_device_revocation_records_active_before_and_revoked_after(cp: CP, tmp_path: Path) -> None:
     device = f"gw-{uuid.uuid4().hex[:8]}"
     r = cp.call("POST", "/api/v1/enrollment/tokens", "admin", json={"device_id": device})
@@ -189,10 +216,7 @@ def test_actuator_command_and_deployment_record_what_they_changed(
 # own semantic entry. A new state-changing route must land in one of these or declare
 # ``@audits``: this test fails until someone decides.
 CALL_ENTRY_ONLY = {
-    ("POST", "/api/v1/bundles"): "builds and stores a signed bundle; nothing is sent",
     ("POST", "/api/v1/cloud/models/{name}/warmup"): "no state: zero inputs through Triton",
-    ("POST", "/api/v1/cloud/models/{name}/publish"): "Triton repository copy of a version",
-    ("POST", "/api/v1/drift/reference"): "reference statistics (large); the call is logged",
     ("POST", "/api/v1/detect/check"): "a computation, nothing changes",
     ("POST", "/api/v1/detect/comprehensive"): "a computation, nothing changes",
     ("POST", "/api/v1/retraining/decision"): "stores an evaluation, changes no model",
@@ -231,3 +255,4 @@ def test_every_state_changing_route_declares_what_it_audits() -> None:
                     undecided.append(key)
     assert not undecided, undecided
     assert {"model.promote", "rollout.pause", "device.revoke", "apikey.create"} <= declared
+    assert {"bundle.build", "cloud.publish", "drift.reference.set"} <= declared
