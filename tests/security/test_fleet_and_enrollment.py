@@ -50,8 +50,9 @@ def test_init_fleet_keys_are_private_and_root_needs_threshold(
     )
     paths = FleetPaths(d)
     keys = list(d.rglob("*.key"))
-    # root x3, targets, ca/snapshot/timestamp/director/client, broker
-    assert len(keys) == 3 + 1 + 6
+    # root x3, targets, ca/snapshot/timestamp/director/client, broker, and one broker
+    # identity per control-plane replica (client-1, client-2)
+    assert len(keys) == 3 + 1 + 6 + 2
     for k in keys:
         assert stat.S_IMODE(k.stat().st_mode) == 0o600, k
     out = capsys.readouterr().out + caplog.text
