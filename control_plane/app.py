@@ -42,6 +42,7 @@ SETUP_MODULES = [
     "control_plane.cloud_inference_setup",
     "control_plane.security.setup",
     "control_plane.actuators",
+    "control_plane.trust_push",  # newer trust roots to gateways that report older ones
     "control_plane.ops_history",  # the dashboard's serving plots
     "control_plane.alerts.setup",  # it connects the other areas' alert sources
     "control_plane.tracing",  # last: spans around the areas' steps (when OTEL_* say so)

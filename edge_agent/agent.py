@@ -296,6 +296,8 @@ class Agent:
             "tags": self.config.tags,
             "entities": {"barn_id": [self.config.barn_id], "flock_id": self.config.flock_ids},
             "agent_version": __version__,
+            # the control plane sends each newer root in turn (control_plane/trust_push.py)
+            "trust_root_version": self.installs.trust.current.version,
             "models": {
                 m.name: {
                     "version": m.version,

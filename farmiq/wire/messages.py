@@ -98,6 +98,7 @@ class ReportedState(Message):
     tags: list[str] = []
     models: dict[str, dict[str, Any]] = {}
     entities: dict[str, list[str]] | None = None
+    trust_root_version: int | None = Field(default=None, ge=1)
     # firmware_bridge.manager.MCUManager.describe(): id, firmware, budget, models, slots,
     # link health (docs/mcu-protocol.md section 5)
     mcus: list[McuState] = Field(default=[], max_length=256)
