@@ -40,6 +40,18 @@ def parse_url(url: str) -> tuple[str, str]:
     return "http", url.rstrip("/")
 
 
+def _client_module(protocol: str) -> Any:
+    """tritonclient's asyncio module for ``protocol``, or None when it is not installed."""
+    try:
+        if protocol == "grpc":
+            import tritonclient.grpc.aio as mod
+        else:
+            import tritonclient.http.aio as mod  # type: ignore[no-redef]
+    except ImportError:
+        return None
+    return mod
+
+
 class TritonTarget:
     def __init__(
         self,
@@ -57,7 +69,10 @@ class TritonTarget:
         self.cold_start_ms = cold_start_ms
         self.model_names = model_names or {}
         self._client: Any = None
-        self._mod: Any = None
+        # Imported now, not on the first offload: tritonclient's import (aiohttp, and
+        # gevent for http) takes hundreds of ms on a small gateway, which the first
+        # request's latency budget would pay. The client itself needs the running loop.
+        self._mod: Any = _client_module(self.protocol)
         self._unknown: set[str] = set()  # models the server said it does not have
         self.tracer: Any = None  # set by Router.trace when OTEL_* turn traces on
 
@@ -71,15 +86,9 @@ class TritonTarget:
 
     def _ensure_client(self) -> Any:
         if self._client is None:
-            try:
-                if self.protocol == "grpc":
-                    import tritonclient.grpc.aio as mod
-                else:
-                    import tritonclient.http.aio as mod  # type: ignore[no-redef]
-            except ImportError:  # tritonclient is in the optional `edge-cloud` extra
-                raise TargetError("unavailable", f"{self.name}: {TRITONCLIENT_MISSING}") from None
-            self._mod = mod
-            self._client = mod.InferenceServerClient(self.host)
+            if self._mod is None:  # tritonclient is in the optional `edge-cloud` extra
+                raise TargetError("unavailable", f"{self.name}: {TRITONCLIENT_MISSING}")
+            self._client = self._mod.InferenceServerClient(self.host)
         return self._client
 
     def _make_inputs(self, inputs: dict[str, np.ndarray]) -> list[Any]:
