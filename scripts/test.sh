@@ -27,4 +27,7 @@ fi
 for _ in $(seq 50); do port_open 1883 && break; sleep 0.1; done
 
 export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=1 FEAST_USAGE=False
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# Two workers, one test file each at a time (module fixtures stay in one process): most
+# tests wait on real servers and agents, so the 2-core machine runs the suite in about
+# 13 minutes instead of 21. Arguments after the command override (`-n 0`: one process).
+exec .venv/bin/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile "$@"
