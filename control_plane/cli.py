@@ -141,9 +141,10 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from control_plane.app import create_app
-    from farmiq.logging_setup import capture_std_streams
+    from farmiq.logging_setup import capture_native_stderr, capture_std_streams
 
     capture_std_streams()  # JSON logs: every line the daemon writes is JSON
+    capture_native_stderr()  # and what native libraries write to fd 2
     # log_config=None: uvicorn's records go to the root handler (JSON), not its own.
     uvicorn.run(
         create_app(settings),

@@ -442,6 +442,7 @@ class Agent:
             lifespan="off",
             access_log=False,
             log_level="warning",
+            log_config=None,  # uvicorn's records go to the root handler (JSON), not its own
             # Per-request work nobody reads on a gateway's local API: the proxy-headers
             # middleware layer and the Server header (each header written is checked by
             # two regexes). Date stays (RFC 9110). See docs/inference.md, benchmarks.

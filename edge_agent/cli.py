@@ -46,6 +46,11 @@ def _run(args: argparse.Namespace) -> int:
         return SETUP_EXIT_CODE
     from edge_agent.agent import StartError, run
     from edge_agent.config import DEFAULT_PATH
+    from farmiq.logging_setup import capture_native_stderr, capture_std_streams
+
+    # JSON logs: every line the daemon writes is JSON, native libraries' too
+    capture_std_streams()
+    capture_native_stderr()
 
     path = args.config or (DEFAULT_PATH if DEFAULT_PATH.exists() else None)
     try:

@@ -21,6 +21,7 @@ what other code writes its own way:
 from __future__ import annotations
 
 import contextvars
+import faulthandler
 import io
 import logging
 import os
@@ -204,6 +205,43 @@ def configure_logging(level: str = "INFO") -> None:
     logging.captureWarnings(True)
     sys.excepthook = _excepthook
     threading.excepthook = _thread_excepthook
+
+
+def capture_native_stderr() -> None:
+    """For daemons with JSON logs: what native libraries write straight to file descriptor
+    2 (LiteRT's "Created TensorFlow Lite XNNPACK delegate", ONNX Runtime's warnings) becomes
+    records of logger ``stderr`` too. fd 2 is pointed at a pipe a thread reads; the log
+    handler and Python's fatal-error handler write to a duplicate of the original fd, so
+    a crash report still reaches the journal."""
+    global _native_captured
+    if not _json_on() or _native_captured:
+        return
+    try:
+        saved = os.dup(2)
+        read_fd, write_fd = os.pipe()
+        os.dup2(write_fd, 2)
+        os.close(write_fd)
+    except OSError:
+        return
+    _native_captured = True
+    raw = os.fdopen(saved, "w", buffering=1, encoding="utf-8", errors="replace")
+    faulthandler.enable(file=raw)
+    for h in logging.getLogger().handlers:
+        if isinstance(h, logging.StreamHandler):
+            h.setStream(raw)
+    if isinstance(sys.stderr, JsonLineStream):
+        sys.stderr.raw = raw
+    stream = JsonLineStream("stderr", logging.WARNING, raw)
+
+    def pump() -> None:
+        with os.fdopen(read_fd, "r", encoding="utf-8", errors="replace") as pipe:
+            for line in pipe:
+                stream.write(line)
+
+    threading.Thread(target=pump, name="native-stderr", daemon=True).start()
+
+
+_native_captured = False
 
 
 def capture_std_streams() -> None:

@@ -325,9 +325,17 @@ def test_logs_are_json_with_the_request_id(
     )
     assert r.status_code == 200, r.text
     assert agent.installed_version(MODEL) == 1
+    # Not HTTP at all: uvicorn's own complaint is a JSON record too, not its text format.
+    import socket
+
+    with socket.create_connection(("127.0.0.1", agent.port), timeout=5) as sock:
+        sock.sendall(b"\x16\x03\x01 not http\r\n\r\n")
+        sock.recv(1024)
     agent.stop()
-    lines = [json.loads(line) for line in agent.log_text().splitlines() if line.startswith("{")]
+    text = [line for line in agent.log_text().splitlines() if line.strip()]
+    lines = [json.loads(line) for line in text]  # every line the daemon wrote is JSON
     assert lines and all({"ts", "level", "logger", "msg"} <= set(rec) for rec in lines)
+    assert any("Invalid HTTP request" in rec["msg"] for rec in lines), lines[-5:]
     tagged = [rec for rec in lines if rec.get("request_id") == "op-rollback-42"]
     assert tagged and any("v1" in rec["msg"] for rec in tagged), lines[-8:]
     assert not any(rec.get("request_id") == "op-rollback-42" for rec in lines if "v2" in rec["msg"])
