@@ -115,6 +115,7 @@ def test_gateway_and_rollout_alerts_reach_rabbitmq_mqtt_and_a_signed_webhook(
             "breaker_open.warning",
             "rollout_aborted.critical",
         }
+
         # The machine's broker is shared: other tests' gateways raise alerts here too.
         def ours(doc: dict[str, Any]) -> bool:
             return doc.get("device_id") == dev or doc.get("links", {}).get("rollout", "").endswith(

@@ -49,7 +49,9 @@ def test_alerts_are_published_persistent_and_routed_by_kind_and_severity(
             "rollout_succeeded.info",
         ]
         assert all(p.delivery_mode == 2 for _, p, _ in got)  # persistent
-        assert [json.loads(b)["message"] for _, _, b in got] == [f"test alert {i}" for i in (1, 2, 3)]
+        assert [json.loads(b)["message"] for _, _, b in got] == [
+            f"test alert {i}" for i in (1, 2, 3)
+        ]
         assert _wait(lambda: len(spool) == 0)  # deleted only once confirmed
         # A repeat of the same condition is one alert, not two.
         assert bus.send(_alert(Kind.GATEWAY_OFFLINE, Severity.WARNING, 1)) == []

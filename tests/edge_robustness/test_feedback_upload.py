@@ -38,9 +38,7 @@ def test_feedback_reaches_the_example_store_resumably(
     agent_factory: Callable[..., AgentProc], device_id: str, mqtt_port: int, tmp_path: Any
 ) -> None:
     director = Signer.generate()  # outbox acks are director documents (docs/security.md)
-    trust = TrustRoot.for_signers([Signer.generate()], director=[director]).model_dump(
-        mode="json"
-    )
+    trust = TrustRoot.for_signers([Signer.generate()], director=[director]).model_dump(mode="json")
     agent = agent_factory(device_id, trust)
     agent.wait_for(lambda s: s["broker_connected"], what="broker connection")
     topic = topics.up(device_id, "feedback")
