@@ -42,7 +42,12 @@ from control_plane.learning.champion import (
     probabilities,
     score,
 )
-from control_plane.learning.entrypoint import TrainingData, load_entrypoint
+from control_plane.learning.entrypoint import (
+    TrainingData,
+    is_project,
+    load_entrypoint,
+    run_project,
+)
 from control_plane.learning.examples import ExampleStore
 from control_plane.registry import CALIBRATION_TAG
 
@@ -279,9 +284,6 @@ class LearningLoop:
     ) -> str:
         import mlflow
         import pandas as pd
-        from mlflow.data.pandas_dataset import from_pandas
-
-        from farmiq.drift_reference import build_reference
 
         names = list(meta.get("feature_names") or [f"f{i}" for i in range(X.shape[1])])
         if len(names) != X.shape[1]:
@@ -310,14 +312,10 @@ class LearningLoop:
                 path = Path(tmp) / "train.csv"
                 df.to_csv(path, index=False)
                 mlflow.log_artifact(str(path), "data")
-            dataset = from_pandas(
-                df, source=mlflow.get_artifact_uri("data/train.csv"), targets="label",
-                name=f"{model}-feedback",
-            )  # fmt: skip
-            mlflow.log_input(dataset, context="training")
-            mlflow.log_dict(
-                build_reference({n: X[:, i] for i, n in enumerate(names)}), "farmiq/reference.json"
-            )
+                self._log_training_data(df, model, names, X)
+                if is_project(cfg.entrypoint):  # the project logs the model itself
+                    run_project(cfg.entrypoint, run.info.run_id, str(path), cfg.params)
+                    return str(run.info.run_id)
             fitted = entry(data)
             if isinstance(fitted, bytes | bytearray):
                 import onnx
@@ -340,6 +338,23 @@ class LearningLoop:
                     train_score,
                 )
             return str(run.info.run_id)
+
+    @staticmethod
+    def _log_training_data(df: Any, model: str, names: list[str], X: np.ndarray) -> None:
+        """The training rows as the run's input dataset, and their drift reference."""
+        import mlflow
+        from mlflow.data.pandas_dataset import from_pandas
+
+        from farmiq.drift_reference import build_reference
+
+        dataset = from_pandas(
+            df, source=mlflow.get_artifact_uri("data/train.csv"), targets="label",
+            name=f"{model}-feedback",
+        )  # fmt: skip
+        mlflow.log_input(dataset, context="training")
+        mlflow.log_dict(
+            build_reference({n: X[:, i] for i, n in enumerate(names)}), "farmiq/reference.json"
+        )
 
     def _alert(self, kind: str, model: str, run_id: str, **fields: Any) -> None:
         if self.audit_engine is not None:

@@ -88,7 +88,7 @@ def loop_setup(tmp_path: Path) -> Any:
         )
         mlflow.log_dict(reference, "farmiq/reference.json")
     meta = {"labels": LABELS, "feature_names": FEATURES}
-    for name in ("barn", "barn-worse"):
+    for name in ("barn", "barn-worse", "barn-project"):
         mv = registry.register_uri(name, f"runs:/{run.info.run_id}/model", meta=meta)
         registry.promote(name, mv.version)
         drift.set_reference(name, reference)
@@ -211,3 +211,48 @@ def test_a_shift_retrains_and_promotes_a_better_model_with_no_human(loop_setup: 
         ("learning.candidate_promoted", "barn/v2"),
         ("learning.candidate_rejected", "barn-worse/v2"),
     }
+
+
+def test_a_data_scientists_mlflow_project_trains_the_candidate(loop_setup: Any) -> None:
+    """The training entrypoint can be an MLflow Project (here tests/learning/barn_project):
+    the loop runs it inside its own run, and the model the project logs is the candidate,
+    registered with its lineage and promoted when it wins."""
+    registry, drift, examples, v1, ref = loop_setup
+    project = Path(__file__).parent / "barn_project"
+    config = LearningConfig.from_mapping(
+        {
+            "models": {
+                "barn-project": {
+                    "entrypoint": f"mlflow-project:{project}",
+                    "params": {"C": 0.5},
+                    "lookback_s": HOUR,
+                    "promotion": {"margin": 0.05},
+                }
+            }
+        }
+    )
+    loop = LearningLoop(registry, examples, config, audit_engine=drift.engine)
+    decider = RetrainingDecider(drift, RetrainingPolicy(min_consecutive=2, min_samples=1000))
+    trigger = RetrainingTrigger(decider, registry.client, hook=loop)
+    decisions = []
+    for h in range(2):
+        _gateway_hour(drift, examples, "barn-project", v1, ref, h)
+        decisions.append(
+            trigger.trigger("barn-project", since=T0 + h * HOUR, until=T0 + (h + 1) * HOUR)
+        )
+    result = decisions[1].hook_result
+    assert result and result["status"] == "promoted", result
+    assert registry.resolve("barn-project").version == 2
+    run = registry.client.get_run(result["run_id"])
+    assert run.data.tags["trainer"] == "barn_project"  # the project's own code ran
+    assert run.data.params["param.C"] == "0.5" and "project_train_accuracy" in run.data.metrics
+    assert run.data.tags["farmiq.entrypoint"] == f"mlflow-project:{project}"
+    lineage = registry.resolve("barn-project", 2).meta["lineage"]
+    assert lineage["run_id"] == result["run_id"] and lineage["parent_version"] == 1
+
+
+def test_a_project_entrypoint_without_an_mlproject_is_a_set_up_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no MLproject"):
+        LearningConfig.from_mapping(
+            {"models": {"barn": {"entrypoint": f"mlflow-project:{tmp_path}"}}}
+        )
