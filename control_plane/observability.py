@@ -76,20 +76,33 @@ class RequestContextMiddleware:
         method = scope["method"]
         self.metrics.in_flight.labels(method).inc()
 
+        observed: list[float] = []
+
+        def observe() -> None:
+            # Before the last body byte goes out: a client that reads the answer and then
+            # scrapes /metrics must find its own request counted.
+            elapsed = time.perf_counter() - t0
+            observed.append(elapsed)
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            self.metrics.latency.labels(method, route, f"{status // 100}xx").observe(elapsed)
+
         async def send_with_id(msg: Message) -> None:
             nonlocal status
             if msg["type"] == "http.response.start":
                 status = msg["status"]
                 msg.setdefault("headers", [])
                 msg["headers"] = [*msg["headers"], (b"x-request-id", rid.encode("latin-1"))]
+            elif msg["type"] == "http.response.body" and not msg.get("more_body") and not observed:
+                observe()
             await send(msg)
 
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            elapsed = time.perf_counter() - t0
+            if not observed:  # no response sent (the app failed before answering)
+                observe()
+            elapsed = observed[0]
             route = getattr(scope.get("route"), "path", None) or "unmatched"
-            self.metrics.latency.labels(method, route, f"{status // 100}xx").observe(elapsed)
             path = scope.get("path", "")
             log.log(
                 logging.DEBUG if path in QUIET_PATHS else logging.INFO,
