@@ -19,9 +19,7 @@ import hashlib
 import itertools
 import json
 import time
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import orjson
 import pytest
@@ -31,9 +29,14 @@ from farmiq.bundle.builder import read_container
 from farmiq.bundle.signing import Signer
 from farmiq.rollout_wire import DesiredModel, desired_for_bundle, encode_chunk
 from provisioning.fleet import FleetPaths
-from tests.security.helpers import Listener, fleet_signers, regression_bundle
-from tests.security.test_director_on_live_agent import NAME, Gateway, director, fleet
-from tests.support.procs import AgentProc
+from tests.security.helpers import fleet_signers, regression_bundle
+from tests.security.test_director_on_live_agent import (
+    NAME,
+    Gateway,
+    director,
+    fleet,
+    live_gateway,
+)
 
 __all__ = ["director", "fleet"]  # module fixtures shared with the director's live test
 
@@ -48,22 +51,13 @@ def gateway(
     fleet: FleetPaths,
     director: list[Signer],
 ) -> Iterator[Gateway]:
-    work: Path = tmp_path_factory.mktemp("gw-chunks")
-    device = f"gw-chunk-{uuid.uuid4().hex[:8]}"
-    agent = AgentProc(
-        work / device, device, mqtt_port, fleet.root_json,
+    gw = live_gateway(
+        tmp_path_factory.mktemp("gw-chunks"), mqtt_port, fleet, director, (2,),
         rollout={"chunk_timeout_s": TIMEOUT_S, "chunk_window": 4},
     )  # fmt: skip
-    agent.start()
-    listener = Listener(mqtt_port, [topics.up(device, "#")])
-    gw = Gateway(agent, listener, director)
-    agent.wait_for(lambda s: s["broker_connected"], what="broker connection")
-    seen = len(listener.on(gw.install_topic))
-    listener.publish(topics.down(device, topics.BUNDLE), regression_bundle(_keys(fleet), 2))
-    assert json.loads(listener.wait_new(gw.install_topic, seen))["ok"]
     yield gw
-    listener.close()
-    agent.stop()
+    gw.listener.close()
+    gw.agent.stop()
 
 
 def _keys(fleet: FleetPaths) -> list[Signer]:

@@ -94,6 +94,28 @@ def desired(version: int | None, bundle_id: str | None, rev: int, **extra: Any) 
     return {"rev": rev, "issued": time.time(), "models": {NAME: model}}
 
 
+def live_gateway(
+    work: Path, mqtt_port: int, fleet: FleetPaths, director: list[Signer],
+    versions: tuple[int, ...], **settings: object,
+) -> Gateway:  # fmt: skip
+    """A real agent on the fleet's root, serving ``barn`` at the last of ``versions``
+    (installed in order over the broker, so the one before is kept as previous)."""
+    device = f"gw-live-{uuid.uuid4().hex[:8]}"
+    agent = AgentProc(work / device, device, mqtt_port, fleet.root_json, **settings)
+    agent.start()
+    listener = Listener(mqtt_port, [topics.up(device, "#")])
+    gw = Gateway(agent, listener, director)
+    agent.wait_for(lambda s: s["broker_connected"], what="broker connection")
+    keys = fleet_signers(fleet)
+    for v in versions:
+        seen = len(listener.on(gw.install_topic))
+        listener.publish(topics.down(device, topics.BUNDLE), regression_bundle(keys[:2], v))
+        ack = json.loads(listener.wait_new(gw.install_topic, seen))
+        assert ack["ok"] and ack["version"] == v, ack
+    assert gw.answer() == float(versions[-1])
+    return gw
+
+
 @pytest.fixture(scope="module")
 def gateway(
     tmp_path_factory: pytest.TempPathFactory,
@@ -101,24 +123,14 @@ def gateway(
     fleet: FleetPaths,
     director: list[Signer],
 ) -> Iterator[Gateway]:
-    work: Path = tmp_path_factory.mktemp("gw")
-    device = f"gw-dir-{uuid.uuid4().hex[:8]}"
-    agent = AgentProc(work / device, device, mqtt_port, fleet.root_json, max_bundle_bytes=2_000_000)
-    agent.start()
-    listener = Listener(mqtt_port, [topics.up(device, "#")])
-    gw = Gateway(agent, listener, director)
-    agent.wait_for(lambda s: s["broker_connected"], what="broker connection")
-    keys = fleet_signers(fleet)
-    for v in (1, 2):  # v1 becomes the kept previous version
-        seen = len(listener.on(gw.install_topic))
-        listener.publish(topics.down(device, topics.BUNDLE), regression_bundle(keys[:2], v))
-        ack = json.loads(listener.wait_new(gw.install_topic, seen))
-        assert ack["ok"] and ack["version"] == v, ack
-    assert gw.answer() == 2.0
+    gw = live_gateway(
+        tmp_path_factory.mktemp("gw"), mqtt_port, fleet, director, (1, 2),
+        max_bundle_bytes=2_000_000,
+    )  # fmt: skip
     yield gw
-    listener.publish(topics.down(device, topics.DESIRED), b"", retain=True)
-    listener.close()
-    agent.stop()
+    gw.listener.publish(topics.down(gw.id, topics.DESIRED), b"", retain=True)
+    gw.listener.close()
+    gw.agent.stop()
 
 
 def test_unsigned_desired_state_cannot_roll_back_or_block(gateway: Gateway) -> None:
