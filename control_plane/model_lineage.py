@@ -33,6 +33,10 @@ class SourceLineage:
     reference_from: str | None = None  # "run artifact", "training dataset", None
     parent_version: int | None = None  # from a retraining run's farmiq.parent_version tag
     data_window: list[float] | None = None  # from its farmiq.data_window tag
+    # Labelled rows the run logged as its validation data (mlflow.log_input, context
+    # "validation", "evaluation", "holdout" or "test"): (features, targets). The
+    # label-free estimate's calibration is fitted on them at registration.
+    holdout: tuple[Any, Any] | None = None
     notes: list[str] = field(default_factory=list)
 
     def manifest_lineage(self, flavor: str | None) -> dict[str, Any]:
@@ -76,6 +80,19 @@ def training_dataset(run: Any) -> Any:
     return inputs[0] if len(inputs) == 1 else None
 
 
+HOLDOUT_CONTEXTS = ("validation", "evaluation", "eval", "holdout", "test")
+TARGET_NAMES = ("label", "target", "y", "truth")
+
+
+def holdout_dataset(run: Any) -> Any:
+    """The dataset input a run tagged as labelled validation data, or None."""
+    for di in list(getattr(run.inputs, "dataset_inputs", None) or []):
+        tags = {t.key: t.value for t in di.tags or []}
+        if tags.get("mlflow.data.context") in HOLDOUT_CONTEXTS:
+            return di
+    return None
+
+
 def _dataset_uri(dataset: Any) -> str | None:
     try:
         src = json.loads(dataset.source or "{}")
@@ -85,22 +102,19 @@ def _dataset_uri(dataset: Any) -> str | None:
     return str(uri) if uri else None
 
 
-def reference_from_dataset(
-    di: Any, feature_names: list[str] | None, own_roots: list[str], tracking_uri: str | None
-) -> tuple[dict[str, Any] | None, str | None]:
-    """Load a logged training dataset (CSV/Parquet in the registry's stores) and build the
-    drift reference over the model's feature columns. Returns (reference, why-not)."""
+def _load_dataset(
+    di: Any, own_roots: list[str], tracking_uri: str | None, what: str
+) -> tuple[Any, str | None]:
+    """A logged dataset (CSV/Parquet in the registry's stores) as a DataFrame, or why not."""
     import mlflow
-
-    from farmiq.drift_reference import build_reference
 
     uri = _dataset_uri(di.dataset)
     if not uri:
-        return None, "the training dataset has no loadable source"
+        return None, f"the {what} has no loadable source"
     try:
         check_source_uri(uri, own_roots)
     except IntakeError:
-        return None, f"the training dataset's source {uri[:120]!r} is outside the registry"
+        return None, f"the {what}'s source {uri[:120]!r} is outside the registry"
     with tempfile.TemporaryDirectory(prefix="farmiq-dataset-") as tmp:
         try:
             local = Path(
@@ -109,20 +123,59 @@ def reference_from_dataset(
                 )
             )
         except Exception as exc:
-            return None, f"cannot read the training dataset: {str(exc)[:200]}"
+            return None, f"cannot read the {what}: {str(exc)[:200]}"
         import pandas as pd
 
         try:
             df = pd.read_parquet(local) if local.suffix == ".parquet" else pd.read_csv(local)
         except Exception as exc:
-            return None, f"the training dataset is not CSV or Parquet: {str(exc)[:200]}"
+            return None, f"the {what} is not CSV or Parquet: {str(exc)[:200]}"
+    return df, None
+
+
+def _feature_columns(di: Any, df: Any, feature_names: list[str] | None) -> list[str]:
     cols = feature_names or [c for c in df.columns if np.issubdtype(df[c].dtype, np.number)]
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        return None, f"the training dataset lacks feature columns {missing}"
     if feature_names is None:
         targets = json.loads(di.dataset.profile or "{}").get("targets")
         cols = [c for c in cols if c != targets]
+    return list(cols)
+
+
+def holdout_from_dataset(
+    di: Any, feature_names: list[str] | None, own_roots: list[str], tracking_uri: str | None
+) -> tuple[tuple[Any, Any] | None, str | None]:
+    """(features, targets) of a logged validation dataset, or (None, why-not)."""
+    df, why = _load_dataset(di, own_roots, tracking_uri, "validation dataset")
+    if df is None:
+        return None, why
+    # MLflow's dataset entity does not keep `targets`: the one column besides the model's
+    # features, else a column named like a label.
+    rest = [c for c in df.columns if feature_names and c not in feature_names]
+    named = [c for c in TARGET_NAMES if c in df.columns]
+    targets = rest[0] if len(rest) == 1 else (named[0] if named else None)
+    if targets is None:
+        return None, f"the validation dataset has no targets column ({', '.join(TARGET_NAMES)})"
+    cols = [c for c in _feature_columns(di, df, feature_names) if c != targets]
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        return None, f"the validation dataset lacks feature columns {missing}"
+    return (df[cols].to_numpy(dtype=np.float32), df[targets].to_numpy()), None
+
+
+def reference_from_dataset(
+    di: Any, feature_names: list[str] | None, own_roots: list[str], tracking_uri: str | None
+) -> tuple[dict[str, Any] | None, str | None]:
+    """Load a logged training dataset (CSV/Parquet in the registry's stores) and build the
+    drift reference over the model's feature columns. Returns (reference, why-not)."""
+    from farmiq.drift_reference import build_reference
+
+    df, why = _load_dataset(di, own_roots, tracking_uri, "training dataset")
+    if df is None:
+        return None, why
+    cols = _feature_columns(di, df, feature_names)
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        return None, f"the training dataset lacks feature columns {missing}"
     try:
         return build_reference({c: df[c].to_numpy() for c in cols}), None
     except ValueError as exc:
@@ -155,6 +208,12 @@ def lineage_of_source(
             lin.data_window = [float(window[0]), float(window[1])]
     except (TypeError, ValueError):
         pass
+    roots = [*own_roots, run.info.artifact_uri]  # the run's own artifacts or the registry's
+    hold = holdout_dataset(run)
+    if hold is not None:
+        lin.holdout, why = holdout_from_dataset(hold, feature_names, roots, tracking_uri)
+        if why:
+            lin.notes.append(f"no calibration: {why}")
     di = training_dataset(run)
     if di is not None:
         lin.dataset = {
@@ -173,8 +232,6 @@ def lineage_of_source(
     if di is None:
         lin.notes.append("the source run logged no training dataset: no drift reference")
         return lin
-    # The dataset may live in the source run's own artifacts or in the registry's store.
-    roots = [*own_roots, run.info.artifact_uri]
     lin.reference, why = reference_from_dataset(di, feature_names, roots, tracking_uri)
     if lin.reference is not None:
         lin.reference_from = "training dataset"

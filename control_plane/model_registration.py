@@ -135,9 +135,39 @@ def register_gateway_model(
                     pass
             raise
     client.set_model_version_tag(name, str(version), META_TAG, json.dumps(full))
+    if lineage is not None and lineage.holdout is not None and full.get("task") != "regression":
+        _calibrate(client, name, version, gm, full.get("labels"), *lineage.holdout)
     if description:
         client.update_model_version(name, str(version), description=description)
     return version
+
+
+def _calibrate(
+    client: Any, name: str, version: int, gm: GatewayModel, labels: Any, X: Any, y: Any
+) -> None:
+    """The label-free estimate's calibration (farmiq/cbpe.py) on the run's validation
+    rows, in the gateway runtime, kept as the version's ``farmiq.calibration`` tag. The
+    targets are class indices, or label names when the model names its labels."""
+    import numpy as np
+
+    from control_plane.learning.champion import probabilities
+    from control_plane.registry import CALIBRATION_TAG
+    from farmiq.cbpe import fit_calibration, top_confidence
+
+    try:
+        probs = probabilities(gm.model_bytes, gm.runtime, X)
+        if probs is None:
+            return
+        names = [str(v) for v in labels] if labels else None
+        if names is not None and all(str(v) in names for v in y):
+            idx = np.asarray([names.index(str(v)) for v in y])
+        else:
+            idx = np.asarray(y, dtype=np.int64)
+        cal = fit_calibration(top_confidence(probs), probs.argmax(axis=1) == idx)
+    except (ValueError, TypeError, RuntimeError) as exc:  # too few rows, odd targets
+        log.info("no calibration for %s v%d: %s", name, version, exc)
+        return
+    client.set_model_version_tag(name, str(version), CALIBRATION_TAG, json.dumps(cal.to_dict()))
 
 
 def _exists(client: Any, name: str) -> bool:

@@ -64,6 +64,7 @@ def _served(registry: ModelRegistry, name: str, version: int, tmp_path: Path) ->
         labels=mv.meta.get("labels"),
         serving=plan.serving,
         lineage=plan.lineage,
+        calibration=mv.calibration,
     )
     manifest_bytes, _, members = read_container(data)
     manifest = Manifest.model_validate_json(manifest_bytes)
@@ -293,6 +294,50 @@ def test_an_external_run_with_a_logged_dataset_is_monitored_with_lineage(
     assert lineage is not None and lineage.run_id == run.info.run_id
     assert lineage.dataset is not None and lineage.dataset.digest == dataset.digest
     assert lineage.flavor == "sklearn"
+
+
+def test_a_logged_validation_dataset_calibrates_the_label_free_estimate(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
+    """A version logged with plain MLflow gets the label-free estimate's calibration from
+    the labelled rows its run logged as validation data (``mlflow.log_input(...,
+    context="validation")``), fitted in the gateway runtime at registration; the estimate
+    then expects about the accuracy the model really has on new rows."""
+    import mlflow
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+
+    from farmiq.cbpe import Calibration, estimate
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(20, 5, size=(3000, 4)).astype(np.float32)
+    y = np.digitize(X[:, 0] + 0.5 * X[:, 1] + rng.normal(0, 3, 3000), [25, 35])  # noisy
+    clf = LogisticRegression(max_iter=500).fit(X[:1000], y[:1000])
+    features = ["temp_c", "humidity", "nh3", "co2"]
+    val = pd.DataFrame(X[1000:2000], columns=features).assign(label=y[1000:2000])
+    csv = tmp_path / "validation.csv"
+    val.to_csv(csv, index=False)
+    with mlflow.start_run() as run:
+        mlflow.log_artifact(str(csv), "data")
+        ds = mlflow.data.from_pandas(  # type: ignore[attr-defined]
+            val, source=mlflow.get_artifact_uri("data/validation.csv"), targets="label"
+        )
+        mlflow.log_input(ds, context="validation")
+        mlflow.sklearn.log_model(clf, name="model", input_example=X[:2])
+    name = f"cal-{uuid.uuid4().hex[:6]}"
+    mv = registry.register_uri(
+        name, f"runs:/{run.info.run_id}/model", meta={"feature_names": features}
+    )
+    assert mv.calibration is not None, mv.meta.get("lineage_notes")
+    cal = Calibration.from_dict(mv.calibration)
+    assert cal.rows == 1000
+    new_X, new_y = X[2000:], y[2000:]
+    probs = clf.predict_proba(new_X)
+    true_acc = float((probs.argmax(axis=1) == new_y).mean())
+    assert 0.5 < true_acc < 0.95  # the noise makes it a real estimate
+    assert estimate(cal, probs).expected_accuracy == pytest.approx(true_acc, abs=0.05)
+    served = _served(registry, name, mv.version, tmp_path)  # and the bundle ships it
+    assert served.manifest.calibration == "calibration.json"
 
 
 def test_skip_gate_is_an_explicit_flag_that_the_bundle_build_honours(
