@@ -136,18 +136,23 @@ def register_gateway_model(
             raise
     client.set_model_version_tag(name, str(version), META_TAG, json.dumps(full))
     if lineage is not None and lineage.holdout is not None and full.get("task") != "regression":
-        _calibrate(client, name, version, gm, full.get("labels"), *lineage.holdout)
+        X, y = lineage.holdout
+        calibrate_version(
+            client, name, version, gm.model_bytes, gm.runtime, X, y, full.get("labels")
+        )
     if description:
         client.update_model_version(name, str(version), description=description)
     return version
 
 
-def _calibrate(
-    client: Any, name: str, version: int, gm: GatewayModel, labels: Any, X: Any, y: Any
-) -> None:
-    """The label-free estimate's calibration (farmiq/cbpe.py) on the run's validation
-    rows, in the gateway runtime, kept as the version's ``farmiq.calibration`` tag. The
-    targets are class indices, or label names when the model names its labels."""
+def calibrate_version(
+    client: Any, name: str, version: int, model_bytes: bytes, runtime: str, X: Any, y: Any,
+    labels: Any = None,
+) -> None:  # fmt: skip
+    """The label-free estimate's calibration (farmiq/cbpe.py) on labelled holdout rows
+    (a run's validation data at registration, the learning loop's holdout), in the gateway
+    runtime, kept as the version's ``farmiq.calibration`` tag. The targets are class
+    indices, or label names when the model names its labels."""
     import numpy as np
 
     from control_plane.learning.champion import probabilities
@@ -155,7 +160,7 @@ def _calibrate(
     from farmiq.cbpe import fit_calibration, top_confidence
 
     try:
-        probs = probabilities(gm.model_bytes, gm.runtime, X)
+        probs = probabilities(model_bytes, runtime, X)
         if probs is None:
             return
         names = [str(v) for v in labels] if labels else None

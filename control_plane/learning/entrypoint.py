@@ -80,14 +80,15 @@ def run_project(spec: str, run_id: str, train_csv: str, params: dict[str, Any]) 
         raise ValueError(f"MLflow project {uri}#{entry} ended {submitted.get_status()}")
 
 
-def load_entrypoint(spec: str) -> Entrypoint:
+def check_entrypoint(spec: str) -> None:
+    """Raise ValueError now (at start-up) for an entrypoint that cannot run later."""
     if is_project(spec):
         check_project(spec)
+    else:
+        load_entrypoint(spec)
 
-        def project(data: TrainingData) -> Any:  # run by the loop through run_project
-            raise RuntimeError("an MLflow project entrypoint runs through run_project")
 
-        return project
+def load_entrypoint(spec: str) -> Entrypoint:
     module, sep, func = spec.partition(":")
     if not sep or not module or not func:
         raise ValueError(f"training entrypoint {spec!r} is not {ENTRYPOINT_FORMAT}")

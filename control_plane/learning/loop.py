@@ -39,17 +39,17 @@ from control_plane.learning.champion import (
     PromotionPolicy,
     compare,
     predictions,
-    probabilities,
     score,
 )
 from control_plane.learning.entrypoint import (
     TrainingData,
+    check_entrypoint,
     is_project,
     load_entrypoint,
     run_project,
 )
 from control_plane.learning.examples import ExampleStore
-from control_plane.registry import CALIBRATION_TAG
+from control_plane.model_registration import calibrate_version
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class ModelLearning:
         if unknown or bad_promo:
             raise ValueError(f"learning config: unknown keys {sorted(unknown | bad_promo)}")
         cfg = cls(**doc, promotion=PromotionPolicy(**promo))
-        load_entrypoint(cfg.entrypoint)  # a bad entrypoint is a set-up error, said now
+        check_entrypoint(cfg.entrypoint)  # a bad entrypoint is a set-up error, said now
         if not 0 < cfg.holdout_fraction < 1:
             raise ValueError("learning config: holdout_fraction must be in (0, 1)")
         waves = list(cfg.rollout_waves)
@@ -253,23 +253,12 @@ class LearningLoop:
     def _calibrate(
         self, model: str, version: int, runtime: str, X: np.ndarray, y: np.ndarray, task: str
     ) -> None:
-        """The label-free estimate's calibration (farmiq/cbpe.py), fitted on the holdout
-        when the candidate is registered; kept as the version tag ``farmiq.calibration``."""
-        if task == "regression":
-            return
-        from farmiq.cbpe import fit_calibration, top_confidence
-
-        try:
-            probs = probabilities(self.registry.model_bytes(model, version), runtime, X)
-            if probs is None:
-                return
-            cal = fit_calibration(top_confidence(probs), probs.argmax(axis=1) == y)
-        except ValueError as exc:  # too few rows: no estimate for this version
-            log.info("no calibration for %s v%d: %s", model, version, exc)
-            return
-        self.registry.client.set_model_version_tag(
-            model, str(version), CALIBRATION_TAG, json.dumps(cal.to_dict())
-        )
+        """The candidate's calibration, fitted on the holdout when it is registered."""
+        if task != "regression":
+            calibrate_version(
+                self.registry.client, model, version,
+                self.registry.model_bytes(model, version), runtime, X, y,
+            )  # fmt: skip
 
     def _train(
         self,
@@ -292,7 +281,8 @@ class LearningLoop:
             model=model, X=X, y=y, feature_names=names, labels=meta.get("labels"),
             window=(window[0], window[1]), parent_version=parent_version, params=cfg.params,
         )  # fmt: skip
-        entry = load_entrypoint(cfg.entrypoint)
+        # a callable is loaded before the run starts; an MLflow project runs inside it
+        entry = None if is_project(cfg.entrypoint) else load_entrypoint(cfg.entrypoint)
         with mlflow.start_run(
             experiment_id=self._experiment_id(), run_name=f"train-{model}"
         ) as run:
@@ -313,7 +303,7 @@ class LearningLoop:
                 df.to_csv(path, index=False)
                 mlflow.log_artifact(str(path), "data")
                 self._log_training_data(df, model, names, X)
-                if is_project(cfg.entrypoint):  # the project logs the model itself
+                if entry is None:  # an MLflow project: it logs the model itself
                     run_project(cfg.entrypoint, run.info.run_id, str(path), cfg.params)
                     return str(run.info.run_id)
             fitted = entry(data)

@@ -61,18 +61,12 @@ class TransferServer:
         if loaded is None:
             return None
         rec, data = loaded
-        spec = desired_for_bundle(
-            data, version=rec.version, bundle_id=bundle_id, chunk_size=self.chunk_size
-        )
-        with self._lock:
-            self._cache[bundle_id] = (data, spec)
-            while len(self._cache) > self._cache_max:
-                self._cache.popitem(last=False)
-        return data, spec
+        return self.add(bundle_id, rec.version, data)
 
-    def add(self, bundle_id: str, version: int, data: bytes) -> None:
-        """A bundle just built in a transaction not committed yet (its row is not
-        visible to ``bundles.load`` from another connection until then)."""
+    def add(self, bundle_id: str, version: int, data: bytes) -> tuple[bytes, DesiredModel]:
+        """Cache a bundle and its chunk spec. Called directly for one just built in a
+        transaction not committed yet (its row is not visible to ``bundles.load`` from
+        another connection until then)."""
         spec = desired_for_bundle(
             data, version=version, bundle_id=bundle_id, chunk_size=self.chunk_size
         )
@@ -80,6 +74,7 @@ class TransferServer:
             self._cache[bundle_id] = (data, spec)
             while len(self._cache) > self._cache_max:
                 self._cache.popitem(last=False)
+        return data, spec
 
     def spec(self, bundle_id: str, **fields: Any) -> DesiredModel:
         got = self._get(bundle_id)

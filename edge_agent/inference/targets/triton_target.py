@@ -119,6 +119,7 @@ class TritonTarget:
             req_outputs = [self._mod.InferRequestedOutput(o, binary_data=True) for o in outputs]
         else:
             req_outputs = [self._mod.InferRequestedOutput(o) for o in outputs]
+        call = (client, model, remote, version, inputs, outputs, req_outputs, timeout_s)
         if self.tracer is not None:
             from opentelemetry.trace import SpanKind
 
@@ -129,10 +130,8 @@ class TritonTarget:
                 kind=SpanKind.CLIENT,
                 attributes={"farmiq.target": self.name, "farmiq.model": remote, "server.address": self.host},
             ):  # fmt: skip
-                call = (client, model, remote, version, inputs, outputs, req_outputs)
-                return await self._infer(*call, timeout_s, inject())
-        call = (client, model, remote, version, inputs, outputs, req_outputs)
-        return await self._infer(*call, timeout_s, None)
+                return await self._infer(*call, inject())
+        return await self._infer(*call, None)
 
     async def _infer(
         self,
