@@ -4,6 +4,11 @@ paho's network thread only enqueues incoming messages; one worker thread runs th
 (database writes) in order, so a slow handler never stalls the network loop and a failing
 one is logged, not fatal. Ingest uses a shared subscription so that several control-plane
 replicas split the fleet's messages instead of each processing all of them.
+
+MQTT 5 (farmiq/mqtt_client.py): with tracing on, what is published inside a span (an API
+request, a rollout step) carries its W3C ``traceparent`` as a user property, and each
+handler of a gateway's message runs in a ``mqtt.receive <leaf>`` span continuing the
+gateway's.
 """
 
 from __future__ import annotations
@@ -12,13 +17,14 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 
 from control_plane.settings import CpMqtt
 from farmiq import topics
-from farmiq.mqtt_client import make_client
+from farmiq import tracing as farmiq_tracing
+from farmiq.mqtt_client import connect_args, make_client, publish_properties, user_properties
 
 if TYPE_CHECKING:
     from control_plane.director import Director
@@ -32,7 +38,8 @@ class MqttBus:
     def __init__(self, settings: CpMqtt, *, shared_ingest: bool = True) -> None:
         self.settings = settings
         self._handlers: dict[str, list[UpHandler]] = {}
-        self._queue: queue.Queue[tuple[str, bytes] | None] = queue.Queue(maxsize=100_000)
+        self._queue: queue.Queue[tuple[str, bytes, dict[str, str]] | None]
+        self._queue = queue.Queue(maxsize=100_000)
         self.connected = threading.Event()
         self._filter = (
             topics.shared(topics.FLEET_UP, settings.share_group)
@@ -48,6 +55,8 @@ class MqttBus:
         self._worker = threading.Thread(target=self._work, name="mqtt-ingest", daemon=True)
         # Seals every signed down/ document (control_plane/director.py); set by build_context.
         self.director: Director | None = None
+        # The control plane's tracer when OTEL_* turn tracing on (control_plane/tracing.py).
+        self.tracer: Any = None
 
     def on(self, leaf: str, handler: UpHandler) -> None:
         """Call ``handler(device_id, payload)`` for messages on ``.../up/<leaf>``."""
@@ -63,7 +72,8 @@ class MqttBus:
 
     def _on_message(self, client, userdata, msg) -> None:  # type: ignore[no-untyped-def]
         try:
-            self._queue.put_nowait((msg.topic, bytes(msg.payload)))
+            carrier = user_properties(msg) if self.tracer is not None else {}
+            self._queue.put_nowait((msg.topic, bytes(msg.payload), carrier))
         except queue.Full:
             log.error("ingest queue full; dropping message on %s", msg.topic)
 
@@ -72,20 +82,36 @@ class MqttBus:
             item = self._queue.get()
             if item is None:
                 return
-            topic, payload = item
+            topic, payload, carrier = item
             parsed = topics.parse_up(topic)
             if parsed is None:
                 continue
-            device_id, leaf = parsed
-            for handler in self._handlers.get(leaf, []):
-                try:
-                    handler(device_id, payload)
-                except Exception:
-                    log.exception("handler for %s failed (device %s)", leaf, device_id)
+            if self.tracer is None:
+                self._handle(parsed[0], parsed[1], payload)
+                continue
+            with self.tracer.start_as_current_span(
+                f"mqtt.receive {parsed[1]}",
+                context=farmiq_tracing.extract(carrier) if carrier else None,
+                kind=farmiq_tracing.consumer_kind(),
+                attributes={"messaging.system": "mqtt", "messaging.destination.name": topic},
+            ):
+                self._handle(parsed[0], parsed[1], payload)
+
+    def _handle(self, device_id: str, leaf: str, payload: bytes) -> None:
+        for handler in self._handlers.get(leaf, []):
+            try:
+                handler(device_id, payload)
+            except Exception:
+                log.exception("handler for %s failed (device %s)", leaf, device_id)
 
     def start(self, wait: float = 5.0) -> bool:
         self._worker.start()
-        self.client.connect_async(self.settings.host, self.settings.port, keepalive=30)
+        self.client.connect_async(
+            self.settings.host,
+            self.settings.port,
+            keepalive=30,
+            **connect_args(self.settings.protocol, clean_session=True),
+        )
         self.client.loop_start()
         return self.connected.wait(wait)
 
@@ -95,7 +121,10 @@ class MqttBus:
         topics.check_topic(topic)
         if self.director is not None:
             payload = self.director.wrap(topic, payload)
-        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        props = None
+        if self.tracer is not None and self.settings.protocol == "5":
+            props = publish_properties(farmiq_tracing.inject())
+        info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             raise ConnectionError(f"publish to {topic} failed: {mqtt.error_string(info.rc)}")
 

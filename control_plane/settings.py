@@ -30,6 +30,7 @@ class CpMqtt(BaseModel):
     # a departed replica must not keep a share of the fleet's messages queued for itself.
     share_group: str = "farmiq-cp"
     shared_subscription: bool = True  # off only for brokers without $share (the demo's amqtt)
+    protocol: Literal["5", "3.1.1"] = "5"  # "3.1.1" for brokers without MQTT 5 (amqtt)
     enabled: bool = True
 
 

@@ -9,10 +9,14 @@ variables (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SA
 path pays one ``None`` check.
 
 Spans: every API request (``<method> <route>``: FastAPI's own telemetry, on as soon as a
-tracer provider is set here, continues the caller's W3C ``traceparent``), and, wrapped here
-at start-up so the areas' code stays as it is, each rollout scheduler step (``rollout.step``), each bundle
-build (``bundle.build``) and each drift ingest from MQTT (``drift.ingest``). Log lines
-written inside a span carry its ``trace_id`` and ``span_id``.
+tracer provider is set here, continues the caller's W3C ``traceparent``); each rollout
+scheduler step (``rollout.step``, continuing the trace of the request that created the
+rollout); each gateway message handled (``mqtt.receive <leaf>``, continuing the
+gateway's trace when its MQTT 5 user properties carry one); and, wrapped here at start-up
+so the areas' code stays as it is, each bundle build (``bundle.build``) and each drift
+ingest (``drift.ingest``). What is published to gateways inside a span carries its
+``traceparent`` (control_plane/mqtt_bus.py). Log lines written inside a span carry its
+``trace_id`` and ``span_id``.
 """
 
 from __future__ import annotations
@@ -57,8 +61,9 @@ def setup(ctx: Any) -> None:
     ctx.bundles.build = traced("bundle.build", ctx.bundles.build)
     rollouts = ctx.services.get("rollouts")
     if rollouts is not None:
-        rollouts.sch._step = traced("rollout.step", rollouts.sch._step)
+        rollouts.sch.tracer = _tracer  # rollout.step spans, continuing the creator's trace
     mqtt = ctx.mqtt
     if mqtt is not None:
+        mqtt.tracer = _tracer  # MQTT 5: traceparent out in user properties, and back in
         handlers = mqtt._handlers.get(topics.DRIFT, [])
         mqtt._handlers[topics.DRIFT] = [traced("drift.ingest", h) for h in handlers]

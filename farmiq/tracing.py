@@ -17,6 +17,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -88,6 +89,13 @@ def extract(carrier: Mapping[str, str]) -> Any:
     return _extract(dict(carrier))
 
 
+def consumer_kind() -> Any:
+    """SpanKind.CONSUMER: a span that handles a message someone else sent."""
+    from opentelemetry.trace import SpanKind
+
+    return SpanKind.CONSUMER
+
+
 def inject() -> dict[str, str]:
     """The current span as W3C trace-context headers (``traceparent``, ``tracestate``)."""
     from opentelemetry.propagate import inject as _inject
@@ -95,3 +103,11 @@ def inject() -> dict[str, str]:
     carrier: dict[str, str] = {}
     _inject(carrier)
     return carrier
+
+
+def current_traceparent() -> str | None:
+    """The current span's ``traceparent``, to keep with work that continues later (a
+    rollout's steps); None when tracing is off, without importing anything."""
+    if "opentelemetry.propagate" not in sys.modules and "opentelemetry.trace" not in sys.modules:
+        return None
+    return inject().get(TRACEPARENT)

@@ -258,6 +258,7 @@ def _run(workdir: Path, keep_running: bool, embedded_broker: bool, insecure: boo
             "client_id": f"farmiq-cp-demo-{cp_port}",
             "share_group": f"farmiq-demo-{cp_port}",
             "shared_subscription": not broker.embedded,
+            "protocol": "3.1.1" if broker.embedded else "5",  # amqtt speaks 3.1.1 only
         }
         cp_settings: dict[str, object] = {
             "data_dir": str(workdir / "control-plane"),
@@ -322,7 +323,10 @@ def _run(workdir: Path, keep_running: bool, embedded_broker: bool, insecure: boo
                         "farm_id": "demo-farm",
                         "state_dir": str(agent_dir / "state"),
                         "trust_root": str(agent_dir / "trust_root.json"),
-                        "mqtt": {"port": broker.port},
+                        "mqtt": {
+                            "port": broker.port,
+                            "protocol": "3.1.1" if broker.embedded else "5",  # amqtt: 3.1.1
+                        },
                     }
                 )
             )

@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
@@ -140,6 +140,10 @@ class Scheduler:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self.listeners = []
+        # The control plane's tracer when OTEL_* turn tracing on (control_plane/tracing.py):
+        # each step is a ``rollout.step`` span continuing the creating request's trace,
+        # and the desired states it publishes carry it to the gateways.
+        self.tracer: Any = None
 
     # -- loop ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -173,16 +177,33 @@ class Scheduler:
     # -- one rollout, one step -------------------------------------------------------------
     def advance(self, rid: str) -> None:
         pubs: list[Publish] = []
-        with self.lock.hold(rid, wait=False) as held:
-            if held is None:
-                return
-            s, r = held
-            if r.status in sm.ACTIVE:
-                before = {"status": r.status, "wave": r.current_wave}
-                self._step(s, r, pubs)
-                r.updated = time.time()
-                self._audit_step(s, r, before)
-        self.publish(pubs)
+        with ExitStack() as span:  # the span (tracing on) covers the step and its publishes
+            with self.lock.hold(rid, wait=False) as held:
+                if held is None:
+                    return
+                s, r = held
+                if r.status in sm.ACTIVE:
+                    if self.tracer is not None:
+                        span.enter_context(self._span(r))
+                    before = {"status": r.status, "wave": r.current_wave}
+                    self._step(s, r, pubs)
+                    r.updated = time.time()
+                    self._audit_step(s, r, before)
+            self.publish(pubs)
+
+    def _span(self, r: Rollout) -> Any:
+        from farmiq import tracing as farmiq_tracing
+
+        parent = farmiq_tracing.extract({"traceparent": r.traceparent}) if r.traceparent else None
+        return self.tracer.start_as_current_span(
+            "rollout.step",
+            context=parent,
+            attributes={
+                "farmiq.rollout": r.id,
+                "farmiq.model": r.model,
+                "farmiq.wave": r.current_wave,
+            },
+        )
 
     def _audit_step(self, s: Session, r: Rollout, before: dict[str, Any]) -> None:
         """Record an automatic advance, pause or rollback in the audit log (same session)."""

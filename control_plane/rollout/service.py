@@ -19,6 +19,7 @@ from control_plane.rollout.gates import GateThresholds
 from control_plane.rollout.scheduler import Publish, Scheduler
 from control_plane.rollout.tables import Rollout, RolloutDevice, RolloutEvent, RolloutWave
 from control_plane.rollout.targeting import Targeting
+from farmiq import tracing as farmiq_tracing
 
 
 class WaveSpec(BaseModel):
@@ -88,6 +89,7 @@ class RolloutService:
                     created=time.time(),
                     updated=time.time(),
                     rollback_bundles={},
+                    traceparent=farmiq_tracing.current_traceparent(),
                 )
             )
             for i, w in enumerate(spec.waves):

@@ -31,6 +31,8 @@ class Rollout(Base):
     rollback_bundles: Mapped[dict[str, Any]] = mapped_column(
         JSON, default=dict
     )  # from-version -> id
+    # The creating request's W3C traceparent (tracing on): each step continues that trace.
+    traceparent: Mapped[str | None] = mapped_column(String(64), nullable=True)
     lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
     lease_until: Mapped[float] = mapped_column(Float, default=0.0)
     created: Mapped[float] = mapped_column(Float, default=time.time)

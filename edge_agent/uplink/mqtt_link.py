@@ -2,9 +2,15 @@
 
 paho runs its network loop in its own thread; every callback is handed to the asyncio loop
 with ``call_soon_threadsafe``, so handlers run on the loop and never block the network
-thread. The session is persistent (clean_session=False, fixed client id): QoS 1 messages
-sent while the gateway was away are delivered when it reconnects. paho reconnects by
-itself with backoff; we only track the state and resubscribe.
+thread. The session is persistent (MQTT 5 clean_start=False with a session that never
+expires, or 3.1.1 clean_session=False; fixed client id): QoS 1 messages sent while the
+gateway was away are delivered when it reconnects. paho reconnects by itself with backoff;
+we only track the state and resubscribe.
+
+With a tracer (OTEL_* on, farmiq/tracing.py) and MQTT 5, a message's ``traceparent`` user
+property is the parent of the span its handler runs in (``mqtt.receive <leaf>``), and
+whatever the gateway publishes inside a span carries that span's ``traceparent``: the
+control plane's request, the gateway's handling and its MCU command are one trace.
 """
 
 from __future__ import annotations
@@ -14,11 +20,14 @@ import logging
 import ssl
 import sys
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import paho.mqtt.client as mqtt
 
 from edge_agent.config import MqttSettings
-from farmiq.mqtt_client import make_client
+from farmiq import topics
+from farmiq import tracing as farmiq_tracing
+from farmiq.mqtt_client import connect_args, make_client, publish_properties, user_properties
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +68,9 @@ class MqttLink:
         c.on_connect_fail = self._on_connect_fail
         self._acks: dict[int, asyncio.Future[None]] = {}
         self._client = c
+        # Set by the composition root when OTEL_* turn tracing on (MQTT 5 only: 3.1.1 has
+        # no user properties to carry the context in).
+        self.tracer: Any = None
 
     # -- paho thread callbacks -> asyncio loop --------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties=None) -> None:  # type: ignore[no-untyped-def]
@@ -109,7 +121,8 @@ class MqttLink:
 
     def _on_msg(self, client, userdata, msg: mqtt.MQTTMessage) -> None:  # type: ignore[no-untyped-def]
         if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._dispatch, msg.topic, bytes(msg.payload))
+            carrier = user_properties(msg) if self.tracer is not None else {}
+            self._loop.call_soon_threadsafe(self._dispatch, msg.topic, bytes(msg.payload), carrier)
 
     def _on_publish(self, client, userdata, mid, reason_code=None, properties=None) -> None:  # type: ignore[no-untyped-def]
         if self._loop is not None and not self._loop.is_closed():
@@ -120,12 +133,23 @@ class MqttLink:
         if fut is not None and not fut.done():
             fut.set_result(None)
 
-    def _dispatch(self, topic: str, payload: bytes) -> None:
-        self._spawn(self._handle(topic, payload))
+    def _dispatch(self, topic: str, payload: bytes, carrier: dict[str, str]) -> None:
+        self._spawn(self._handle(topic, payload, carrier))
 
-    async def _handle(self, topic: str, payload: bytes) -> None:
+    async def _handle(self, topic: str, payload: bytes, carrier: dict[str, str]) -> None:
         try:
-            await self._on_message(topic, payload)
+            if self.tracer is None:
+                await self._on_message(topic, payload)
+                return
+            parsed = topics.parse_down(topic)
+            name = f"mqtt.receive {parsed[1] if parsed else topic}"
+            with self.tracer.start_as_current_span(
+                name,
+                context=farmiq_tracing.extract(carrier) if carrier else None,
+                kind=farmiq_tracing.consumer_kind(),
+                attributes={"messaging.system": "mqtt", "messaging.destination.name": topic},
+            ):
+                await self._on_message(topic, payload)
         except Exception:  # a bad message must never take the daemon down
             log.exception("handler failed for message on %s", topic)
 
@@ -138,7 +162,12 @@ class MqttLink:
     async def start(self) -> None:
         """Start connecting; returns at once. The link keeps retrying in the background."""
         self._loop = asyncio.get_running_loop()
-        self._client.connect_async(self.settings.host, self.settings.port, self.settings.keepalive)
+        self._client.connect_async(
+            self.settings.host,
+            self.settings.port,
+            self.settings.keepalive,
+            **connect_args(self.settings.protocol, clean_session=False),
+        )
         self._client.loop_start()
 
     async def wait_connected(self, timeout: float | None = None) -> bool:
@@ -151,9 +180,17 @@ class MqttLink:
     async def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
         """Queue a publish. With the link down paho keeps QoS>0 messages for the session;
         callers that must not lose data use the durable outbox instead."""
-        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        info = self._client.publish(
+            topic, payload, qos=qos, retain=retain, properties=self._trace_properties()
+        )
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             raise ConnectionError(f"mqtt publish failed: {mqtt.error_string(info.rc)}")
+
+    def _trace_properties(self) -> Any:
+        """The current span's trace context as MQTT 5 user properties (None when off)."""
+        if self.tracer is None or self.settings.protocol != "5":
+            return None
+        return publish_properties(farmiq_tracing.inject())
 
     async def publish_confirmed(
         self, topic: str, payload: bytes, qos: int = 1, timeout: float = 10.0, retain: bool = False
@@ -162,7 +199,9 @@ class MqttLink:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # on_publish reaches us through call_soon_threadsafe, so it cannot run before this
         # coroutine yields: registering the future after publish() is race-free.
-        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        info = self._client.publish(
+            topic, payload, qos=qos, retain=retain, properties=self._trace_properties()
+        )
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             raise ConnectionError(f"mqtt publish failed: {mqtt.error_string(info.rc)}")
         self._acks[info.mid] = fut
