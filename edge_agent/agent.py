@@ -189,6 +189,7 @@ class Agent:
             farm_id=config.farm_id,
             window_s=config.drift.window_s,
             reservoir_size=config.drift.reservoir_size,
+            sketch_k=config.drift.sketch_k,
             checkpoint=DriftCheckpoint(config.state_dir / "drift_checkpoint.db"),
             checkpoint_s=config.drift.checkpoint_s,  # kill -9 loses at most this much
         )
@@ -241,10 +242,14 @@ class Agent:
         # OpenTelemetry when OTEL_* ask for it (farmiq/tracing.py): the API's server spans
         # continue a caller's traceparent, inference spans carry the decision, remote calls
         # send the traceparent on to Triton. Off: nothing imported, nothing on the hot path.
+        # MQTT 5 messages carry their traceparent: a command's span on the gateway (and
+        # its MCU exchange) continues the control plane's request.
         tracer = farmiq_tracing.configure("farmiq-edge-agent", "farmiq.edge_agent")
+        self._tracer = tracer
         if tracer is not None:
             self.api.tracer = tracer
             self.router.trace(tracer)
+            self.link.tracer = tracer
         self.lifecycle = Lifecycle(
             LifecyclePorts(
                 link=self.link,
@@ -392,8 +397,11 @@ class Agent:
     async def _on_actuator(self, payload: bytes) -> None:
         if self.mcu is None:
             log.warning("actuator command but no MCU is configured")
-        else:
+        elif self._tracer is None:
             await self.mcu.handle_command(payload)
+        else:  # the serial exchange with the MCU, inside the command's trace
+            with self._tracer.start_as_current_span("mcu.command"):
+                await self.mcu.handle_command(payload)
 
     async def _on_trust(self, payload: bytes) -> None:
         await handle_trust_update(self.installs, self.publish_up, self.device_id, payload)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -24,6 +25,9 @@ class MqttSettings(BaseModel):
     tls_cert: Path | None = None
     tls_key: Path | None = None
     connect_timeout: float = Field(default=10.0, gt=0)
+    # MQTT 5 carries trace context in user properties; "3.1.1" for brokers without it
+    # (the demo's embedded amqtt). farmiq/mqtt_client.py.
+    protocol: Literal["5", "3.1.1"] = "5"
 
 
 class ApiSettings(BaseModel):
@@ -78,7 +82,11 @@ class DriftSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     window_s: float = Field(default=3600.0, gt=0)
-    reservoir_size: int = Field(default=200, ge=0, le=100_000)
+    # Raw sample rows per window, only where the farm opted in to sending them (0: none,
+    # the default; the control plane also drops raw rows of farms not on its opt-in list).
+    reservoir_size: int = Field(default=0, ge=0, le=100_000)
+    # The KLL quantile sketches' k (farmiq/quantile_sketch.py): rank error ~1.3 % at 200.
+    sketch_k: int = Field(default=200, ge=8, le=4096)
     outbox_budget_mb: float = Field(default=64.0, gt=0)
     outbox_ack_timeout_s: float = Field(default=30.0, gt=0)
     # The open windows are written to the state dir this often, so a power cut or kill -9

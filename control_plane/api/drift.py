@@ -267,7 +267,9 @@ async def report(
         import datetime as dt
 
         _, ref, _, ref_version = a.service.reference(model)
-        cols, rows = a.service.reservoir_rows(model, since=since, until=until, device_id=device_id)
+        cols, rows, source = a.service.gateway_rows(
+            model, since=since, until=until, device_id=device_id
+        )
         end = time.time() if until is None else until
         start = end - DEFAULT_PERIOD_S if since is None else since
 
@@ -278,6 +280,7 @@ async def report(
             "model": model,
             "reference version": "any" if ref_version == "*" else ref_version,
             "gateway rows": len(rows),
+            "gateway rows from": source,
             "period": f"{iso(start)} to {iso(end)}",
             "gateway": device_id or "all",
         }

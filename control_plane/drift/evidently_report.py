@@ -1,4 +1,8 @@
-"""Evidently drill-downs: the gateways' reservoir samples against the reference sample.
+"""Evidently drill-downs: what the gateways saw against the reference sample.
+
+The gateways' side is their raw sample rows where a farm opted in to sending them, and
+otherwise rows rebuilt from the windows' KLL sketches and histograms
+(``DriftService.gateway_rows``).
 
 Evidently needs raw rows, so this is the slow, detailed path (about a second for 5k rows x
 10 columns) next to the histogram statistics that watch the whole fleet. Imported only

@@ -37,8 +37,9 @@ from control_plane.drift.tables import (
     RetrainingPolicyState,
 )
 from control_plane.drift.thresholds import ThresholdConfig
-from farmiq import topics
-from farmiq.drift_reference import schema_hash, validate_reference
+from farmiq import quantile_sketch, topics
+from farmiq.drift_reference import PREDICTION, schema_hash, validate_reference
+from farmiq.wire.drift_layout import ColumnLayout
 from farmiq.wire.messages import ConceptEvent as WireConceptEvent
 from farmiq.wire.messages import DriftWindow as WireWindow
 
@@ -58,6 +59,7 @@ class IngestResult:
     stored: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
     rejected: list[tuple[str | None, str]] = field(default_factory=list)
+    models: set[str] = field(default_factory=set)  # of the windows stored
 
     @property
     def ack_keys(self) -> list[str]:
@@ -95,6 +97,13 @@ def _window_row(device_id: str, w: Mapping[str, Any], raw: bytes, now: float) ->
     flat = np.asarray(counts, dtype=np.int64)
     if flat.size and flat.min() < 0:
         raise WindowError("counts must be non-negative integers")
+    named: list[tuple[str, Any]] = [*win.features.items(), (PREDICTION, win.prediction)]
+    for name, col in named:
+        if col is not None and col.kll is not None:
+            try:  # checked now, so a drill-down never meets a sketch it cannot read
+                quantile_sketch.check_encoded(col.kll, header_only=True)
+            except quantile_sketch.SketchError as exc:
+                raise WindowError(f"{name}: {exc}") from None
     if win.end < win.start:
         raise WindowError("window ends before it starts")
     est = win.expected_accuracy
@@ -131,8 +140,14 @@ class DriftService:
         *,
         farm_of: Callable[[str], str | None] | None = None,
         clock: Callable[[], float] = time.time,
+        raw_rows_farms: Iterable[str] = (),
     ) -> None:
         self.engine = engine
+        # Farms that opted in to raw sample rows (site config ``raw_rows_farms``): from any
+        # other farm a window's raw rows are dropped before it is stored (its statistics
+        # and sketches are kept), whatever the gateway was configured to send.
+        self.raw_rows_farms = frozenset(raw_rows_farms)
+        self.raw_rows_dropped = 0
         self.thresholds = thresholds or ThresholdConfig()
         self.farm_of = farm_of
         self.clock = clock
@@ -242,6 +257,14 @@ class DriftService:
                     row = _window_row(device_id, doc, payload, now)
                     if self.farm_of is not None:
                         row["farm_id"] = self.farm_of(device_id) or row["farm_id"]
+                    if "reservoir" in doc and row["farm_id"] not in self.raw_rows_farms:
+                        doc.pop("reservoir")
+                        row["payload"] = orjson.dumps(doc)
+                        self.raw_rows_dropped += 1
+                        log.info(
+                            "drift window from %s: raw rows dropped (farm %s did not opt in)",
+                            device_id, row["farm_id"],
+                        )  # fmt: skip
                     rows.append(row)
                 owner[key] = res  # type: ignore[index]
             except (WindowError, orjson.JSONDecodeError, ValueError) as exc:
@@ -267,6 +290,8 @@ class DriftService:
                         seen.add(k)
                         fresh.append(r)
                         owner[k].stored.append(k)
+                        if table is DriftWindow:
+                            owner[k].models.add(r["model"])
                 if fresh:
                     s.execute(_insert_ignore(self.engine, table), fresh)
             if rejects:
@@ -446,7 +471,7 @@ class DriftService:
             "windows": windows,
         }
 
-    def reservoir_rows(
+    def gateway_rows(
         self,
         model: str,
         *,
@@ -454,9 +479,15 @@ class DriftService:
         until: float | None = None,
         device_id: str | None = None,
         limit: int = 5000,
-    ) -> tuple[list[str], list[list[Any]]]:
-        """Raw sampled rows from gateway windows (newest first, up to ``limit``)."""
-        _, _, sh, _ = self.reference(model)
+    ) -> tuple[list[str], list[list[Any]], str]:
+        """Rows standing for what gateways saw in the period, for Evidently drill-downs:
+        (columns, rows, source). ``source`` is ``"raw sample"`` when the windows carry raw
+        rows (farms that opted in; newest first, up to ``limit``), else ``"sketches"``:
+        ``limit`` rows rebuilt from the windows' merged KLL sketches (numeric columns) and
+        summed histograms (categorical), each column drawn apart. Evidently's column
+        tests are per column, so they judge these as they judge the raw rows
+        (tests/drift/test_quantile_sketch.py checks the verdicts agree)."""
+        _, ref, sh, _ = self.reference(model)
         until = self.clock() if until is None else until
         since = until - DEFAULT_PERIOD_S if since is None else since
         q = (
@@ -472,15 +503,73 @@ class DriftService:
         if device_id:
             q = q.where(DriftWindow.device_id == device_id)
         columns: list[str] = []
-        out: list[list[Any]] = []
+        raw: list[list[Any]] = []
+        windows: list[dict[str, Any]] = []
         with self.session() as s:
             for (blob,) in s.execute(q):
-                r = orjson.loads(blob).get("reservoir") or {}
-                columns = columns or list(r.get("columns", []))
-                out += r.get("rows", [])
-                if len(out) >= limit:
-                    break
-        return columns, out[:limit]
+                doc = orjson.loads(blob)
+                windows.append(doc)
+                r = doc.get("reservoir") or {}
+                if len(raw) < limit and r.get("rows"):
+                    columns = columns or list(r.get("columns", []))
+                    raw += r["rows"]
+        if raw:
+            return columns, raw[:limit], "raw sample"
+        cols, rows = rows_from_sketches(ref, windows, limit)
+        return cols, rows, "sketches"
+
+
+def rows_from_sketches(
+    reference: Mapping[str, Any], windows: Sequence[Mapping[str, Any]], limit: int, seed: int = 0
+) -> tuple[list[str], list[list[Any]]]:
+    """``min(limit, rows seen)`` rows whose every column has the distribution the windows
+    saw: a numeric column's values are its merged sketch's quantiles at mid-ranks, a
+    categorical column's values follow its summed histogram; columns are shuffled apart."""
+    layout = ColumnLayout.from_reference(reference)
+    rng = np.random.default_rng(seed)
+    seen = sum(int(w.get("n", 0)) for w in windows)
+    m = min(limit, seen)
+    if m == 0:
+        return list(layout.names), []
+    out: list[np.ndarray] = []
+    for i, name in enumerate(layout.names):
+        found = [
+            (w.get("prediction") if name == PREDICTION else w.get("features", {}).get(name))
+            for w in windows
+        ]
+        cols: list[Mapping[str, Any]] = [c for c in found if c]
+        spec = layout.specs[i]
+        if layout.kinds[i] == "numeric":
+            sk = quantile_sketch.merge(c.get("kll") for c in cols)
+            values = quantile_sketch.representative_values(sk, m) if sk is not None else None
+            if values is None or values.size == 0:
+                values = np.full(m, np.nan)
+        else:
+            cats = np.asarray([*spec["categories"], np.nan], dtype=np.float64)
+            counts = np.zeros(len(cats))
+            for c in cols:
+                cc = np.asarray(c["counts"], dtype=np.float64)
+                counts[: cc.size] += cc[: counts.size]
+            values = np.repeat(cats, _apportion(counts, m))
+        rng.shuffle(values)
+        out.append(values)
+    rows = np.column_stack(out)
+    return list(layout.names), [[None if v != v else float(v) for v in r] for r in rows.tolist()]
+
+
+def _apportion(weights: np.ndarray, m: int) -> np.ndarray:
+    """Whole numbers adding up to ``m`` in proportion to ``weights`` (largest remainder)."""
+    total = weights.sum()
+    if total <= 0:
+        out = np.zeros(weights.size, dtype=np.int64)
+        out[-1] = m
+        return out
+    exact = weights / total * m
+    out = np.floor(exact).astype(np.int64)
+    rest = m - int(out.sum())
+    if rest:
+        out[np.argsort(-(exact - out), kind="stable")[:rest]] += 1
+    return out
 
 
 @dataclass

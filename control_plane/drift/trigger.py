@@ -194,12 +194,14 @@ class RetrainingTrigger:
         since: float | None = None,
         until: float | None = None,
         reason: str | None = None,
+        by: str = "operator",
     ) -> Decision:
         """Decide; when the policy says retrain (or ``force``), record an MLflow run, call
-        the hook and send an alert. Returns the (stored) decision."""
+        the hook and send an alert. Returns the (stored) decision. ``by`` says who forced
+        it (an operator, or the retraining schedule)."""
         d = self.decider.decide(model, since=since, until=until)
         if force and not d.retrain:
-            d.reasons.append(f"forced by operator: {reason or 'no reason given'}")
+            d.reasons.append(f"forced by {by}: {reason or 'no reason given'}")
         elif reason:
             d.reasons.append(f"operator note: {reason}")
         self._drift_alerts(d)

@@ -44,7 +44,8 @@ class DriftReporter:
         *,
         farm_id: str | None = None,
         window_s: float = 3600.0,
-        reservoir_size: int = 200,
+        reservoir_size: int = 0,
+        sketch_k: int = 200,
         checkpoint: DriftCheckpoint | None = None,
         checkpoint_s: float = 60.0,
     ) -> None:
@@ -58,7 +59,11 @@ class DriftReporter:
         self._flushed = False
         self.outbox = outbox
         self.stats = DriftStats(
-            device_id, window_s=window_s, reservoir_size=reservoir_size, farm_id=farm_id
+            device_id,
+            window_s=window_s,
+            reservoir_size=reservoir_size,
+            sketch_k=sketch_k,
+            farm_id=farm_id,
         )
         self.concept = ConceptDriftMonitor()
         self._prob_names: dict[str, str | None] = {}  # bundle id -> its probabilities output

@@ -3,8 +3,11 @@
 For every registered model version, each window (default one hour) accumulates, per input
 feature and for the prediction: row counts, missing (NaN) and invalid (+-inf) counts,
 fixed-bin histograms over the bundle reference's edges (farmiq.drift_reference), sum,
-sum of squares, min and max, and a bounded, seeded reservoir sample of whole rows
-(Algorithm R) for Evidently drill-downs on the control plane.
+sum of squares, min and max, and a KLL quantile sketch of every numeric column
+(farmiq/quantile_sketch.py: mergeable, a few KB, no row of the farm's data). Only where a
+farm opted in (``drift.reservoir_size > 0``) a window also carries a bounded, seeded
+reservoir sample of whole rows (Algorithm R); the control plane's Evidently drill-downs
+use it when present and the sketches otherwise.
 
 ``observe`` sits on the inference path, so it is a handful of vectorised numpy calls per
 batch whatever the feature count: every numeric feature is binned at once against a
@@ -29,6 +32,8 @@ import numpy as np
 
 from farmiq.cbpe import Calibration, top_confidence
 from farmiq.drift_reference import PREDICTION, schema_hash, validate_reference
+from farmiq.quantile_sketch import DEFAULT_K, ColumnSketches
+from farmiq.quantile_sketch import merge_encoded as merge_sketches
 from farmiq.wire.drift_layout import ColumnLayout
 
 WINDOW_FORMAT = "farmiq-drift-window/1"
@@ -106,7 +111,12 @@ class _Window:
     """The running statistics of one model version over one window."""
 
     def __init__(
-        self, layout: _Layout, start: float, reservoir_size: int, rng: np.random.Generator
+        self,
+        layout: _Layout,
+        start: float,
+        reservoir_size: int,
+        rng: np.random.Generator,
+        sketch_k: int = DEFAULT_K,
     ):
         c = len(layout.names)
         self.layout = layout
@@ -122,6 +132,7 @@ class _Window:
         self.k = reservoir_size
         self.reservoir = np.empty((reservoir_size, c))
         self.rng = rng
+        self.sketches = ColumnSketches(int(layout.num_idx.size), sketch_k)
         # Small batches are staged and binned BUFFER rows at a time: a single-row observe
         # then costs one row copy instead of two dozen numpy calls.
         self.buf = np.empty((self.BUFFER, c))
@@ -186,6 +197,8 @@ class _Window:
         self.sumsq += (xf * xf).sum(axis=0)
         self.min = np.minimum(self.min, np.where(finite, x, np.inf).min(axis=0))
         self.max = np.maximum(self.max, np.where(finite, x, -np.inf).max(axis=0))
+        if lay.num_idx.size:
+            self.sketches.update(x[:, lay.num_idx])
         self._sample(x)
         self.n += n
 
@@ -221,6 +234,7 @@ class _Window:
     ) -> dict[str, Any]:
         self.flush()
         lay = self.layout
+        kll = dict(zip(lay.num_idx.tolist(), self.sketches.encoded(), strict=True))
         cols: dict[str, Any] = {}
         for i, name in enumerate(lay.names):
             o, s = lay.offsets[i], lay.slots[i]
@@ -237,13 +251,11 @@ class _Window:
                     min=_f(self.min[i]),
                     max=_f(self.max[i]),
                 )
+                if kll.get(i) is not None:
+                    col["kll"] = kll[i]
             cols[name] = col
         pred = cols.pop(PREDICTION, None)
-        held = min(self.n, self.k)
-        # 7 significant digits (float32 precision, more than any farm sensor has) keep
-        # the JSON about half the size of full float64 reprs.
-        rows = [[_short(v) for v in row] for row in self.reservoir[:held].tolist()]
-        return {
+        out: dict[str, Any] = {
             "type": WINDOW_TYPE,
             "format": WINDOW_FORMAT,
             "id": window_id(device_id, model, version, self.start),
@@ -258,13 +270,19 @@ class _Window:
             "n": self.n,
             "features": cols,
             "prediction": pred,
-            "reservoir": {"columns": list(lay.names), "rows": rows, "seen": self.n},
             "expected_accuracy": (
                 {"rows": self.est_rows, "sum": self.est_sum, "var": self.est_var}
                 if self.est_rows
                 else None
             ),
         }
+        if self.k:  # raw rows: only where the farm opted in
+            held = min(self.n, self.k)
+            # 7 significant digits (float32 precision, more than any farm sensor has) keep
+            # the JSON about half the size of full float64 reprs.
+            rows = [[_short(v) for v in row] for row in self.reservoir[:held].tolist()]
+            out["reservoir"] = {"columns": list(lay.names), "rows": rows, "seen": self.n}
+        return out
 
 
 def _short(v: float) -> float | None:
@@ -298,7 +316,8 @@ class DriftStats:
         device_id: str,
         *,
         window_s: float = 3600.0,
-        reservoir_size: int = 200,
+        reservoir_size: int = 0,
+        sketch_k: int = DEFAULT_K,
         seed: int = 0,
         farm_id: str | None = None,
         clock: Callable[[], float] = time.time,
@@ -311,6 +330,7 @@ class DriftStats:
         self.farm_id = farm_id
         self.window_s = float(window_s)
         self.reservoir_size = reservoir_size
+        self.sketch_k = sketch_k
         self._seed = seed
         self._clock = clock
         self._models: dict[tuple[str, str], _Model] = {}
@@ -410,7 +430,7 @@ class DriftStats:
                 # after an agent restart gets a new id instead of colliding with the one
                 # flushed before it.
                 rng = np.random.default_rng([self._seed, int(t * 1000) & 0xFFFFFFFF])
-                w = m.window = _Window(lay, t, self.reservoir_size, rng)
+                w = m.window = _Window(lay, t, self.reservoir_size, rng, self.sketch_k)
             w.push(x, pred)
             if p_correct is not None:
                 w.estimate(p_correct)
@@ -495,7 +515,8 @@ def merge_key(window: Mapping[str, Any]) -> str:
 
 
 def merge_windows(a: Mapping[str, Any], b: Mapping[str, Any], seed: int = 0) -> dict[str, Any]:
-    """One window covering both: histograms and counts summed, the reservoir kept bounded.
+    """One window covering both: histograms and counts summed, sketches merged, the
+    reservoir (where there is one) kept bounded.
 
     The merged reservoir is still a uniform sample of all rows seen: the number drawn from
     ``a`` follows the hypergeometric law of sampling ``k`` rows out of ``n_a + n_b``.
@@ -518,7 +539,12 @@ def merge_windows(a: Mapping[str, Any], b: Mapping[str, Any], seed: int = 0) -> 
         out["expected_accuracy"] = {k: ea[k] + eb[k] for k in ("rows", "sum", "var")}
     else:
         out["expected_accuracy"] = ea or eb
-    ra, rb = a["reservoir"], b["reservoir"]
+    ra, rb = a.get("reservoir"), b.get("reservoir")
+    if ra is None or rb is None:
+        out.pop("reservoir", None)
+        if ra or rb:
+            out["reservoir"] = ra or rb  # a window from before an opt-in change: kept as is
+        return out
     k = max(len(ra["rows"]), len(rb["rows"]), 1)
     na, nb = ra["seen"], rb["seen"]
     rng = np.random.default_rng([seed, na, nb])
@@ -548,4 +574,7 @@ def _merge_col(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
         maxs = [v for v in (a["max"], b["max"]) if v is not None]
         out["min"] = min(mins) if mins else None
         out["max"] = max(maxs) if maxs else None
+        kll = merge_sketches(a.get("kll"), b.get("kll"))
+        if kll is not None:
+            out["kll"] = kll
     return out

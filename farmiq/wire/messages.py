@@ -150,6 +150,9 @@ class DriftColumn(BaseModel):
     invalid: int = _Count
     min: float | None = None
     max: float | None = None
+    # numeric columns: the KLL quantile sketch, base64 (farmiq/quantile_sketch.py); its
+    # bytes are checked where they are decoded, not here (the ingest path stays cheap)
+    kll: str | None = Field(default=None, max_length=90_000)
 
 
 class ExpectedAccuracySums(Message):
