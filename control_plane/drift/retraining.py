@@ -225,14 +225,18 @@ class RetrainingDecider:
         forced: bool = False,
     ) -> None:
         """Start the cooldown and latch the policy; record the run on the decision. A
-        forced trigger is a decision to retrain: it is stored (and answered) as one."""
+        forced trigger is a decision to retrain: it is stored (and answered) as one. A
+        hook that says ``retry`` (too few labelled examples yet) neither latches nor
+        starts the cooldown: the next period with new data tries again."""
+        retry = bool((hook_result or {}).get("retry"))
         with self.drift.session() as s, s.begin():
             st = s.get(RetrainingPolicyState, decision.model)
             if st is None:
                 st = RetrainingPolicyState(model=decision.model, consecutive=0)
                 s.add(st)
-            st.latched = True
-            st.last_trigger_at = decision.at
+            if not retry:
+                st.latched = True
+                st.last_trigger_at = decision.at
             if decision.id is not None:
                 rec = s.get(RetrainingDecisionRecord, decision.id)
                 if rec is not None:

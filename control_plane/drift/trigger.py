@@ -278,8 +278,12 @@ class RetrainingTrigger:
 
     def _drift_alerts(self, d: Decision) -> None:
         """A drift alert when the decision saw a drift signal, a concept-drift alert when
-        devices reported concept drift in the period (each once per period)."""
+        devices reported concept drift in the period: each once per period of new windows
+        (deciding again on the same windows, as the retraining schedule does, alerts
+        nothing new)."""
         m = d.metrics
+        if m.get("new_period") is False:
+            return
         links = {"drift": "/api/v1/drift/models", "report": f"/api/v1/drift/report/{d.model}"}
         signals = [r for r in d.reasons if not r.startswith(("no drift signal", "only "))]
         if not any(r.startswith("no drift signal") for r in d.reasons) and signals:
@@ -292,7 +296,7 @@ class RetrainingTrigger:
                     links=links,
                     details={k: m.get(k) for k in ("drift_share", "max_psi", "rows",
                              "drifted_features", "drifted_device_share")},
-                    dedup_key=f"drift:{d.model}:{m.get('until')}",
+                    dedup_key=f"drift:{d.model}:{d.window_end}",
                 )
             )  # fmt: skip
         devices = m.get("concept_drift_devices") or []
@@ -305,6 +309,6 @@ class RetrainingTrigger:
                     message=f"concept drift on {d.model} reported by {len(devices)} device(s)",
                     links=links,
                     details={"devices": devices[:50]},
-                    dedup_key=f"concept_drift:{d.model}:{m.get('until')}",
+                    dedup_key=f"concept_drift:{d.model}:{d.window_end}",
                 )
             )

@@ -175,7 +175,7 @@ class LearningLoop:
         X, y_raw, _ = self.examples.window(model, start, until)
         if len(X) < cfg.min_rows:
             return {
-                "kind": "training", "ok": False,
+                "kind": "training", "ok": False, "retry": True,  # the next period tries again
                 "error": f"only {len(X)} labelled examples in the period (< {cfg.min_rows})",
             }  # fmt: skip
         y = _encode(y_raw, meta.get("labels"), task)

@@ -43,6 +43,18 @@ AWAITING = "awaiting-approval"
 Notify = Callable[..., None]  # notify(kind, model, run_id, **fields): audit + alert
 
 
+def serving(db: Any, model: str) -> list[str]:
+    """The gateways whose last report says they serve ``model``: a retrained candidate
+    goes to the champion's fleet, not to every gateway the control plane knows."""
+    from sqlalchemy import select
+
+    from control_plane.tables import Device
+
+    with db.session() as s:
+        rows = s.execute(select(Device.device_id, Device.reported)).all()
+    return sorted(d for d, rep in rows if model in ((rep or {}).get("models") or {}))
+
+
 class LearningRollouts:
     def __init__(
         self,
@@ -77,6 +89,7 @@ class LearningRollouts:
         """Create the rollout; its id, or None when no rollout service is running."""
         from control_plane.rollout.gates import GateThresholds
         from control_plane.rollout.service import RolloutSpec, WaveSpec
+        from control_plane.rollout.targeting import Targeting
 
         cfg = self.config.models[model]
         service = self.rollouts()
@@ -92,9 +105,14 @@ class LearningRollouts:
                 min_feedback_gain=cfg.promotion.margin,
                 min_feedback_rows=cfg.shadow_min_feedback,
             )
+        fleet = serving(service.sch.db, model)
+        if not fleet:
+            log.warning("learning loop: no gateway serves %s; v%d not rolled out", model, version)
+            return None
         spec = RolloutSpec(
             model=model, version=version, waves=waves, gates=gates,
             soak_s=cfg.rollout_soak_s, wave_timeout_s=cfg.rollout_wave_timeout_s,
+            targeting=Targeting(devices=fleet),
         )  # fmt: skip
         rollout = service.create(spec)
         rid = str(rollout["id"])
