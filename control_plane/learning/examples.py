@@ -1,5 +1,8 @@
-"""Labelled examples the fleet collected (gateway feedback with the features it was
-predicted on), stored per model so a retraining can train on the drift period.
+"""Labelled examples the fleet collected, stored per model so a retraining can train on
+the drift period: gateway feedback with the feature vector it was predicted on
+(``inputs``), or, for a model served by entity (``{"barn_id": ..., "flock_id": ...}``),
+with the entity and the time: its features then come from the Feast offline store as
+they were at that time (control_plane/learning/feast_source.py).
 
 Own tables (own metadata, created by ``create_tables``): the learning area is optional and
 needs no migration of the control plane's schema.
@@ -38,6 +41,23 @@ class LabelledExample(LearningBase):
     __table_args__ = (Index("ix_learning_examples_model_ts", "model", "ts"),)
 
 
+class EntityExample(LearningBase):
+    """A label for what an entity-keyed model answered about ``entity`` at ``ts``."""
+
+    __tablename__ = "learning_entity_examples"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    model: Mapped[str] = mapped_column(String(128))
+    device_id: Mapped[str] = mapped_column(String(128))
+    ts: Mapped[float] = mapped_column(Float)
+    entity: Mapped[dict[str, str]] = mapped_column(JSON)
+    label: Mapped[str] = mapped_column(String(128))
+    __table_args__ = (Index("ix_learning_entity_examples_model_ts", "model", "ts"),)
+
+
+MAX_ENTITY_KEYS = 8
+
+
 class ExampleError(ValueError):
     pass
 
@@ -55,8 +75,9 @@ class ExampleStore:
 
     def ingest(self, device_id: str, payload: bytes | Mapping[str, Any]) -> int:
         """``{"type": "feedback_batch", "model": m, "examples": [{"ts", "inputs": [...],
-        "truth": label}, ...]}``; returns how many examples were new. Refuses the whole
-        batch (``ExampleError``) on any malformed example."""
+        "truth": label}, ...]}`` (or ``"entity": {join key: id}`` instead of ``inputs``);
+        returns how many examples were new. Refuses the whole batch (``ExampleError``) on
+        any malformed example."""
         doc = json.loads(payload) if isinstance(payload, bytes | str) else dict(payload)
         if not isinstance(doc, dict) or not isinstance(doc.get("model"), str):
             raise ExampleError("a feedback batch is an object with a 'model'")
@@ -64,7 +85,11 @@ class ExampleStore:
         if not isinstance(items, list) or not 0 < len(items) <= MAX_BATCH:
             raise ExampleError(f"'examples' must be a list of 1..{MAX_BATCH} objects")
         rows = []
+        entity_rows: list[tuple[str, dict[str, str], float, str]] = []
         for it in items:
+            if isinstance(it, dict) and "entity" in it and "inputs" not in it:
+                entity_rows.append(self._entity_row(doc["model"], device_id, it))
+                continue
             try:
                 feats = [float(x) for x in it["inputs"]]
                 ts = float(it["ts"])
@@ -91,7 +116,59 @@ class ExampleStore:
                     features=feats, label=label,
                 ))  # fmt: skip
                 new += 1
+            have = set(s.scalars(select(EntityExample.key).where(
+                EntityExample.key.in_([r[0] for r in entity_rows])
+            ))) if entity_rows else set()  # fmt: skip
+            for key, entity, ts, label in entity_rows:
+                if key in have:
+                    continue
+                have.add(key)
+                s.add(EntityExample(
+                    key=key, model=doc["model"], device_id=device_id, ts=ts,
+                    entity=entity, label=label,
+                ))  # fmt: skip
+                new += 1
         return new
+
+    @staticmethod
+    def _entity_row(
+        model: str, device_id: str, it: Mapping[str, Any]
+    ) -> tuple[str, dict[str, str], float, str]:
+        ent = it.get("entity")
+        if (
+            not isinstance(ent, dict)
+            or not 0 < len(ent) <= MAX_ENTITY_KEYS
+            or not all(isinstance(k, str) and isinstance(v, str) and 0 < len(v) <= 128
+                       for k, v in ent.items())
+        ):  # fmt: skip
+            raise ExampleError("an example's 'entity' maps join keys to ids (strings)")
+        try:
+            ts, label = float(it["ts"]), str(it["truth"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ExampleError(f"each example needs ts and truth: {exc}") from None
+        if not math.isfinite(ts):
+            raise ExampleError("example ts must be a finite number")
+        key = hashlib.sha256(
+            json.dumps([model, device_id, ts, sorted(ent.items()), label]).encode()
+        ).hexdigest()
+        return key, dict(ent), ts, label
+
+    def entity_window(
+        self, model: str, since: float | None = None, until: float | None = None
+    ) -> tuple[list[dict[str, str]], np.ndarray, np.ndarray]:
+        """(entities, labels [n], timestamps [n]) of the period's entity examples."""
+        stmt = select(EntityExample).where(EntityExample.model == model)
+        if since is not None:
+            stmt = stmt.where(EntityExample.ts >= since)
+        if until is not None:
+            stmt = stmt.where(EntityExample.ts <= until)
+        with self.session() as s:
+            recs = list(s.scalars(stmt.order_by(EntityExample.ts, EntityExample.id)))
+        return (
+            [dict(r.entity) for r in recs],
+            np.asarray([r.label for r in recs], dtype=object),
+            np.asarray([r.ts for r in recs], dtype=np.float64),
+        )
 
     def window(
         self,

@@ -120,9 +120,13 @@ class LearningLoop:
         artifact_location: str | None = None,
         audit_engine: Any = None,
         rollouts: Callable[[], Any] | None = None,
+        features: Callable[[], Any] | None = None,
     ) -> None:
         from control_plane.learning.rollouts import LearningRollouts
 
+        # The control plane's Feast store (control_plane/feature_store.py), looked up when
+        # needed: the features of entity-keyed models' examples come from its offline store.
+        self.features = features or (lambda: None)
         self.audit_engine = audit_engine  # the audit log (control_plane.security.audit_log)
         self.registry = registry
         self.examples = examples
@@ -172,7 +176,7 @@ class LearningLoop:
         meta = parent.meta
         task = meta.get("task", "classification")
         start = None if since is None else float(since) - cfg.lookback_s
-        X, y_raw, _ = self.examples.window(model, start, until)
+        X, y_raw = self._examples(model, meta, start, until)
         if len(X) < cfg.min_rows:
             return {
                 "kind": "training", "ok": False, "retry": True,  # the next period tries again
@@ -249,6 +253,41 @@ class LearningLoop:
         if cfg.auto_rollout and status in ("promoted", "shadowing"):
             result["rollout"] = staged.start(model, cand.version, run_id, shadow=shadow)
         return result
+
+    def _examples(
+        self, model: str, meta: Mapping[str, Any], since: float | None, until: float | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The period's labelled rows: feature vectors the gateways sent, and, for a model
+        served by entity (``feature_schema``), the Feast offline store's point-in-time
+        features of each labelled (entity, time)."""
+        X, y, _ = self.examples.window(model, since, until)
+        schema_ref = meta.get("feature_schema")
+        ents, ey, ets = self.examples.entity_window(model, since, until)
+        if not ents:
+            return X, y
+        store = self.features()
+        if not schema_ref or store is None:
+            log.warning("%s: %d entity examples, but no feature schema or Feast store to "
+                        "read their features from: left out", model, len(ents))  # fmt: skip
+            return X, y
+        from control_plane.learning.feast_source import training_rows
+
+        schema = store.schemas.get(schema_ref["name"])
+        if schema is None or schema.version != schema_ref.get("version"):
+            raise ValueError(
+                f"{model}: feature schema {schema_ref} is not the Feast store's "
+                f"({None if schema is None else schema.version})"
+            )
+        FX, kept = training_rows(store, schema, ents, ets)
+        if len(kept) < len(ents):
+            log.info("%s: %d of %d entity examples had features missing in Feast: left out",
+                     model, len(ents) - len(kept), len(ents))  # fmt: skip
+        if X.size and X.shape[1] != FX.shape[1]:
+            log.warning("%s: vector examples of another width than the schema: left out", model)
+            X, y = X[:0].reshape(0, FX.shape[1]), y[:0]
+        if not X.size:
+            return FX, ey[kept]
+        return np.concatenate([X, FX]), np.concatenate([y, ey[kept]])
 
     def _calibrate(
         self, model: str, version: int, runtime: str, X: np.ndarray, y: np.ndarray, task: str

@@ -21,6 +21,9 @@ Feedback message (``farmiq/v1/gw/<device>/up/feedback``, QoS 1, from the outbox)
     {"type": "feedback_batch", "key": "<outbox key>", "model": "barn-ventilation",
      "examples": [{"ts": 1790000000.0, "inputs": [24.1, 61.0, 12.0, 1.7], "truth": "low"}]}
 
+or, for a model served by entity, ``{"ts": ..., "entity": {"barn_id": "b1", "flock_id":
+"f3"}, "truth": "low"}``: its features are read from the Feast offline store at ``ts``.
+
 The control plane acknowledges the key on ``down/ack`` once the batch is stored (or
 refused as malformed), so the gateway deletes it from its outbox.
 """
@@ -59,6 +62,7 @@ def learning_hook(ctx: Any, cfg: dict[str, Any], alerts: Any) -> LearningLoop | 
         artifact_location=str(Path(ctx.data_dir) / "mlartifacts" / "training"),
         audit_engine=ctx.engine,
         rollouts=lambda: ctx.services.get("rollouts"),
+        features=lambda: ctx.services.get("features"),  # control_plane/features_setup.py
     )
     # The rollout area (set up after us) wires loop.staged into its scheduler: the
     # labelled-feedback gate of shadow waves and the promotion when one passes.

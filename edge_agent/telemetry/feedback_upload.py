@@ -1,7 +1,9 @@
 """Labelled feedback as training examples for the cloud: ``up/feedback`` batches.
 
 An item of ``POST /api/v1/feedback`` that carries the model's ``inputs`` (the feature
-vector it was asked about) besides ``prediction`` and ``truth`` is a labelled example. The
+vector it was asked about) besides ``prediction`` and ``truth`` is a labelled example; so
+is one that carries the ``entity`` it was asked about (an entity-keyed model: the control
+plane reads the features from its Feast offline store at the item's ``ts``). The
 agent queues them, in batches of at most ``BATCH`` examples, in the durable outbox on
 ``up/feedback``, in the control plane's format (control_plane/learning/setup.py)::
 
@@ -50,6 +52,9 @@ def labelled_examples(
     t = time.time() if now is None else now
     out: list[dict[str, Any]] = []
     for i, it in enumerate(items):
+        if isinstance(it, dict) and it.get("inputs") is None and it.get("entity") is not None:
+            out.append(_entity_example(i, it, t))
+            continue
         if not isinstance(it, dict) or it.get("inputs") is None:
             continue
         raw = it["inputs"]
@@ -67,6 +72,24 @@ def labelled_examples(
             raise ExampleError(f"item {i}: 'truth' must be a label or a number")
         out.append({"ts": ts, "inputs": inputs, "truth": str(truth)})
     return model, out
+
+
+def _entity_example(i: int, it: dict[str, Any], t: float) -> dict[str, Any]:
+    ent = it["entity"]
+    if (
+        not isinstance(ent, dict)
+        or not 0 < len(ent) <= 8
+        or not all(isinstance(k, str) and isinstance(v, str) and v for k, v in ent.items())
+    ):
+        raise ExampleError(f"item {i}: 'entity' must map join keys to ids (strings)")
+    try:
+        ts = float(it.get("ts", t))
+    except (TypeError, ValueError):
+        raise ExampleError(f"item {i}: 'ts' must be a number") from None
+    truth = it.get("truth")
+    if isinstance(truth, dict | list) or truth is None or not math.isfinite(ts):
+        raise ExampleError(f"item {i}: 'truth' must be a label or a number, 'ts' finite")
+    return {"ts": ts, "entity": dict(ent), "truth": str(truth)}
 
 
 def feedback_batches(
