@@ -19,9 +19,15 @@ import binascii
 import struct
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
-from datasketches import kll_floats_sketch, vector_of_kll_floats_sketches
+
+if TYPE_CHECKING:
+    from datasketches import kll_floats_sketch
+
+# datasketches is imported where a sketch is first made or read (2 MB, 10 ms): a gateway
+# that has served nothing yet has not paid for it.
 
 DEFAULT_K = 200
 MAX_ENCODED = 64 * 1024  # far above a k=200 sketch's ~3 KB: anything bigger is not ours
@@ -36,7 +42,11 @@ class ColumnSketches:
 
     def __init__(self, columns: int, k: int = DEFAULT_K) -> None:
         self.columns = columns
-        self._v = vector_of_kll_floats_sketches(k, columns) if columns else None
+        self._v = None
+        if columns:
+            from datasketches import vector_of_kll_floats_sketches
+
+            self._v = vector_of_kll_floats_sketches(k, columns)
 
     def update(self, x: np.ndarray) -> None:
         """Add rows ``[n, columns]``; NaN and +-inf are skipped."""
@@ -78,6 +88,8 @@ def check_encoded(encoded: str, *, header_only: bool = False) -> bytes:
 
 def decode(encoded: str) -> kll_floats_sketch:
     """The sketch a window carries; SketchError for anything that is not one."""
+    from datasketches import kll_floats_sketch
+
     raw = check_encoded(encoded)
     try:
         return kll_floats_sketch.deserialize(raw)
