@@ -32,6 +32,7 @@ ROUTER_MODULES = [
     "control_plane.api.metrics",
     "control_plane.api.actuators",
     "control_plane.api.farms",
+    "control_plane.api.learning",
 ]
 
 # Per-area start-up hooks: ``setup(ctx)`` registers services, MQTT handlers, promotion hooks.

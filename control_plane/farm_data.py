@@ -12,6 +12,11 @@ covered the day it exists: every table of every area's metadata
   gateways reported (``entities`` in their state);
 - the alerts this control plane keeps for the dashboard.
 
+The learning loop's examples (labelled feedback, labels by entity, hard examples) are rows
+of the farm's gateways in the learning area's own tables: exported and erased by the same
+rule. Training runs already logged in MLflow keep their training CSV (rows carry no
+gateway id, so the farm's rows cannot be told apart there).
+
 The audit log is append-only by design (docs/security.md): its entries about the farm are
 exported, not erased; the erasure itself is audited. Feast's online store keeps the last
 materialized values of the erased entities until the next materialization of their views
@@ -58,11 +63,14 @@ class FarmData:
 
     # -- what belongs to the farm ---------------------------------------------------------------
     def _tables(self) -> Iterator[sa.Table]:
+        # The learning area keeps its examples (labelled, by entity, hard) on its own
+        # metadata, created only where a learning loop runs: covered by the same rule.
+        from control_plane.learning import hard_examples
         from control_plane.schema import all_metadata
 
         existing = set(sa.inspect(self.engine).get_table_names())
         seen = set()
-        for md in all_metadata():
+        for md in [*all_metadata(), hard_examples.LearningBase.metadata]:
             for t in md.sorted_tables:
                 if t.name in existing and t.name not in seen and t.name not in SKIP_TABLES:
                     seen.add(t.name)

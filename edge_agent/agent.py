@@ -434,6 +434,14 @@ class Agent:
             asyncio.create_task(self.outbox.run(), name="outbox"),
             asyncio.create_task(self.drift.run(), name="drift-windows"),
         ]
+        every = self.config.drift.hard_example_upload_s
+        if every > 0 and self.router.escalations is not None:  # kept inputs, for labelling
+            from edge_agent.telemetry.hard_example_upload import HardExampleUploader
+
+            up = HardExampleUploader(
+                self.router.escalations, self.outbox, self.device_id, interval_s=every
+            )
+            self._background.append(asyncio.create_task(up.run(), name="hard-examples"))
         if self.mcu is not None:
             await self.mcu.start()
         self.rollout.start()

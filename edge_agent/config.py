@@ -92,6 +92,9 @@ class DriftSettings(BaseModel):
     # The open windows are written to the state dir this often, so a power cut or kill -9
     # loses at most this much of the statistics (0: no checkpoint).
     checkpoint_s: float = Field(default=60.0, ge=0)
+    # The hard examples the cascade kept go to the cloud for labelling this often, through
+    # the outbox (edge_agent/telemetry/hard_example_upload.py; 0: they stay on the gateway).
+    hard_example_upload_s: float = Field(default=60.0, ge=0)
 
 
 class AgentConfig(BaseModel):

@@ -37,6 +37,7 @@ from typing import Any
 import orjson
 
 from control_plane.learning.examples import ExampleError, ExampleStore
+from control_plane.learning.hard_examples import HARD_EXAMPLES, HardExampleStore
 from control_plane.learning.loop import LearningConfig, LearningLoop
 from farmiq import topics
 
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 
 FEEDBACK = "feedback"  # up/feedback: labelled examples for retraining
 LEARNING = "learning"  # ctx.services key of the LearningLoop
+HARD = "hard_examples"  # ctx.services key of the HardExampleStore
 
 
 def learning_hook(ctx: Any, cfg: dict[str, Any], alerts: Any) -> LearningLoop | None:
@@ -67,29 +69,34 @@ def learning_hook(ctx: Any, cfg: dict[str, Any], alerts: Any) -> LearningLoop | 
     # The rollout area (set up after us) wires loop.staged into its scheduler: the
     # labelled-feedback gate of shadow waves and the promotion when one passes.
     ctx.services[LEARNING] = loop
+    hard = ctx.services[HARD] = HardExampleStore(examples)
     ctx.promotion_hooks.append(loop.staged.on_promoted)  # an operator's approval
     mqtt = getattr(ctx, "mqtt", None)
     if mqtt is not None:
-        mqtt.on(FEEDBACK, feedback_handler(examples, mqtt))
+        mqtt.on(FEEDBACK, outbox_handler(examples.ingest, "labelled examples", mqtt))
+        mqtt.on(HARD_EXAMPLES, outbox_handler(hard.ingest, "hard examples", mqtt))
     return loop
 
 
-def feedback_handler(examples: ExampleStore, mqtt: Any) -> Any:
-    def on_feedback(device_id: str, payload: bytes) -> None:
+def outbox_handler(ingest: Any, what: str, mqtt: Any) -> Any:
+    """An ``up/<leaf>`` handler for a gateway's outbox batches: store, then acknowledge
+    the key (a malformed batch too, so the gateway never re-sends what cannot be kept)."""
+
+    def on_batch(device_id: str, payload: bytes) -> None:
         try:
             doc = orjson.loads(payload)
         except orjson.JSONDecodeError:
-            log.warning("feedback from %s is not JSON; dropped", device_id)
+            log.warning("%s from %s: not JSON; dropped", what, device_id)
             return
         key = doc.get("key") if isinstance(doc, dict) else None
         try:
-            n = examples.ingest(device_id, doc)
-            log.info("stored %d labelled examples from %s", n, device_id)
+            n = ingest(device_id, doc)
+            log.info("stored %d %s from %s", n, what, device_id)
         except ExampleError as exc:
-            log.warning("feedback from %s refused: %s", device_id, exc)
+            log.warning("%s from %s refused: %s", what, device_id, exc)
         if isinstance(key, str) and topics.is_device_id(device_id):
             mqtt.publish(
                 topics.down(device_id, topics.OUTBOX_ACK), orjson.dumps({"keys": [key]}), qos=1
             )
 
-    return on_feedback
+    return on_batch

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import create_engine
 
 from control_plane.learning.examples import ExampleStore
-from control_plane.learning.setup import feedback_handler
+from control_plane.learning.setup import outbox_handler
 
 
 class Bus:
@@ -25,7 +25,7 @@ def test_feedback_is_stored_once_acked_and_windowed(tmp_path: Path) -> None:
     store = ExampleStore(create_engine(f"sqlite:///{tmp_path / 'cp.db'}"))
     store.create_tables()
     bus = Bus()
-    handle = feedback_handler(store, bus)
+    handle = outbox_handler(store.ingest, "labelled examples", bus)
     batch = {
         "type": "feedback_batch",
         "key": "gw-1/fb/1",
