@@ -279,11 +279,10 @@ class RetrainingTrigger:
     def _drift_alerts(self, d: Decision) -> None:
         """A drift alert when the decision saw a drift signal, a concept-drift alert when
         devices reported concept drift in the period: each once per period of new windows
-        (deciding again on the same windows, as the retraining schedule does, alerts
-        nothing new)."""
+        (the dedup key names the period's last window: deciding again on the same windows,
+        as the retraining schedule does, repeats the key and the alert bus drops the
+        repeat)."""
         m = d.metrics
-        if m.get("new_period") is False:
-            return
         links = {"drift": "/api/v1/drift/models", "report": f"/api/v1/drift/report/{d.model}"}
         signals = [r for r in d.reasons if not r.startswith(("no drift signal", "only "))]
         if not any(r.startswith("no drift signal") for r in d.reasons) and signals:
