@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -53,11 +52,12 @@ def _readings(rng: np.random.Generator) -> list[tuple[str, str, float, float]]:
     return sorted(out, key=lambda r: r[2])
 
 
-@pytest.fixture
-def world(tmp_path: Path) -> Any:
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Any:
     import mlflow
     from sklearn.linear_model import LogisticRegression
 
+    tmp_path = tmp_path_factory.mktemp("feast-loop")
     rng = np.random.default_rng(3)
     store = FeastFeatureStore(tmp_path / "repo")
     store.ingest_readings(_readings(rng))
