@@ -62,6 +62,40 @@ class ExampleError(ValueError):
     pass
 
 
+def read_batch(payload: bytes | Mapping[str, Any], what: str) -> tuple[str, list[Any]]:
+    """(model, items) of a gateway's batch: an object with a ``model`` and 1..MAX_BATCH
+    ``examples``; ``ExampleError`` otherwise."""
+    doc = json.loads(payload) if isinstance(payload, bytes | str) else dict(payload)
+    if not isinstance(doc, dict) or not isinstance(doc.get("model"), str):
+        raise ExampleError(f"a {what} batch is an object with a 'model'")
+    items = doc.get("examples")
+    if not isinstance(items, list) or not 0 < len(items) <= MAX_BATCH:
+        raise ExampleError(f"'examples' must be a list of 1..{MAX_BATCH} objects")
+    return str(doc["model"]), items
+
+
+def add_new(s: Session, table: Any, rows: list[Any]) -> int:
+    """Add the ORM ``rows`` whose ``key`` the table does not hold yet; how many were new."""
+    if not rows:
+        return 0
+    have = set(s.scalars(select(table.key).where(table.key.in_([r.key for r in rows]))))
+    fresh = []
+    for r in rows:
+        if r.key not in have:
+            have.add(r.key)
+            fresh.append(r)
+    s.add_all(fresh)
+    return len(fresh)
+
+
+def in_period(stmt: Any, table: Any, since: float | None, until: float | None) -> Any:
+    if since is not None:
+        stmt = stmt.where(table.ts >= since)
+    if until is not None:
+        stmt = stmt.where(table.ts <= until)
+    return stmt.order_by(table.ts, table.id)
+
+
 class ExampleStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -78,17 +112,12 @@ class ExampleStore:
         "truth": label}, ...]}`` (or ``"entity": {join key: id}`` instead of ``inputs``);
         returns how many examples were new. Refuses the whole batch (``ExampleError``) on
         any malformed example."""
-        doc = json.loads(payload) if isinstance(payload, bytes | str) else dict(payload)
-        if not isinstance(doc, dict) or not isinstance(doc.get("model"), str):
-            raise ExampleError("a feedback batch is an object with a 'model'")
-        items = doc.get("examples")
-        if not isinstance(items, list) or not 0 < len(items) <= MAX_BATCH:
-            raise ExampleError(f"'examples' must be a list of 1..{MAX_BATCH} objects")
-        rows = []
-        entity_rows: list[tuple[str, dict[str, str], float, str]] = []
+        model, items = read_batch(payload, "feedback")
+        rows: list[LabelledExample] = []
+        entity_rows: list[EntityExample] = []
         for it in items:
             if isinstance(it, dict) and "entity" in it and "inputs" not in it:
-                entity_rows.append(self._entity_row(doc["model"], device_id, it))
+                entity_rows.append(self._entity_row(model, device_id, it))
                 continue
             try:
                 feats = [float(x) for x in it["inputs"]]
@@ -98,42 +127,14 @@ class ExampleStore:
                 raise ExampleError(f"each example needs ts, inputs and truth: {exc}") from None
             if not feats or not all(math.isfinite(x) for x in feats) or not math.isfinite(ts):
                 raise ExampleError("example inputs and ts must be finite numbers")
-            key = hashlib.sha256(
-                json.dumps([doc["model"], device_id, ts, feats, label]).encode()
-            ).hexdigest()
-            rows.append((key, feats, ts, label))
-        new = 0
+            key = hashlib.sha256(json.dumps([model, device_id, ts, feats, label]).encode())
+            rows.append(LabelledExample(key=key.hexdigest(), model=model, device_id=device_id,
+                                        ts=ts, features=feats, label=label))  # fmt: skip
         with self.session() as s, s.begin():
-            have = set(s.scalars(select(LabelledExample.key).where(
-                LabelledExample.key.in_([r[0] for r in rows])
-            )))  # fmt: skip
-            for key, feats, ts, label in rows:
-                if key in have:
-                    continue
-                have.add(key)
-                s.add(LabelledExample(
-                    key=key, model=doc["model"], device_id=device_id, ts=ts,
-                    features=feats, label=label,
-                ))  # fmt: skip
-                new += 1
-            have = set(s.scalars(select(EntityExample.key).where(
-                EntityExample.key.in_([r[0] for r in entity_rows])
-            ))) if entity_rows else set()  # fmt: skip
-            for key, entity, ts, label in entity_rows:
-                if key in have:
-                    continue
-                have.add(key)
-                s.add(EntityExample(
-                    key=key, model=doc["model"], device_id=device_id, ts=ts,
-                    entity=entity, label=label,
-                ))  # fmt: skip
-                new += 1
-        return new
+            return add_new(s, LabelledExample, rows) + add_new(s, EntityExample, entity_rows)
 
     @staticmethod
-    def _entity_row(
-        model: str, device_id: str, it: Mapping[str, Any]
-    ) -> tuple[str, dict[str, str], float, str]:
+    def _entity_row(model: str, device_id: str, it: Mapping[str, Any]) -> EntityExample:
         ent = it.get("entity")
         if (
             not isinstance(ent, dict)
@@ -151,19 +152,16 @@ class ExampleStore:
         key = hashlib.sha256(
             json.dumps([model, device_id, ts, sorted(ent.items()), label]).encode()
         ).hexdigest()
-        return key, dict(ent), ts, label
+        return EntityExample(key=key, model=model, device_id=device_id, ts=ts, entity=dict(ent),
+                             label=label)  # fmt: skip
 
     def entity_window(
         self, model: str, since: float | None = None, until: float | None = None
     ) -> tuple[list[dict[str, str]], np.ndarray, np.ndarray]:
         """(entities, labels [n], timestamps [n]) of the period's entity examples."""
         stmt = select(EntityExample).where(EntityExample.model == model)
-        if since is not None:
-            stmt = stmt.where(EntityExample.ts >= since)
-        if until is not None:
-            stmt = stmt.where(EntityExample.ts <= until)
         with self.session() as s:
-            recs = list(s.scalars(stmt.order_by(EntityExample.ts, EntityExample.id)))
+            recs = list(s.scalars(in_period(stmt, EntityExample, since, until)))
         return (
             [dict(r.entity) for r in recs],
             np.asarray([r.label for r in recs], dtype=object),
@@ -182,12 +180,8 @@ class ExampleStore:
         stmt = select(LabelledExample).where(LabelledExample.model == model)
         if devices is not None:
             stmt = stmt.where(LabelledExample.device_id.in_(devices))
-        if since is not None:
-            stmt = stmt.where(LabelledExample.ts >= since)
-        if until is not None:
-            stmt = stmt.where(LabelledExample.ts <= until)
         with self.session() as s:
-            recs = list(s.scalars(stmt.order_by(LabelledExample.ts, LabelledExample.id)))
+            recs = list(s.scalars(in_period(stmt, LabelledExample, since, until)))
         if not recs:
             return np.zeros((0, 0), np.float32), np.zeros(0, object), np.zeros(0, np.float64)
         widths = {len(r.features) for r in recs}

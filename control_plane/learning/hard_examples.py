@@ -14,7 +14,6 @@ Own table in the learning area's metadata, like the labelled examples.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -22,10 +21,15 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Float, Index, Integer, String, func, select
 from sqlalchemy.orm import Mapped, mapped_column
 
-from control_plane.learning.examples import ExampleError, ExampleStore, LearningBase
+from control_plane.learning.examples import (
+    ExampleError,
+    ExampleStore,
+    LearningBase,
+    add_new,
+    read_batch,
+)
 
 HARD_EXAMPLES = "hard_examples"  # up/hard_examples
-MAX_BATCH = 10_000
 
 
 class HardExample(LearningBase):
@@ -54,12 +58,7 @@ class HardExampleStore:
     def ingest(self, device_id: str, payload: bytes | Mapping[str, Any]) -> int:
         """Store a gateway's batch; returns how many were new. ``ExampleError`` (the whole
         batch refused) on anything malformed."""
-        doc = json.loads(payload) if isinstance(payload, bytes | str) else dict(payload)
-        if not isinstance(doc, dict) or not isinstance(doc.get("model"), str):
-            raise ExampleError("a hard-example batch is an object with a 'model'")
-        items = doc.get("examples")
-        if not isinstance(items, list) or not 0 < len(items) <= MAX_BATCH:
-            raise ExampleError(f"'examples' must be a list of 1..{MAX_BATCH} objects")
+        model, items = read_batch(payload, "hard-example")
         rows = []
         for it in items:
             try:
@@ -75,17 +74,12 @@ class HardExampleStore:
             if not feats or not all(map(math.isfinite, feats)) or not math.isfinite(ts):
                 raise ExampleError("hard-example inputs and ts must be finite numbers")
             rows.append(HardExample(
-                key=f"{device_id}/{entry}", model=doc["model"], device_id=device_id,
+                key=f"{device_id}/{entry}", model=model, device_id=device_id,
                 version=version, ts=ts, features=feats, confidence=conf,
                 reason=str(it.get("reason", ""))[:200],
             ))  # fmt: skip
         with self.examples.session() as s, s.begin():
-            have = set(s.scalars(select(HardExample.key).where(
-                HardExample.key.in_([r.key for r in rows])
-            )))  # fmt: skip
-            fresh = [r for r in rows if r.key not in have]
-            s.add_all(fresh)
-        return len(fresh)
+            return add_new(s, HardExample, rows)
 
     def pending(self, model: str, limit: int = 100) -> list[dict[str, Any]]:
         """Unlabelled hard examples of a model, least confident first."""
