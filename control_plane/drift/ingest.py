@@ -541,9 +541,12 @@ def rows_from_sketches(
         spec = layout.specs[i]
         if layout.kinds[i] == "numeric":
             sk = quantile_sketch.merge(c.get("kll") for c in cols)
-            values = quantile_sketch.representative_values(sk, m) if sk is not None else None
-            if values is None or values.size == 0:
-                values = np.full(m, np.nan)
+            if sk is None or sk.is_empty():
+                raise ValueError(
+                    f"no raw rows and no sketch of {name!r} in this period's windows "
+                    "(windows from gateways older than the sketches?)"
+                )
+            values = quantile_sketch.representative_values(sk, m)
         else:
             cats = np.asarray([*spec["categories"], np.nan], dtype=np.float64)
             counts = np.zeros(len(cats))

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from farmiq.quantile_sketch import MAX_ENCODED
 from farmiq.rollout_wire import DesiredDoc, decode_chunk, encode_chunk
 
 _Count = Field(default=0, ge=0, le=2**62)
@@ -152,7 +153,7 @@ class DriftColumn(BaseModel):
     max: float | None = None
     # numeric columns: the KLL quantile sketch, base64 (farmiq/quantile_sketch.py); its
     # bytes are checked where they are decoded, not here (the ingest path stays cheap)
-    kll: str | None = Field(default=None, max_length=90_000)
+    kll: str | None = Field(default=None, max_length=MAX_ENCODED)
 
 
 class ExpectedAccuracySums(Message):
