@@ -57,11 +57,13 @@ def world(n: int, seed: int, shifted: bool) -> tuple[np.ndarray, np.ndarray]:
 
 
 def flipped_labels(data: Any) -> Any:
-    """A training entrypoint with a bug (it reverses the class order): the candidate it
-    makes is worse than production."""
+    """A training entrypoint with a bug (an off-by-one: each label becomes the next class):
+    the candidate it makes is wrong wherever it learned, so it loses to production on any
+    holdout. (Reversing the order instead kept the middle class right, and on a holdout
+    heavy in it the bug could tie a production model that the shift had made poor.)"""
     from sklearn.linear_model import LogisticRegression
 
-    return LogisticRegression(max_iter=1000).fit(data.X, 2 - data.y)
+    return LogisticRegression(max_iter=1000).fit(data.X, (data.y + 1) % 3)
 
 
 @pytest.fixture
