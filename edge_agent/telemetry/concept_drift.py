@@ -25,12 +25,17 @@ from typing import Any, Literal
 
 import orjson
 
-try:
-    from river._river_rust.drift import AdaptiveWindowing as _Adwin
 
-    AdaptiveWindowing: Any = _Adwin
-except ImportError:  # river is in the optional `edge-drift` extra (it pulls scipy and pandas)
-    AdaptiveWindowing = None
+def _adaptive_windowing() -> Any:
+    """river's compiled ADWIN engine, imported when the first regression detector is made
+    (a gateway serving only classifiers never maps it); None when river is absent: it is
+    in the optional `edge-drift` extra (it pulls scipy and pandas)."""
+    try:
+        from river._river_rust.drift import AdaptiveWindowing
+    except ImportError:
+        return None
+    return AdaptiveWindowing
+
 
 RIVER_MISSING = (
     "regression feedback (ADWIN) needs river on the gateway: pip install 'farmiq-edge[edge-drift]'"
@@ -129,13 +134,15 @@ class ADWIN:
             grace_period=grace_period,
         )
         self.drift_detected = False
-        if AdaptiveWindowing is None:
+        engine = _adaptive_windowing()
+        if engine is None:
             raise DetectorUnavailable(RIVER_MISSING)
-        self._helper = AdaptiveWindowing(**self._args)
+        self._engine = engine
+        self._helper = engine(**self._args)
 
     def update(self, x: float) -> None:
         if self.drift_detected:
-            self._helper = AdaptiveWindowing(**self._args)
+            self._helper = self._engine(**self._args)
         self.drift_detected = bool(self._helper.update(float(x)))
 
     @property
