@@ -7,7 +7,10 @@ Each figure is measured against its reference in the same run and printed with t
 - start to ready: process spawn to ``GET /ready`` = 200, vs the bare process's spawn to
   session loaded;
 - install size (``--install``): a fresh venv in /tmp with ``pip install '.[edge]'``, the
-  venv's size vs an empty venv's (needs PyPI; takes a few minutes).
+  venv's size vs an empty venv's (needs PyPI; takes a minute or more). The idle RSS and
+  start-up rounds then run a second time with that venv's interpreter: what a gateway
+  runs, without the development environment's extra packages that libraries import
+  when they find them.
 
 Targets (issue 12): idle RSS <= 80 MB, start to ready <= 1.5 s, `edge` install <= 250 MB.
 
@@ -24,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -46,9 +50,11 @@ def _rss_mb(pid: int) -> float:
     return psutil.Process(pid).memory_info().rss / 2**20
 
 
-def _agent_round(work: Path, model: bytes, reference: dict) -> tuple[float, float]:
+def _agent_round(
+    work: Path, model: bytes, reference: dict, python: str = sys.executable
+) -> tuple[float, float]:
     t0 = time.perf_counter()
-    proc, url = _start_agent(work, model, reference)
+    proc, url = _start_agent(work, model, reference, python)
     try:
         while True:
             if proc.poll() is not None:
@@ -67,9 +73,9 @@ def _agent_round(work: Path, model: bytes, reference: dict) -> tuple[float, floa
         proc.wait(30)
 
 
-def _bare_round(model_path: Path) -> tuple[float, float]:
+def _bare_round(model_path: Path, python: str = sys.executable) -> tuple[float, float]:
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", BARE, str(model_path)], stdout=subprocess.PIPE)
+    proc = subprocess.Popen([python, "-c", BARE, str(model_path)], stdout=subprocess.PIPE)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == b"READY"
         ready_s = time.perf_counter() - t0
@@ -90,16 +96,44 @@ def _du_mb(path: Path) -> float:
     return total / 1e6
 
 
-def _install_sizes() -> tuple[float, float]:
-    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
-        empty, edge = Path(tmp) / "empty", Path(tmp) / "edge"
-        for v in (empty, edge):
-            subprocess.run([sys.executable, "-m", "venv", str(v)], check=True)
-        subprocess.run(
-            [str(edge / "bin" / "pip"), "install", "-q", "--no-cache-dir", f"{ROOT}[edge]"],
-            check=True,
-        )
-        return _du_mb(edge), _du_mb(empty)
+def _install_edge(tmp: Path) -> tuple[Path, float, float]:
+    """A fresh venv with ``pip install '.[edge]'``: its interpreter, its size and an empty
+    venv's size (MB)."""
+    empty, edge = tmp / "empty", tmp / "edge"
+    for v in (empty, edge):
+        subprocess.run([sys.executable, "-m", "venv", str(v)], check=True)
+    subprocess.run(
+        [str(edge / "bin" / "pip"), "install", "-q", "--no-cache-dir", f"{ROOT}[edge]"],
+        check=True,
+    )
+    return edge / "bin" / "python", _du_mb(edge), _du_mb(empty)
+
+
+def _rounds(
+    tmp: Path, rounds: int, tm: Any, python: str
+) -> tuple[list[float], list[float], list[float], list[float]]:
+    agent_ready, agent_rss, bare_ready, bare_rss = [], [], [], []
+    model_path = tmp / "m.onnx"
+    model_path.write_bytes(tm.onnx_bytes)
+    for i in range(rounds):
+        work = Path(tempfile.mkdtemp(dir=tmp, prefix=f"r{i}-"))
+        r, m = _agent_round(work, tm.onnx_bytes, tm.reference, python)
+        agent_ready.append(r)
+        agent_rss.append(m)
+        r, m = _bare_round(model_path, python)
+        bare_ready.append(r)
+        bare_rss.append(m)
+    return agent_ready, agent_rss, bare_ready, bare_rss
+
+
+def _report(label: str, res: tuple[list[float], list[float], list[float], list[float]]) -> None:
+    agent_ready, agent_rss, bare_ready, bare_rss = res
+    med = statistics.median
+    print(f"{label:24}{'agent':>10}{'bare ORT':>10}{'ratio':>8}{'target':>10}")
+    ar, br = med(agent_rss), med(bare_rss)
+    print(f"{'idle RSS (MB)':24}{ar:>10.1f}{br:>10.1f}{ar / br:>8.2f}{'<= 80':>10}")
+    at, bt = med(agent_ready), med(bare_ready)
+    print(f"{'start to ready (s)':24}{at:>10.2f}{bt:>10.2f}{at / bt:>8.2f}{'<= 1.5':>10}")
 
 
 def main() -> int:
@@ -110,28 +144,15 @@ def main() -> int:
     from farmiq_sim.barn_model import train_barn_model
 
     tm = train_barn_model(n=2000, seed=1)
-    agent_ready, agent_rss, bare_ready, bare_rss = [], [], [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        model_path = Path(tmp) / "m.onnx"
-        model_path.write_bytes(tm.onnx_bytes)
-        for i in range(a.rounds):
-            work = Path(tmp) / f"r{i}"
-            work.mkdir()
-            r, m = _agent_round(work, tm.onnx_bytes, tm.reference)
-            agent_ready.append(r)
-            agent_rss.append(m)
-            r, m = _bare_round(model_path)
-            bare_ready.append(r)
-            bare_rss.append(m)
-    med = statistics.median
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+        here = _rounds(Path(tmp), a.rounds, tm, sys.executable)
+        if a.install:
+            python, edge, empty = _install_edge(Path(tmp))
+            installed = _rounds(Path(tmp), a.rounds, tm, str(python))
     print(f"load average at the end: {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs)")
-    print(f"{'':24}{'agent':>10}{'bare ORT':>10}{'ratio':>8}{'target':>10}")
-    ar, br = med(agent_rss), med(bare_rss)
-    print(f"{'idle RSS (MB)':24}{ar:>10.1f}{br:>10.1f}{ar / br:>8.2f}{'<= 80':>10}")
-    at, bt = med(agent_ready), med(bare_ready)
-    print(f"{'start to ready (s)':24}{at:>10.2f}{bt:>10.2f}{at / bt:>8.2f}{'<= 1.5':>10}")
+    _report("this environment", here)
     if a.install:
-        edge, empty = _install_sizes()
+        _report("the `edge` install", installed)
         print(f"{'edge install (MB)':24}{edge:>10.1f}{empty:>10.1f}{'':>8}{'<= 250':>10}")
         print(f"{'  of which edge deps':24}{edge - empty:>10.1f}")
     return 0

@@ -117,8 +117,11 @@ def _wrk(url: str, body: bytes, seconds: int, conns: int, workdir: Path) -> dict
 
 
 def _start_agent(
-    work: Path, model_bytes: bytes, reference: dict | None = None
+    work: Path, model_bytes: bytes, reference: dict | None = None, python: str = sys.executable
 ) -> tuple[subprocess.Popen[bytes], str]:
+    """A real ``farmiq agent run`` with one signed bundle installed. ``python``: another
+    environment's interpreter (bench/footprint.py's fresh `edge` install), run from the
+    work folder so that it imports its own installed package, not this checkout."""
     from edge_agent.models.installer import Installer
     from edge_agent.models.model_store import ModelStore
     from edge_agent.models.serving import ModelSet
@@ -147,8 +150,9 @@ def _start_agent(
     }))  # fmt: skip
     env = {**os.environ, "FARMIQ_LOG_LEVEL": "WARNING"}
     with open(work / "agent.log", "wb") as log:  # the child keeps its own descriptor
-        proc = subprocess.Popen([sys.executable, "-m", "farmiq", "agent", "run", "-c", str(conf)],
-                                env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        proc = subprocess.Popen([python, "-m", "farmiq", "agent", "run", "-c", str(conf)],
+                                env=env, stdout=log, stderr=subprocess.STDOUT,
+                                cwd=None if python == sys.executable else work)  # fmt: skip
     return proc, f"http://127.0.0.1:{port}"
 
 
