@@ -104,6 +104,7 @@ async def test_mcu_readings_feed_entity_inference_and_actuators_run_once(
         agent = await asyncio.to_thread(
             agent_factory, device_id, control_plane.trust_root(), mcu_ports=[path], barn_id="barn-7"
         )
+        await asyncio.to_thread(agent.wait_subscribed)  # before pushing to down/...
         signer = Signer.load(control_plane.data_dir / "keys" / "bundle-signing.pem")
         bundle = build_bundle(
             _barn_feature_model(),
@@ -235,6 +236,7 @@ async def test_mcu_sized_model_is_loaded_on_the_mcu_and_served_there(
         agent = await asyncio.to_thread(
             agent_factory, device_id, control_plane.trust_root(), mcu_ports=[path]
         )
+        await asyncio.to_thread(agent.wait_subscribed)  # before pushing to down/...
         signer = Signer.load(control_plane.data_dir / "keys" / "bundle-signing.pem")
         bundle = build_bundle(
             tflite.read_bytes(),

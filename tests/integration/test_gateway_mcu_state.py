@@ -14,7 +14,7 @@ from farmiq.bundle.signing import Signer
 from farmiq.bundle.trust import TrustRoot
 from farmiq.wire import ReportedState
 from farmiq_sim.mcu.simulator import MCUSimulator
-from tests.ops.conftest import retained
+from tests.support.mqtt import retained
 
 
 async def test_mcus_appear_in_resources_state_and_metrics(

@@ -50,21 +50,6 @@ def publish(port: int, topic: str, payload: bytes, retain: bool = False) -> None
     c.disconnect()
 
 
-def retained(port: int, topic: str, timeout: float = 5.0) -> bytes | None:
-    got: list[bytes] = []
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"ops-sub-{uuid.uuid4().hex[:8]}")
-    c.on_message = lambda cl, ud, msg: got.append(bytes(msg.payload))
-    c.connect("127.0.0.1", port)
-    c.subscribe(topic, 1)
-    c.loop_start()
-    deadline = time.time() + timeout
-    while not got and time.time() < deadline:
-        time.sleep(0.05)
-    c.loop_stop()
-    c.disconnect()
-    return got[-1] if got else None
-
-
 class NotifySocket:
     """A datagram socket standing in for systemd's notify socket (abstract namespace)."""
 

@@ -17,7 +17,8 @@ import pytest
 
 from farmiq import topics
 from farmiq.config import dump_toml
-from tests.ops.conftest import MODEL, NotifySocket, publish, retained
+from tests.ops.conftest import MODEL, NotifySocket, publish
+from tests.support.mqtt import retained
 
 STOP_TIMEOUT_S = 30  # TimeoutStopSec of systemd/farmiq-agent.service
 
@@ -35,9 +36,7 @@ def _start(
 
 
 def _install(agent: Any, mqtt_port: int, bundle: bytes) -> None:
-    # The agent subscribes, then publishes its retained state on the same connection: once
-    # that state is at the broker, the subscription is too and the bundle cannot be missed.
-    assert retained(mqtt_port, topics.up(agent.device_id, topics.STATE), timeout=20) is not None
+    agent.wait_subscribed()  # the bundle cannot be missed
     publish(mqtt_port, topics.down(agent.device_id, topics.BUNDLE), bundle)
     agent.wait_for(lambda s: s["last_install"] is not None, what="the install")
     assert agent.installed_version(MODEL) == 1

@@ -39,3 +39,19 @@ def wait_until(pred: Callable[[], Any], timeout: float = 30.0, what: str = "cond
             return last
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}; last {last!r}")
+
+
+def retained(port: int, topic: str, timeout: float = 5.0) -> bytes | None:
+    """The retained message on ``topic`` (waiting up to ``timeout`` for one), else None."""
+    got: list[bytes] = []
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-sub-{uuid.uuid4().hex[:8]}")
+    c.on_message = lambda cl, ud, msg: got.append(bytes(msg.payload))
+    c.connect("127.0.0.1", port)
+    c.subscribe(topic, 1)
+    c.loop_start()
+    deadline = time.time() + timeout
+    while not got and time.time() < deadline:
+        time.sleep(0.05)
+    c.loop_stop()
+    c.disconnect()
+    return got[-1] if got else None

@@ -147,6 +147,7 @@ class AgentProc(Proc):
         **settings: Any,
     ) -> None:
         self.device_id = device_id
+        self.mqtt_port = mqtt_port
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.state_dir = workdir / "state"
@@ -179,6 +180,17 @@ class AgentProc(Proc):
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def wait_subscribed(self, timeout: float = 20) -> None:
+        """Until the agent's subscriptions are at the broker: ``/health`` answers before the
+        broker link is up, and a message pushed to ``down/...`` earlier reaches no one. The
+        agent subscribes, then publishes its retained state on the same connection, so
+        once that state is at the broker the subscriptions are too."""
+        from farmiq import topics
+        from tests.support.mqtt import retained
+
+        state = retained(self.mqtt_port, topics.up(self.device_id, topics.STATE), timeout=timeout)
+        assert state is not None, f"agent {self.device_id}: no retained state after {timeout} s"
 
     def get(self, path: str) -> httpx.Response:
         return httpx.get(self.url + path, timeout=30)
