@@ -360,8 +360,11 @@ def test_dashboard_is_live_with_alerts_plots_and_the_devices_gate_reasons(
             assert "on wave 0 (waves 0-1)" in page.locator(f"{card} .where").inner_text()
             page.wait_for_selector('#alerts tr.alert[data-kind="gateway_offline"]', timeout=15_000)
             page.wait_for_selector('#alerts tr.alert[data-kind="rollout_paused"]', timeout=15_000)
-            page.wait_for_selector("#plot-rate svg.plot polyline", timeout=15_000)
-            page.wait_for_selector("#plot-p99 svg.plot polyline", timeout=15_000)
+            # Attached, not "visible": a steady rate is a flat line, whose box has no height.
+            for plot in ("#plot-rate", "#plot-p99"):
+                line = page.locator(f"{plot} svg.plot polyline").first
+                line.wait_for(state="attached", timeout=15_000)
+                assert len((line.get_attribute("points") or "").split()) >= 2, plot
             heat = page.locator(f'#drift [data-model="{DRIFT_MODEL}"]').first
             heat.locator("line.plot-threshold[data-threshold='0.2']").wait_for(state="attached")
             assert heat.locator(".psi-plot polyline").count() == len(DRIFT_FEATURES)
