@@ -9,7 +9,6 @@ when the broker is unreachable.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import os
@@ -23,10 +22,10 @@ import orjson
 from edge_agent.api.api_routes import ApiPorts, StatusProvider, build_api
 from edge_agent.api.local_api import LocalApi
 from edge_agent.config import AgentConfig
-from edge_agent.daemon.lifecycle import Lifecycle, LifecyclePorts
+from edge_agent.daemon.lifecycle import HTTP_DRAIN_S, Lifecycle, LifecyclePorts
 from edge_agent.features.feature_cache import FeatureCache
 from edge_agent.inference.escalation_store import EscalationStore
-from edge_agent.inference.observers import TurnBatched
+from edge_agent.inference.observers import RowsObserver
 from edge_agent.inference.result_cache import ResultCache
 from edge_agent.inference.router import Router
 from edge_agent.inference.targets.mcu_target import McuTarget
@@ -53,6 +52,7 @@ from farmiq import tracing as farmiq_tracing
 from farmiq.director.gate import DirectorGate
 
 if TYPE_CHECKING:
+    from edge_agent.api.http_server import HttpServer
     from edge_agent.mcu.mcu_service import McuService
 
 log = logging.getLogger(__name__)
@@ -206,7 +206,8 @@ class Agent:
             publish_up=self.publish_up,
         )
         # One observer channel: drift windows, shadow mode, rollout health.
-        self.router.observers += [TurnBatched(self.drift.observe), self.rollout]
+        self.router.observers.add(RowsObserver(self.drift.observe))
+        self.router.observers.add(self.rollout)
         self.events.subscribe(self._on_model_swap)
 
         # -- MQTT leaves: down/<leaf> -> handler --------------------------------------------
@@ -285,7 +286,7 @@ class Agent:
         if self.mcu is not None:  # farmiq_mcu_* (readings dropped, online, retransmits)
             self.metrics.add_source(self.mcu.manager.metric_families)
         self._background: list[asyncio.Task[None]] = []
-        self._server: Any = None
+        self._server: HttpServer | None = None
         self._stop = asyncio.Event()
         self.api_port: int | None = None
 
@@ -447,58 +448,26 @@ class Agent:
         self.rollout.start()
 
     async def _start_api(self) -> None:
-        import uvicorn
+        from edge_agent.api.http_server import HttpServer
 
-        cfg = uvicorn.Config(
-            self.api,
-            host=self.config.api.host,
-            port=self.config.api.port,
-            loop="none",
-            http="httptools",
-            ws="none",  # no WebSocket routes: the websockets library stays unloaded (~2 MB)
-            lifespan="off",
-            access_log=False,
-            log_level="warning",
-            log_config=None,  # uvicorn's records go to the root handler (JSON), not its own
-            # Per-request work nobody reads on a gateway's local API: the proxy-headers
-            # middleware layer and the Server header (each header written is checked by
-            # two regexes). Date stays (RFC 9110). See docs/inference.md, benchmarks.
-            proxy_headers=False,
-            server_header=False,
-        )
-        server = uvicorn.Server(cfg)
-        # The agent owns SIGTERM/SIGHUP (edge_agent/daemon/lifecycle.py): uvicorn must not capture them.
-        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
-        self._server = server
-        self._server_task = asyncio.create_task(self._serve(server))
-        while not server.started:
-            if self._server_task.done():
-                self._server_task.result()
-                raise StartError(f"local API {cfg.host}:{cfg.port}: failed to start")
-            await asyncio.sleep(0.01)
-        sock = server.servers[0].sockets[0]
-        self.api_port = sock.getsockname()[1]
-        log.info("local API on http://%s:%s", self.config.api.host, self.api_port)
-
-    @staticmethod
-    async def _serve(server: Any) -> None:
+        host, port = self.config.api.host, self.config.api.port
+        server = HttpServer(self.api, host, port)
         try:
-            await server.serve()
-        except SystemExit as exc:  # uvicorn exits when it cannot listen (it logged why)
-            why = exc.__context__
-            reason = why.strerror if isinstance(why, OSError) and why.strerror else "failed"
-            cfg = server.config
-            raise StartError(f"local API {cfg.host}:{cfg.port}: {reason}") from None
+            await server.start()
+        except OSError as exc:  # address in use, no permission: one line, not a traceback
+            raise StartError(f"local API {host}:{port}: {exc.strerror or exc}") from None
+        self._server = server
+        self.api_port = server.port
+        log.info("local API on http://%s:%s", host, self.api_port)
 
     def request_stop(self) -> None:
         self._stop.set()
 
     async def stop(self) -> None:
         self.lifecycle.begin_stop()
-        if self._server is not None:
-            self.lifecycle.prepare_http_drain(self._server)
-            self._server.should_exit = True
-            await self._server_task
+        if self._server is not None:  # in-flight requests finish, capped for TimeoutStopSec
+            await self._server.stop(HTTP_DRAIN_S)
+        await self.router.flush()  # answers waiting for their observers (drift, health)
         self.drift.flush()  # running drift windows into the outbox before it is flushed
         await self.lifecycle.after_http_drained()
         await self.router.close()

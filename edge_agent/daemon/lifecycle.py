@@ -1,7 +1,7 @@
 """The agent as a systemd service: signals, readiness, watchdog, reload and graceful stop.
 
 - SIGTERM/SIGINT: stop. In order: tell systemd STOPPING=1; stop accepting connections and
-  let in-flight HTTP requests finish (uvicorn's graceful shutdown, capped so the whole stop
+  let in-flight HTTP requests finish (edge_agent/api/http_server.py, capped so the whole stop
   fits in the unit's ``TimeoutStopSec``); give the durable outbox a few seconds to drain
   while the broker is still connected; close the serial (MCU) links; then say "offline" on
   MQTT and disconnect. Anything still queued stays on disk for the next start.
@@ -266,11 +266,6 @@ class Lifecycle:
     def begin_stop(self) -> None:
         self.stopping = True
         self.notifier.stopping("stopping: draining requests, flushing outbox, closing links")
-
-    def prepare_http_drain(self, server: Any) -> None:
-        """Cap uvicorn's wait for in-flight requests so the stop fits TimeoutStopSec."""
-        if server is not None:
-            server.config.timeout_graceful_shutdown = HTTP_DRAIN_S
 
     async def after_http_drained(self) -> None:
         """Flush the outbox, then the registered steps (serial links...) while MQTT is up."""

@@ -36,7 +36,7 @@ import asyncio
 import logging
 import math
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import orjson
@@ -45,15 +45,13 @@ from edge_agent.inference import policy
 from edge_agent.inference.breaker import CircuitBreaker
 from edge_agent.inference.escalation_store import EscalationStore
 from edge_agent.inference.micro_batcher import MicroBatcher
+from edge_agent.inference.observers import ObserverChannel
 from edge_agent.inference.result import InferenceResult
 from edge_agent.inference.result_cache import ResultCache, input_key
 from edge_agent.inference.routing_metrics import RoutingMetrics
 from edge_agent.inference.targets.remote_target import RemoteTarget, TargetError
 from edge_agent.inference.validation import InputError, parse_inputs
 from edge_agent.models.serving import LoadedModel, ModelSet, probability_output, warmup_inputs
-
-if TYPE_CHECKING:
-    from edge_agent.inference.observers import InferenceObserver
 
 log = logging.getLogger(__name__)
 
@@ -375,7 +373,7 @@ class Router:
         self._background: set[asyncio.Task[Any]] = set()
         # The one observer channel (edge_agent/inference/observers.py): every answer and
         # every failure, whoever called ``infer``. Drift, shadow and rollout health.
-        self.observers: list[InferenceObserver] = []
+        self.observers = ObserverChannel()
         self._tracer: Any = None  # trace(): OTEL_* asked for spans
 
     # -- model state ------------------------------------------------------------------
@@ -447,8 +445,7 @@ class Router:
                     round(ms, 4), hit.outputs, cached=True, confidence=hit.confidence,
                     low_confidence=hit.low_confidence,
                 )  # fmt: skip
-                for obs in self.observers:
-                    obs.answered(st.model, arrays, result)
+                self.observers.answered(st.model, arrays, result)
                 return result
             self.metrics.cache_misses[name] += 1
 
@@ -469,8 +466,7 @@ class Router:
             result = InferenceResult(name, st.version, EDGE, _FAST_REASON, total, outs)
         else:
             result = await self._routed(st, arrays, budget_ms, t0)
-        for obs in self.observers:  # each observer is cheap and never raises
-            obs.answered(st.model, arrays, result)
+        self.observers.answered(st.model, arrays, result)  # a list append
         if key is not None and not result.low_confidence:
             cache.put(key, result)
         return result
@@ -570,8 +566,7 @@ class Router:
         )
 
     def _failed(self, name: str) -> None:
-        for obs in self.observers:
-            obs.failed(name)
+        self.observers.failed(name)
 
     @staticmethod
     def _queue(st: _ModelState) -> int:
@@ -699,10 +694,7 @@ class Router:
     async def flush(self) -> None:
         """Hand pending answers to the observers; wait for background writes (escalation
         store) to finish."""
-        for obs in self.observers:
-            drain = getattr(obs, "drain", None)
-            if drain is not None:
-                drain()
+        self.observers.drain()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 

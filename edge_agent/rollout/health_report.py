@@ -41,6 +41,14 @@ class InferenceStats:
         if latency_ms is not None and not error:
             c.latencies.append(latency_ms)
 
+    def record_ok(self, model: str, version: int, latencies_ms: list[float]) -> None:
+        """Answers of one version that all succeeded (the observer's batches)."""
+        c = self._by_model.get(model)
+        if c is None or c.version != version:
+            c = self._by_model[model] = _Counters(version)
+        c.requests += len(latencies_ms)
+        c.latencies.extend(latencies_ms)
+
     def errors_since_load(self, model: str) -> tuple[int, int]:
         c = self._by_model.get(model)
         return (c.errors, c.requests) if c else (0, 0)

@@ -37,6 +37,12 @@ class RecentInputs:
             q = self._by_model[model] = deque(maxlen=self.per_model)
         q.append(inputs)
 
+    def extend(self, model: str, inputs: list[Any]) -> None:
+        q = self._by_model.get(model)
+        if q is None:
+            q = self._by_model[model] = deque(maxlen=self.per_model)
+        q.extend(inputs[-self.per_model :])
+
     def get(self, model: str) -> list[Any]:
         return list(self._by_model.get(model, ()))
 

@@ -4,7 +4,8 @@ mode and health reports.
 It gets narrow ports, never the agent: the model set and store (what is installed), the
 ``InstallService`` (install, revert, verify: the same one the API and MQTT use), a link
 state and an ``up/<leaf>`` publisher. It watches answers as an ``InferenceObserver`` of
-the router (``answered``/``failed``), so rollout health sees every caller of the router.
+the router (``answered`` a batch at a time, ``failed``), so rollout health sees every
+caller of the router.
 The composition root registers its ``down/desired`` and ``down/chunk`` handlers."""
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import orjson
 
 from edge_agent.config import RolloutAgentSettings
+from edge_agent.inference.observers import AnsweredBatch
 from edge_agent.inference.result import InferenceResult
 from edge_agent.models.install_service import InstallService
 from edge_agent.models.model_store import ModelStore
@@ -119,20 +121,36 @@ class RolloutPart:
         }
 
     # -- InferenceObserver (edge_agent/inference/observers.py) ---------------------------
-    def answered(
-        self, model: LoadedModel, inputs: dict[str, np.ndarray], result: InferenceResult
-    ) -> None:
-        """Every answer of the router, whoever asked (never raises)."""
+    def answered(self, batch: AnsweredBatch) -> None:
+        """Answers of the router, whoever asked, a batch at a time (never raises)."""
         try:
-            outs = result.outputs
-            # a NaN answer is a failed answer: it counts against the version's error rate
-            bad = non_finite(outs) is not None
-            self.stats.record(result.model, result.version, result.latency_ms, bad)
-            if not bad:
-                self.recent.add(result.model, inputs)
-                self.shadow.observe(result.model, inputs, outs)
-        except Exception:  # the request already succeeded; never fail it here
+            name, answers = batch.model.name, batch.answers
+            stacked = batch.stacked()
+            # The common case in one check: every answer computed and every output finite.
+            if (
+                stacked is not None
+                and not any(r.cached for _, r in answers)
+                and non_finite(stacked[1]) is None
+            ):
+                self.stats.record_ok(name, batch.model.version, [r.latency_ms for _, r in answers])
+                self.recent.extend(name, [a for a, _ in answers])
+                if self.shadow.watching(name):
+                    for arrays, result in answers:
+                        self.shadow.observe(name, arrays, result.outputs)
+                return
+            for arrays, result in answers:
+                self._answered(arrays, result)
+        except Exception:  # the requests already succeeded; never fail them here
             log.debug("observe failed", exc_info=True)
+
+    def _answered(self, inputs: dict[str, np.ndarray], result: InferenceResult) -> None:
+        outs = result.outputs
+        # a NaN answer is a failed answer: it counts against the version's error rate
+        bad = non_finite(outs) is not None
+        self.stats.record(result.model, result.version, result.latency_ms, bad)
+        if not bad:
+            self.recent.add(result.model, inputs)
+            self.shadow.observe(result.model, inputs, outs)
 
     def failed(self, name: str) -> None:
         """A request the router could not serve (no target, every target failed)."""

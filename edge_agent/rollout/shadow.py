@@ -65,6 +65,10 @@ class ShadowRunner:
         c = self._cands.get(name)
         return c.model.manifest.bundle_id if c else None
 
+    def watching(self, model_name: str) -> bool:
+        """A candidate shadows this model: its answers are worth ``observe``."""
+        return model_name in self._cands
+
     def observe(self, model_name: str, inputs: Any, served_outputs: dict[str, Any]) -> None:
         """Hook for the request path: cheap, never raises, never blocks."""
         c = self._cands.get(model_name)
