@@ -28,7 +28,6 @@ import json
 import logging
 import math
 import sqlite3
-import sys
 import threading
 import time
 from bisect import bisect_left, bisect_right
@@ -48,27 +47,21 @@ from farmiq.features.definitions import CLOUD_PAYLOAD_KIND, Feature, SourceKind
 log = logging.getLogger(__name__)
 
 
-def _import_sqlite_utils() -> Any:
-    """Import sqlite-utils without letting it import pandas.
-
-    sqlite-utils imports pandas eagerly whenever it is installed (only to map
-    ``pd.Timestamp`` to TEXT). A gateway never passes pandas objects, and on a development
-    machine with the cloud extras installed that import would drag ~100 MB and half a second
-    into the daemon. A ``None`` entry in sys.modules makes that one import fail cleanly.
-    """
-    if "sqlite_utils" in sys.modules or "pandas" in sys.modules:
-        import sqlite_utils
-
-        return sqlite_utils
-    sys.modules["pandas"] = None  # type: ignore[assignment]
-    try:
-        import sqlite_utils
-    finally:
-        del sys.modules["pandas"]
-    return sqlite_utils
-
-
-sqlite_utils = _import_sqlite_utils()
+# Plain sqlite3 and SQL, like the outbox and the drift checkpoint (one table style on the
+# gateway): sqlite-utils was used here only to create three tables, and it cost the daemon
+# ~5.7 MB of idle RSS (with pluggy, click, dateutil and six it imports; bench/footprint.py).
+_TABLES = (
+    "CREATE TABLE IF NOT EXISTS [readings] ([entity_id] TEXT NOT NULL, [sensor] TEXT NOT NULL,"
+    " [ts_ms] INTEGER NOT NULL, [value] FLOAT NOT NULL,"
+    " PRIMARY KEY ([entity_id], [sensor], [ts_ms]))",
+    "CREATE INDEX IF NOT EXISTS [idx_readings_ts_ms] ON [readings] ([ts_ms])",  # retention
+    "CREATE TABLE IF NOT EXISTS [feature_values] ([entity_id] TEXT, [view] TEXT,"
+    " [feature] TEXT, [value] FLOAT, [as_of_ms] INTEGER, [window_count] INTEGER,"
+    " PRIMARY KEY ([entity_id], [view], [feature]))",
+    "CREATE TABLE IF NOT EXISTS [cloud_features] ([view] TEXT, [entity_id] TEXT,"
+    " [feature] TEXT, [value_json] TEXT, [event_ms] INTEGER, [received_ms] INTEGER,"
+    " PRIMARY KEY ([view], [entity_id], [feature]))",
+)
 
 FLAG_OK = "ok"
 FLAG_STALE = "stale"  # last value, older than its TTL (rule last_value_flagged)
@@ -337,7 +330,7 @@ class FeatureCache:
 
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per batch
         conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
-        self.db = sqlite_utils.Database(conn)
+        self.conn = conn
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
         conn.execute("PRAGMA busy_timeout=5000")
@@ -346,41 +339,11 @@ class FeatureCache:
 
     # ---------------------------------------------------------------- storage
     def _create_tables(self) -> None:
-        db = self.db
-        db["readings"].create(
-            {"entity_id": str, "sensor": str, "ts_ms": int, "value": float},
-            pk=("entity_id", "sensor", "ts_ms"),
-            not_null={"entity_id", "sensor", "ts_ms", "value"},
-            if_not_exists=True,
-        )
-        db["readings"].create_index(["ts_ms"], if_not_exists=True)  # retention deletes
-        db["feature_values"].create(
-            {
-                "entity_id": str,
-                "view": str,
-                "feature": str,
-                "value": float,
-                "as_of_ms": int,
-                "window_count": int,
-            },
-            pk=("entity_id", "view", "feature"),
-            if_not_exists=True,
-        )
-        db["cloud_features"].create(
-            {
-                "view": str,
-                "entity_id": str,
-                "feature": str,
-                "value_json": str,
-                "event_ms": int,
-                "received_ms": int,
-            },
-            pk=("view", "entity_id", "feature"),
-            if_not_exists=True,
-        )
+        for sql in _TABLES:
+            self.conn.execute(sql)
 
     def _load(self) -> None:
-        conn = self.db.conn
+        conn = self.conn
         for sensor, keep in self._keep_ms.items():
             newest = dict(
                 conn.execute(
@@ -462,7 +425,7 @@ class FeatureCache:
                 dup += 1
             else:
                 rows.append((entity, sensor, ts_ms, value))  # too old for windows; keep raw
-        conn = self.db.conn
+        conn = self.conn
         try:
             conn.execute("BEGIN IMMEDIATE")
             cur = conn.executemany(
@@ -498,7 +461,7 @@ class FeatureCache:
                 assert f.aggregation is not None
                 value, count = s.aggregate(v.window_ms, f.aggregation)
                 out.append((entity, v.name, f.name, value, t, count))
-        self.db.conn.executemany(
+        self.conn.executemany(
             "INSERT OR REPLACE INTO feature_values "
             "(entity_id, view, feature, value, as_of_ms, window_count) VALUES (?,?,?,?,?,?)",
             out,
@@ -507,7 +470,7 @@ class FeatureCache:
     def _reload(self, keys: Iterable[tuple[str, str]]) -> None:
         for entity, sensor in keys:
             s = _Series(self._keep_ms[sensor], self._windows_ms[sensor])
-            rows = self.db.conn.execute(
+            rows = self.conn.execute(
                 "SELECT ts_ms, value FROM readings WHERE entity_id=? AND sensor=? "
                 "ORDER BY ts_ms DESC",
                 (entity, sensor),
@@ -529,7 +492,7 @@ class FeatureCache:
         now = time.time() if now is None else now
         self._next_prune = time.monotonic() + self._prune_interval
         cutoff = int(now * 1000) - max(self.retention_ms, *self._keep_ms.values(), 0)
-        conn = self.db.conn
+        conn = self.conn
         with self._write_lock:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -764,7 +727,7 @@ class FeatureCache:
                 cur = self._cloud.get((view_name, entity), {}).get(name)
                 if cur is None or cur[1] <= event_ms:
                     stored.append((view_name, entity, name, value, event_ms))
-            conn = self.db.conn
+            conn = self.conn
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.executemany(
@@ -783,10 +746,10 @@ class FeatureCache:
 
     # ----------------------------------------------------------------- admin
     def integrity_check(self) -> str:
-        return str(self.db.conn.execute("PRAGMA integrity_check").fetchone()[0])
+        return str(self.conn.execute("PRAGMA integrity_check").fetchone()[0])
 
     def close(self) -> None:
-        self.db.conn.close()
+        self.conn.close()
 
     def __enter__(self) -> FeatureCache:
         return self

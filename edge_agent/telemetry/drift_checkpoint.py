@@ -7,8 +7,8 @@ replacing the previous checkpoint in one transaction. At start-up the windows fo
 windows, under their own window ids, and the checkpoint is cleared. A graceful stop
 queues the running windows itself and clears it too.
 
-Plain ``sqlite3`` (one small table, a few writes a minute): sqlite-utils would add a
-dependency for three statements. All calls block; the reporter makes them off the loop.
+Plain ``sqlite3`` (one small table, a few writes a minute), like the outbox and the feature
+cache: sqlite-utils would add a dependency for three statements. All calls block; the reporter makes them off the loop.
 """
 
 from __future__ import annotations

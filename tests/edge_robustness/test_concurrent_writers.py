@@ -91,6 +91,6 @@ def test_feature_cache_writers_on_threads(tmp_path: Path) -> None:
     work += [threading.Thread(target=cloud, args=(t,)) for t in range(THREADS)]
     _hammer(work)
     assert not errors, errors[:3]
-    n = cache.db.conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
+    n = cache.conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
     assert n == THREADS * PER_THREAD
     cache.close()

@@ -63,15 +63,15 @@ def test_sigkill_mid_ingest_loses_only_the_uncommitted_batch(tmp_path: Path) -> 
         committed = _run_and_kill(db, synchronous)
         with FeatureCache(db) as c:
             assert c.integrity_check() == "ok"
-            count = c.db["readings"].count
+            count = c.conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
             # all reported batches are there, and at most one more (committed, not yet printed)
             assert committed + 1 <= count / BATCH <= committed + 2
             assert count % BATCH == 0, "a batch was torn: partly committed"
-            batches = {int(v) for (v,) in c.db.conn.execute("SELECT DISTINCT value FROM readings")}
+            batches = {int(v) for (v,) in c.conn.execute("SELECT DISTINCT value FROM readings")}
             assert batches == set(range(count // BATCH))
             # the persisted aggregates belong to the same committed batches as the raw rows
             last = max(batches)
-            (persisted,) = c.db.conn.execute(
+            (persisted,) = c.conn.execute(
                 "SELECT value FROM feature_values WHERE entity_id='b0' AND "
                 "feature='temperature_max_1h'"
             ).fetchone()

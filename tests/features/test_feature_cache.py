@@ -137,7 +137,7 @@ def test_redelivered_readings_are_not_counted_twice(cache: FeatureCache) -> None
     again = cache.ingest([*batch, ("b1", "water_flow", T0 + 100, 1.0)])
     assert (first.accepted, again.accepted, again.duplicates) == (100, 1, 100)
     assert cache.window_value("barn_consumption_24h", "water_flow_sum_24h", "b1", T0 + 200) == 101.0
-    assert cache.db["readings"].count == 101
+    assert cache.conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0] == 101
 
 
 def test_out_of_order_and_malformed_readings(cache: FeatureCache) -> None:
@@ -162,7 +162,7 @@ def test_reopen_restores_windows_and_cloud_values(cache_path: Path) -> None:
         fill(c, T0)
         c.apply_cloud_features(cloud_payload())
         before = c.vector(BARN_SCHEMA, KEYS, now=T0 + 30)
-        persisted = {r["feature"]: r["value"] for r in c.db["feature_values"].rows}
+        persisted = dict(c.conn.execute("SELECT feature, value FROM feature_values"))
     with FeatureCache(cache_path) as c:
         after = c.vector(BARN_SCHEMA, KEYS, now=T0 + 30)
         assert np.array_equal(before[0], after[0]) and before[1] == after[1]
@@ -174,7 +174,9 @@ def test_reopen_restores_windows_and_cloud_values(cache_path: Path) -> None:
 def test_retention_prunes_old_raw_readings(cache_path: Path) -> None:
     with FeatureCache(cache_path, retention_s=3 * 86400) as c:
         c.ingest([("b1", "temperature", T0 + d * 86400, 20.0) for d in range(6)])
-        assert c.db["readings"].count == 4  # days 0-1 were more than 3 days old at day 5
+        assert (
+            c.conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0] == 4
+        )  # days 0-1 were more than 3 days old at day 5
         assert c.prune(now=T0 + 100 * 86400) == 4
 
 
@@ -248,7 +250,10 @@ def test_incremental_aggregates_equal_recomputation(cache: FeatureCache) -> None
         rnd.shuffle(batch)
         cache.ingest(batch)
         stored = {
-            r["feature"]: (r["value"], r["as_of_ms"]) for r in cache.db["feature_values"].rows
+            f: (v, as_of)
+            for f, v, as_of in cache.conn.execute(
+                "SELECT feature, value, as_of_ms FROM feature_values"
+            )
         }
         for view, feature in (
             ("barn_climate_1h", "temperature_mean_1h"),

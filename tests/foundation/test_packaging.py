@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CLOUD_ONLY = {"mlflow", "feast", "evidently", "pandas", "scikit-learn", "sklearn", "tensorflow"}
 # In the `edge` extra for the gateway alone: the control plane must not install them.
 # ai-edge-litert is not here: the registration gate runs LiteRT models in the cloud too.
-GATEWAY_ONLY = {"pyserial", "cobs", "sqlite-utils", "river"}
+GATEWAY_ONLY = {"pyserial", "cobs", "river"}
 # Imports under control_plane/ that another extra provides (module -> extra).
 CONTROL_PLANE_OPTIONAL = {
     "amqtt": "sim",  # the demo's embedded broker (on its way to farmiq_sim/)
