@@ -87,6 +87,8 @@ class ObserverChannel:
         self.observers.append(observer)
 
     def answered(self, model: LoadedModel, inputs: Arrays, result: InferenceResult) -> None:
+        if not self.observers:
+            return
         pending = self._pending
         pending.append((model, inputs, result))
         if len(pending) >= self.max_pending:
