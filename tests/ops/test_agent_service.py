@@ -324,7 +324,7 @@ def test_logs_are_json_with_the_request_id(
     )
     assert r.status_code == 200, r.text
     assert agent.installed_version(MODEL) == 1
-    # Not HTTP at all: uvicorn's own complaint is a JSON record too, not its text format.
+    # Not HTTP at all: the HTTP server's own complaint is a JSON record too.
     import socket
 
     with socket.create_connection(("127.0.0.1", agent.port), timeout=5) as sock:
