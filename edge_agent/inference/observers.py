@@ -6,8 +6,10 @@ request path). The channel gives the observers what accumulated in batches, per 
 version, a few milliseconds later (``DELAY_S``, or at once when ``MAX_PENDING`` wait): the
 observers' per-call numpy work then costs once per batch instead of once per request
 (measured under wrk, 16 clients: per event-loop turn it still cost about 18% of the agent's
-CPU; per batch of up to 256 answers it is a few percent). ``drain`` hands over at once:
-the router's ``flush``, before anyone reads what the observers hold (graceful stop).
+CPU; in batches of up to 64 answers it is a few percent: 64 rather than 256 kept the
+agent's p99 near the bare endpoint's, as one hand-over holds the loop for less).
+``drain`` hands over at once: the router's ``flush``, before anyone reads what the
+observers hold (graceful stop).
 
 An observer implements ``answered(batch)`` (an ``AnsweredBatch`` of one model version; it
 must not raise, the channel logs it if it does) and ``failed(name)`` (a request no target
@@ -30,7 +32,7 @@ from edge_agent.models.serving import LoadedModel
 log = logging.getLogger(__name__)
 
 DELAY_S = 0.02  # answers wait at most this long for their observers
-MAX_PENDING = 256  # ... or until this many wait
+MAX_PENDING = 64  # ... or until this many wait (bench/inference_http.py: p99 1.9 ms, 2.9 at 256)
 
 Arrays = dict[str, np.ndarray]
 
