@@ -19,6 +19,15 @@ def _running(pid: int) -> bool:
         return False
 
 
+def _proc_state(pid: int) -> str:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().strip()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError as exc:
+        return f"pid {pid}: {exc}"
+    return f"pid {pid}: stat {stat!r}, cmdline {cmdline!r}"
+
+
 def test_stop_signals_only_the_recorded_process_group(tmp_path: Path) -> None:
     a, b = ProcessTable(tmp_path / "a"), ProcessTable(tmp_path / "b")
     started = a.spawn("sleeper", ["sleep", "30"])
@@ -33,7 +42,10 @@ def test_stop_signals_only_the_recorded_process_group(tmp_path: Path) -> None:
         assert ProcessTable(tmp_path / "a").stop("other") is False
         assert child.poll() is None
         # A fresh table (as `farmiq stack down` is) finds and stops the real one.
-        assert ProcessTable(tmp_path / "a").stop("sleeper", timeout=5)
+        seen = _proc_state(
+            started.pid
+        )  # said if it fails (once in CI: pid reuse on a busy machine?)
+        assert ProcessTable(tmp_path / "a").stop("sleeper", timeout=5), seen
         deadline = time.time() + 5
         while _running(started.pid) and time.time() < deadline:
             time.sleep(0.05)
