@@ -112,13 +112,11 @@ class _Connection(asyncio.Protocol):
             self._stop_reading_after_queue()
         except httptools.HttpParserError as exc:
             # httptools wraps what a callback raised (a limit, here) in its own error
-            why = exc.__context__ if isinstance(exc.__context__, _Refused) else None
-            if why is not None:
+            why = exc.__context__
+            if isinstance(why, _Refused):
                 self._reject(why.status, why.message)
             else:
                 self._reject(400, f"Invalid HTTP request: {exc}")
-        except _Refused as exc:
-            self._reject(exc.status, exc.message)
 
     def pause_writing(self) -> None:  # the peer is not reading: stop reading from it
         self._paused_writing = True
@@ -151,6 +149,7 @@ class _Connection(asyncio.Protocol):
         self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
+        expect_continue = False
         for name, value in self._headers:
             if name == b"content-length":
                 try:
@@ -159,8 +158,10 @@ class _Connection(asyncio.Protocol):
                     raise _Refused(400, "Invalid HTTP request: bad content-length") from None
                 if size > self.server.max_body:
                     raise _Refused(413, "request body too large")
-            elif name == b"expect" and value.lower() == b"100-continue" and self.transport:
-                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            elif name == b"expect" and value.lower() == b"100-continue":
+                expect_continue = True
+        if expect_continue and self.transport is not None:  # the limits passed: send it
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)

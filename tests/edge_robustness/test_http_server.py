@@ -183,6 +183,12 @@ def test_limits_and_bad_input_answer_once_then_close(
         assert got[1].get("connection") == "close"
         assert _closed(s), raw[:40]
         s.close()
+    s = _conn(srv.port)  # too large, asking to continue: refused before any 100 Continue
+    s.sendall(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5000\r\n\r\n"
+    )
+    assert s.recv(64).startswith(b"HTTP/1.1 413 ")
+    s.close()
     s = _conn(srv.port)  # chunks past the body limit, no content-length
     s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
     s.sendall(b"400\r\n" + b"a" * 1024 + b"\r\n400\r\n" + b"a" * 1024 + b"\r\n")
