@@ -38,7 +38,11 @@ def _run(args: argparse.Namespace) -> int:
         print(f"farmiq agent: {exc}", file=sys.stderr)
         return 2
     from edge_agent.daemon.preflight import SETUP_EXIT_CODE, setup_problems
+    from farmiq.bundle import signature_process
 
+    # The daemon checks signatures in a child process: cryptography and python-tuf never
+    # stay resident in it (farmiq/bundle/signature_process.py).
+    signature_process.isolate()
     problems = setup_problems(cfg)
     for line in problems:
         print(f"farmiq agent: {line}", file=sys.stderr)
@@ -70,7 +74,11 @@ def _check(args: argparse.Namespace) -> int:
         print(f"farmiq agent: {exc}", file=sys.stderr)
         return 2
     from edge_agent.daemon.preflight import SETUP_EXIT_CODE, setup_problems
+    from farmiq.bundle import signature_process
 
+    # The daemon checks signatures in a child process: cryptography and python-tuf never
+    # stay resident in it (farmiq/bundle/signature_process.py).
+    signature_process.isolate()
     problems = setup_problems(cfg)
     for line in problems:
         print(f"farmiq agent: {line}", file=sys.stderr)

@@ -1,8 +1,8 @@
 """Ed25519 signing keys for bundles. Key ids are the sha256 of the raw public key.
 
-``cryptography`` is imported when a key is first used, not with this module: a gateway
-that is idle (nothing to verify since it started) does not carry its ~8 MB of OpenSSL
-bindings (bench/footprint.py).
+``cryptography`` is imported when a key is first used, not with this module, and the
+gateway daemon checks signatures in a child process (``signature_process``): it never
+carries the ~8 MB of OpenSSL bindings (bench/footprint.py).
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from farmiq.bundle import signature_process
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -86,6 +88,28 @@ class Signer:
         signer = cls.generate()
         signer.save(p)
         return signer
+
+
+def valid_signers(keys: dict[str, str], signatures: list[Any], data: bytes) -> set[str]:
+    """Key ids of ``keys`` (key id -> raw public key, hex) whose signature of ``data`` is
+    among ``signatures`` (``{"keyid", "sig"}`` objects; anything else is ignored) and valid.
+
+    Checked in one child process when this process asked for that
+    (``farmiq.bundle.signature_process``), in-process otherwise.
+    """
+    candidates = [
+        (s["keyid"], s["sig"])
+        for s in signatures
+        if isinstance(s, dict)
+        and isinstance(s.get("keyid"), str)
+        and isinstance(s.get("sig"), str)
+        and s["keyid"] in keys
+    ]
+    if signature_process.isolated():
+        valid = signature_process.valid_signatures([(keys[k], v, data) for k, v in candidates])
+    else:
+        valid = [verify_signature(keys[k], v, data) for k, v in candidates]
+    return {kid for (kid, _), ok in zip(candidates, valid, strict=True) if ok}
 
 
 def verify_signature(public_hex: str, signature_hex: str, data: bytes) -> bool:

@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from farmiq.bundle import signature_process
 from farmiq.bundle.signing import Signer
 
 TUF_BUNDLE_ROLE = "targets"
@@ -32,6 +33,14 @@ TUF_BUNDLE_ROLE = "targets"
 TUF_DIRECTOR_FIELD = "x-farmiq-director"
 DIRECTOR_ROLE = "director"
 MAX_ROOT_BYTES = 1024 * 1024
+# the last TUF root checked in a child process: (its bytes, the root derived from them)
+_last_parsed: tuple[bytes, dict[str, Any]] | None = None
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode()
 
 
 class TrustError(ValueError):
@@ -196,6 +205,16 @@ class TrustRoot(BaseModel):
         """
         if len(new_root) > MAX_ROOT_BYTES:
             raise TrustError(f"root metadata is over {MAX_ROOT_BYTES} bytes")
+        if self._tuf_bytes is not None and signature_process.isolated():
+            if new_root == self._tuf_bytes:
+                return None
+            request = {
+                "op": "trust-update",
+                "current": _b64(self._tuf_bytes),
+                "new": _b64(new_root),
+                "now": now.isoformat() if now else None,
+            }
+            return self._from_child(request, new_root)
         if self._tuf_bytes is not None:
             from tuf.api.metadata import Metadata, Root
 
@@ -225,8 +244,42 @@ class TrustRoot(BaseModel):
         except ValueError as exc:
             raise TrustError(f"trust root is not JSON: {exc}") from None
         if isinstance(obj, dict) and isinstance(obj.get("signed"), dict):
+            if signature_process.isolated():
+                return cls._parse_in_child(data)
             return cls.from_tuf(data)
         return cls.model_validate_json(data)
+
+    @classmethod
+    def _parse_in_child(cls, data: bytes) -> TrustRoot:
+        # The check is a pure function of the bytes, so the same file read twice (the
+        # preflight, then the agent) costs one child process, not two.
+        global _last_parsed
+        if _last_parsed is not None and _last_parsed[0] == data:
+            trust = cls.model_validate(_last_parsed[1])
+            trust._tuf_bytes = data
+            return trust
+        root = cls._from_child({"op": "trust-parse", "root": _b64(data)}, data)
+        if root is None:
+            raise TrustError("the signature check process returned no root")
+        _last_parsed = (data, root.model_dump(mode="json"))
+        return root
+
+    @classmethod
+    def _from_child(cls, request: dict[str, Any], data: bytes) -> TrustRoot | None:
+        """A TUF root checked by python-tuf in a child process (``signature_process``). The
+        child answers with the root it derived from ``data`` (``None``: unchanged), and
+        ``data`` is kept byte for byte."""
+        try:
+            answer = signature_process.call(request)
+        except signature_process.SignatureProcessError as exc:
+            raise TrustError(str(exc)) from None
+        if "error" in answer:
+            raise TrustError(str(answer["error"]))
+        if answer.get("trust") is None:
+            return None
+        trust = cls.model_validate(answer["trust"])
+        trust._tuf_bytes = data
+        return trust
 
     def to_bytes(self) -> bytes:
         """The document gateways hold: the signed TUF root byte for byte, or our JSON."""

@@ -30,7 +30,8 @@ import orjson
 from pydantic import ValidationError
 
 from farmiq.bundle.format import MANIFEST, SIGNATURES, Manifest
-from farmiq.bundle.signing import verify_signature
+from farmiq.bundle.signature_process import SignatureProcessError
+from farmiq.bundle.signing import valid_signers
 from farmiq.bundle.trust import TrustRoot
 
 MAX_MEMBERS = 32
@@ -125,18 +126,10 @@ def verify_bundle(
     except Exception:
         raise BundleRejected("unsigned", "signatures.json is unreadable") from None
     keys, threshold = trust.role_keys("bundle")
-    good: set[str] = set()
-    for sig in sigs:
-        if not isinstance(sig, dict):
-            continue
-        kid, value = sig.get("keyid"), sig.get("sig")
-        if (
-            isinstance(kid, str)
-            and isinstance(value, str)
-            and kid in keys
-            and verify_signature(keys[kid], value, manifest_bytes)
-        ):
-            good.add(kid)
+    try:
+        good = valid_signers(keys, sigs, manifest_bytes)
+    except SignatureProcessError as exc:  # the check process failed: refused, never passed
+        raise BundleRejected("signature", str(exc)) from None
     if not sigs:
         raise BundleRejected("unsigned", "bundle carries no signature")
     if len(good) < threshold:

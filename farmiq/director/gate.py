@@ -78,7 +78,8 @@ class DirectorGate:
                 self._trust_seen = current
         async with self._lock:  # counters advance in the order documents are checked
             try:
-                opened = self.verifier.open(leaf, payload)
+                # in a thread: the daemon's signature check runs in a child process
+                opened = await asyncio.to_thread(self.verifier.open, leaf, payload)
             except DirectorRefused as exc:
                 await self._refuse(leaf, exc)
                 return None

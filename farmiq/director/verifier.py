@@ -33,7 +33,8 @@ from typing import Any
 import orjson
 
 from farmiq.bundle.format import canonical_json
-from farmiq.bundle.signing import verify_signature
+from farmiq.bundle.signature_process import SignatureProcessError
+from farmiq.bundle.signing import valid_signers
 from farmiq.director.envelope import FORMAT, MAX_ENVELOPE_BYTES, ROLE
 
 
@@ -101,15 +102,10 @@ class DirectorVerifier:
                 "no-director-role", "the trust root names no director keys", counter
             )
         payload = canonical_json(signed)
-        good = {
-            s["keyid"]
-            for s in sigs
-            if isinstance(s, dict)
-            and isinstance(s.get("keyid"), str)
-            and isinstance(s.get("sig"), str)
-            and s["keyid"] in self.keys
-            and verify_signature(self.keys[s["keyid"]], s["sig"], payload)
-        }
+        try:
+            good = valid_signers(self.keys, sigs, payload)
+        except SignatureProcessError as exc:  # the check process failed: refused
+            raise DirectorRefused("signature", str(exc), counter) from None
         if len(good) < self.threshold:
             raise DirectorRefused(
                 "signature",

@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import pytest
 from onnx import TensorProto, helper
 from tuf.api.metadata import Metadata, Root
 
+from farmiq.bundle import signature_process
 from farmiq.bundle.builder import build_bundle
 from farmiq.bundle.signing import Signer
 from provisioning.fleet import FleetPaths, init_fleet, signer_from_file
@@ -116,3 +118,11 @@ def regression_bundle(signers: list[Signer], version: int, name: str = "barn", *
         scale_model(float(version)), name=name, version=version, signers=signers,
         task="regression", **kw,
     )  # fmt: skip
+
+
+@pytest.fixture(params=["in-process", "child-process"])
+def signature_checks(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test twice: signatures checked in-process (control plane, CLI) and in a child
+    process, as the gateway daemon checks them (farmiq/bundle/signature_process.py)."""
+    monkeypatch.setattr(signature_process, "_isolated", request.param == "child-process")
+    return str(request.param)

@@ -26,11 +26,18 @@ from farmiq.bundle.format import canonical_json, pack
 from farmiq.bundle.signing import Signer
 from farmiq.bundle.trust import TrustError, TrustRoot
 from provisioning.fleet import FleetPaths, signer_from_file
-from tests.security.helpers import fleet_signers, regression_bundle, threshold_fleet
+from tests.security.helpers import (
+    fleet_signers,
+    regression_bundle,
+    signature_checks,
+    threshold_fleet,
+)
 
 NAME = "barn"
 DEVICE = "gw-1"
 HW = "rpi4"
+# every test twice: checks in-process, and in a child process as the daemon makes them
+pytestmark = pytest.mark.usefixtures(signature_checks.__name__)
 
 
 @pytest.fixture(scope="module")
