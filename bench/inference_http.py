@@ -140,6 +140,15 @@ def _start_agent(
     """A real ``farmiq agent run`` with one signed bundle installed. ``python``: another
     environment's interpreter (bench/footprint.py's fresh `edge` install), run from the
     work folder so that it imports its own installed package, not this checkout."""
+    conf, port = prepare_agent(work, model_bytes, reference)
+    return spawn_agent(work, conf, python), f"http://127.0.0.1:{port}"
+
+
+def prepare_agent(
+    work: Path, model_bytes: bytes, reference: dict | None = None
+) -> tuple[Path, int]:
+    """A gateway's files in ``work``: the fleet's TUF root, one signed bundle installed,
+    the agent config. Returns (config path, API port)."""
     from edge_agent.models.installer import Installer
     from edge_agent.models.model_store import ModelStore
     from edge_agent.models.serving import ModelSet
@@ -147,10 +156,12 @@ def _start_agent(
     from farmiq.bundle.signing import Signer
     from farmiq.bundle.trust import TrustRoot
     from farmiq.config import dump_toml
+    from provisioning.fleet import init_fleet
 
-    signer = Signer.generate()
-    trust = work / "trust.json"
-    TrustRoot.for_signers([signer]).save(trust)
+    # the fleet's TUF root, as `farmiq provision init-fleet` makes it for real gateways
+    fleet = init_fleet(work / "fleet")
+    signer = Signer.load(fleet.targets_keys()[0])
+    trust = fleet.root_json
     state = work / "state"
     bundle = build_bundle(
         model_bytes, name=MODEL, version=1, signers=[signer], labels=["off", "low", "high"],
@@ -166,12 +177,15 @@ def _start_agent(
         "api": {"port": port}, "inference": {"cache_size": 0},
         "mqtt": {"port": int(os.environ.get("FARMIQ_BENCH_MQTT_PORT", "1883"))},
     }))  # fmt: skip
+    return conf, port
+
+
+def spawn_agent(work: Path, conf: Path, python: str = sys.executable) -> subprocess.Popen[bytes]:
     env = {**os.environ, "FARMIQ_LOG_LEVEL": "WARNING"}
     with open(work / "agent.log", "wb") as log:  # the child keeps its own descriptor
-        proc = subprocess.Popen([python, "-m", "farmiq", "agent", "run", "-c", str(conf)],
+        return subprocess.Popen([python, "-m", "farmiq", "agent", "run", "-c", str(conf)],
                                 env=env, stdout=log, stderr=subprocess.STDOUT,
                                 cwd=None if python == sys.executable else work)  # fmt: skip
-    return proc, f"http://127.0.0.1:{port}"
 
 
 def main() -> int:
