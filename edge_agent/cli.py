@@ -76,8 +76,8 @@ def _check(args: argparse.Namespace) -> int:
     from edge_agent.daemon.preflight import SETUP_EXIT_CODE, setup_problems
     from farmiq.bundle import signature_process
 
-    # The daemon checks signatures in a child process: cryptography and python-tuf never
-    # stay resident in it (farmiq/bundle/signature_process.py).
+    # the trust root checked as the daemon checks it (in a child process), so a set-up
+    # that passes here also starts
     signature_process.isolate()
     problems = setup_problems(cfg)
     for line in problems:
