@@ -54,7 +54,8 @@ def isolated() -> bool:
     return _isolated
 
 
-def _b64(data: bytes) -> str:
+def b64(data: bytes) -> str:
+    """Bytes as the protocol carries them."""
     return base64.b64encode(data).decode()
 
 
@@ -88,7 +89,7 @@ def valid_signatures(checks: list[tuple[str, str, bytes]]) -> list[bool]:
     if not checks:
         return []
     answer = call(
-        {"op": "signatures", "checks": [[pub, sig, _b64(data)] for pub, sig, data in checks]}
+        {"op": "signatures", "checks": [[pub, sig, b64(data)] for pub, sig, data in checks]}
     )
     valid = answer.get("valid")
     if (

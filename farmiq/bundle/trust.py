@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from farmiq.bundle import signature_process
 from farmiq.bundle.signing import Signer
@@ -35,12 +35,6 @@ DIRECTOR_ROLE = "director"
 MAX_ROOT_BYTES = 1024 * 1024
 # the last TUF root checked in a child process: (its bytes, the root derived from them)
 _last_parsed: tuple[bytes, dict[str, Any]] | None = None
-
-
-def _b64(data: bytes) -> str:
-    import base64
-
-    return base64.b64encode(data).decode()
 
 
 class TrustError(ValueError):
@@ -210,8 +204,8 @@ class TrustRoot(BaseModel):
                 return None
             request = {
                 "op": "trust-update",
-                "current": _b64(self._tuf_bytes),
-                "new": _b64(new_root),
+                "current": signature_process.b64(self._tuf_bytes),
+                "new": signature_process.b64(new_root),
                 "now": now.isoformat() if now else None,
             }
             return self._from_child(request, new_root)
@@ -258,7 +252,7 @@ class TrustRoot(BaseModel):
             trust = cls.model_validate(_last_parsed[1])
             trust._tuf_bytes = data
             return trust
-        root = cls._from_child({"op": "trust-parse", "root": _b64(data)}, data)
+        root = cls._from_child({"op": "trust-parse", "root": signature_process.b64(data)}, data)
         if root is None:
             raise TrustError("the signature check process returned no root")
         _last_parsed = (data, root.model_dump(mode="json"))
@@ -277,7 +271,10 @@ class TrustRoot(BaseModel):
             raise TrustError(str(answer["error"]))
         if answer.get("trust") is None:
             return None
-        trust = cls.model_validate(answer["trust"])
+        try:
+            trust = cls.model_validate(answer["trust"])
+        except ValidationError:
+            raise TrustError(f"signature check process answered {answer!r:.200}") from None
         trust._tuf_bytes = data
         return trust
 
