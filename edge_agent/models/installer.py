@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.models.model_store import InstalledModel, ModelStore
-from edge_agent.models.serving import LoadedModel, ModelSet, load_checked
+from edge_agent.models.serving import LoadedModel, ModelSet, load_checked, missing_runtime
 from edge_agent.models.trust_holder import TrustHolder
 from farmiq import __version__
 from farmiq.bundle.format import Manifest
@@ -65,7 +65,7 @@ class Installer:
         self.hardware_class = hardware_class
         self.max_bundle_bytes = max_bundle_bytes
         self.intra_op_threads = intra_op_threads
-        self.checks: list[ManifestCheck] = list(checks or [])
+        self.checks: list[ManifestCheck] = [missing_runtime, *(checks or [])]
 
     @property
     def trust(self) -> TrustRoot:

@@ -7,6 +7,7 @@ bundle swap never drops in-flight requests.
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,27 @@ def probability_output(manifest: Manifest) -> str | None:
             return o.name
     floats = [o for o in outs if o.dtype.startswith("float") and len(o.shape) == 2]
     return floats[-1].name if floats else None
+
+
+# The modules each bundle runtime loads, and the extra that installs them. A gateway may
+# carry only one runtime: `edge` has ONNX Runtime; `edge-core` + `edge-litert` only LiteRT.
+RUNTIME_PACKAGES: dict[str, tuple[tuple[str, ...], str]] = {
+    "onnxruntime": (("onnxruntime",), "edge"),
+    "litert": (("ai_edge_litert", "tflite_runtime"), "edge-litert"),
+    "mcu-tflite": (("ai_edge_litert", "tflite_runtime"), "edge-litert"),
+}
+
+
+def missing_runtime(manifest: Manifest) -> str | None:
+    """Why this gateway cannot run the bundle's runtime, found without importing it (an
+    installer check: the bundle is refused as ``incompatible`` before it is staged)."""
+    modules, extra = RUNTIME_PACKAGES[manifest.runtime]
+    if any(importlib.util.find_spec(m) is not None for m in modules):
+        return None
+    return (
+        f"{manifest.runtime} bundles need {modules[0]} on the gateway, which does not have it: "
+        f"pip install 'farmiq-edge[{extra}]'"
+    )
 
 
 def load_runtime(manifest: Manifest, model_path: Path, intra_op_threads: int = 1) -> Runtime:

@@ -118,6 +118,14 @@ def test_edge_extra_does_not_pull_cloud_packages():
     assert not (pulled & {_norm(n) for n in CLOUD_ONLY}), sorted(pulled & CLOUD_ONLY)
 
 
+def test_a_litert_gateway_installs_no_onnx_runtime():
+    """`edge-core` + `edge-litert`: the agent and LiteRT, without ONNX Runtime (78 MB)."""
+    pulled = _closure(_requirements("edge-core") + _requirements("edge-litert"))
+    assert {"ai-edge-litert", "paho-mqtt", "tuf"} <= pulled  # the walk works
+    assert "onnxruntime" not in pulled and not (pulled & {_norm(n) for n in CLOUD_ONLY})
+    assert "onnxruntime" in _closure(_requirements("edge"))
+
+
 def test_control_extra_has_what_the_control_plane_imports_and_no_gateway_packages():
     assert not any("[edge" in r.replace(" ", "") for r in EXTRAS["control"])
     pulled = _closure(_requirements("control"))
