@@ -145,10 +145,11 @@ def _start_agent(
 
 
 def prepare_agent(
-    work: Path, model_bytes: bytes, reference: dict | None = None
+    work: Path, model_bytes: bytes, reference: dict | None = None, runtime: str = "onnxruntime"
 ) -> tuple[Path, int]:
     """A gateway's files in ``work``: the fleet's TUF root, one signed bundle installed,
-    the agent config. Returns (config path, API port)."""
+    the agent config. Returns (config path, API port). ``runtime="litert"``: a .tflite
+    model, its outputs as the model names them (no labels)."""
     from edge_agent.models.installer import Installer
     from edge_agent.models.model_store import ModelStore
     from edge_agent.models.serving import ModelSet
@@ -164,7 +165,8 @@ def prepare_agent(
     trust = fleet.root_json
     state = work / "state"
     bundle = build_bundle(
-        model_bytes, name=MODEL, version=1, signers=[signer], labels=["off", "low", "high"],
+        model_bytes, name=MODEL, version=1, signers=[signer], runtime=runtime,
+        labels=["off", "low", "high"] if runtime == "onnxruntime" else None,
         reference=reference,  # drift statistics on, as the control plane's bundles have them
     )  # fmt: skip
     inst = Installer(ModelStore(state), ModelSet(), TrustRoot.load(trust), device_id="bench-gw",
