@@ -142,10 +142,13 @@ def _install(tmp: Path, extras: str) -> tuple[Path, float]:
     """A fresh venv with ``pip install '.[extras]'``: its interpreter and its size (MB)."""
     venv = tmp / extras.replace(",", "+")
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run(
+    pip = subprocess.run(
         [str(venv / "bin" / "pip"), "install", "-q", "--no-cache-dir", f"{ROOT}[{extras}]"],
-        check=True, stderr=subprocess.DEVNULL,  # pip's index warnings
+        capture_output=True, text=True,  # pip's index warnings stay out of the report
     )  # fmt: skip
+    if pip.returncode != 0:
+        tail = [ln for ln in pip.stderr.splitlines() if not ln.startswith("WARNING")][-1:]
+        raise SystemExit(f"footprint: pip install '.[{extras}]' failed: {''.join(tail)}")
     return venv / "bin" / "python", _du_mb(venv)
 
 

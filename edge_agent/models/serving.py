@@ -64,10 +64,11 @@ def probability_output(manifest: Manifest) -> str | None:
 
 # The modules each bundle runtime loads, and the extra that installs them. A gateway may
 # carry only one runtime: `edge` has ONNX Runtime; `edge-core` + `edge-litert` only LiteRT.
+_LITERT = (("ai_edge_litert", "tflite_runtime"), "edge-litert")  # as litert_runtime.py tries them
 RUNTIME_PACKAGES: dict[str, tuple[tuple[str, ...], str]] = {
     "onnxruntime": (("onnxruntime",), "edge"),
-    "litert": (("ai_edge_litert", "tflite_runtime"), "edge-litert"),
-    "mcu-tflite": (("ai_edge_litert", "tflite_runtime"), "edge-litert"),
+    "litert": _LITERT,
+    "mcu-tflite": _LITERT,  # served on the MCU, loaded on the host too (load_runtime)
 }
 
 
